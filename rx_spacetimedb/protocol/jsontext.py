@@ -1,0 +1,115 @@
+"""JSON text in and out, exact at every integer width and written the way the server writes it.
+
+orjson is fast but turns integers outside the 64-bit range into floats (spec §3.4) and refuses to
+write them; the standard library is exact but slower. ``loads_exact`` takes orjson when the text has
+no digit run long enough to overflow, the standard library otherwise. ``dumps`` writes compact JSON
+with exact integers, Rust-style shortest floats (``1e16``, ``-2.5e-7``) and ``null`` for NaN/inf.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+__all__ = ["RawJson", "dumps", "format_f32", "format_f64", "loads", "loads_exact"]
+
+# 19 digits can already leave the i64 range; anything shorter always fits orjson's integers.
+_LONG_DIGITS_STR = re.compile(r"\d{19,}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19,}")
+
+loads = orjson.loads
+"""Fast parse; integers beyond 64 bits come back as floats (callers check where it matters)."""
+
+
+def loads_exact(text: str | bytes) -> Any:
+    """Parse JSON keeping every integer exact."""
+    pattern = _LONG_DIGITS_BYTES if isinstance(text, bytes) else _LONG_DIGITS_STR
+    if pattern.search(text) is None:  # type: ignore[arg-type]
+        return orjson.loads(text)
+    return json.loads(text)
+
+
+class RawJson(str):
+    """Text that ``dumps`` writes verbatim (e.g. an f32 already formatted)."""
+
+    __slots__ = ()
+
+
+def _rust_float(text: str) -> str:
+    # Python: 1e+16, 2.5e-07; Rust's ryu: 1e16, 2.5e-7. Same digits, other exponent spelling.
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def format_f64(value: float) -> str:
+    """Shortest round-trip decimal of an f64, as the server writes it; NaN/±inf → ``null``."""
+    if not math.isfinite(value):
+        return "null"
+    return _rust_float(repr(float(value)))
+
+
+def format_f32(value: float) -> str:
+    """Shortest decimal that round-trips through f32 (``0.1``, not ``0.10000000149011612``)."""
+    if not math.isfinite(value):
+        return "null"
+    (single,) = struct.unpack("<f", struct.pack("<f", value))
+    for digits in range(1, 10):
+        text = f"{single:.{digits}g}"
+        if struct.unpack("<f", struct.pack("<f", float(text)))[0] == single:
+            break
+    text = repr(float(text))  # normalise spelling: '12.5', '1e+16', '0.0001'
+    return _rust_float(text)
+
+
+def _dumps_str(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _write(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value if isinstance(value, RawJson) else _dumps_str(value))
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif value is None:
+        out.append("null")
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(format_f64(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        first = True
+        for key, item in value.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_dumps_str(key))
+            out.append(":")
+            _write(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, exact integers, server-style floats and string escapes."""
+    out: list[str] = []
+    _write(value, out)
+    return "".join(out)

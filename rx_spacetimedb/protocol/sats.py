@@ -1,0 +1,602 @@
+"""Type-directed SATS-JSON values: decode any of the three wire shapes, encode any of them.
+
+The server writes one value in three shapes (§3.1: envelope A, stored row B, untyped C) and never
+says which, so decoding is driven by the type. Decoders and encoders are compiled once per type into
+closures, because rows are decoded by the thousand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from rx_spacetimedb.errors import ProtocolError
+from rx_spacetimedb.protocol.jsontext import RawJson, format_f32
+from rx_spacetimedb.protocol.types import (
+    INT_RANGES,
+    AlgebraicType,
+    ArrayType,
+    PrimitiveType,
+    ProductType,
+    RefType,
+    SumType,
+)
+from rx_spacetimedb.protocol.values import (
+    ConnectionId,
+    Identity,
+    ScheduleAt,
+    SumValue,
+    TimeDuration,
+    Timestamp,
+    Uuid,
+)
+
+__all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name"]
+
+Decoder = Callable[[Any], Any]
+Encoder = Callable[[Any], Any]
+Form = Literal["A", "B", "C"]
+
+
+class InexactInteger(ProtocolError):
+    """An integer field held a float: either a real error or orjson's 64-bit overflow.
+
+    Row loaders catch it once and parse the text again with the exact (slower) parser.
+    """
+
+
+def _fail(expected: str, value: Any) -> ProtocolError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ProtocolError(f"expected {expected}, got {shown}")
+
+
+def field_name(name: str) -> str:
+    """A Python attribute name for a column (``class`` → ``class_``)."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        name = name + "_" if name.isidentifier() else "_" + "".join(
+            c if c.isalnum() or c == "_" else "_" for c in name)
+    return name
+
+
+def _int_decoder(name: str) -> Decoder:
+    low, high = INT_RANGES[name]
+    wide = name.endswith(("256",))
+
+    def dec(v: Any) -> int:
+        if type(v) is int:
+            if low <= v <= high:
+                return v
+            raise _fail(f"{name} in range", v)
+        if wide and type(v) is str:
+            return _parse_big_hex(name, v, low, high)
+        if type(v) is float:
+            raise InexactInteger(f"expected an integer literal for {name}, got {v!r}")
+        raise _fail(name, v)
+
+    return dec
+
+
+def _parse_big_hex(name: str, text: str, low: int, high: int) -> int:
+    body = text[1:] if text[:1] in "+-" else text
+    if body[:2] not in ("0x", "0X") or len(body) < 3:
+        raise _fail(f"{name} as a 0x string", text)
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise _fail(f"{name} as a 0x string", text) from None
+    if not low <= value <= high:
+        raise _fail(f"{name} in range", text)
+    return value
+
+
+def _float_decoder(v: Any) -> float:
+    if type(v) is float:
+        return v
+    if v is None:
+        return math.nan
+    if type(v) is int:
+        return float(v)
+    raise _fail("a number", v)
+
+
+def _str_decoder(v: Any) -> str:
+    if type(v) is str:
+        return v
+    raise _fail("a string", v)
+
+
+def _bool_decoder(v: Any) -> bool:
+    if type(v) is bool:
+        return v
+    raise _fail("a boolean", v)
+
+
+def _bytes_decoder(v: Any) -> bytes:
+    if type(v) is str:
+        try:
+            return bytes.fromhex(v)
+        except ValueError:
+            raise _fail("hex bytes", v) from None
+    if type(v) is list:
+        try:
+            return bytes(v)
+        except (TypeError, ValueError):
+            raise _fail("an array of bytes", v) from None
+    raise _fail("bytes", v)
+
+
+_PRIMITIVE_DECODERS: dict[str, Decoder] = {
+    "Bool": _bool_decoder,
+    "F32": _float_decoder,
+    "F64": _float_decoder,
+    "String": _str_decoder,
+    **{name: _int_decoder(name) for name in INT_RANGES},
+}
+
+
+def _special_decoder(special: str, wrap: Callable[[int], Any], inner: Decoder) -> Decoder:
+    def dec(v: Any) -> Any:
+        if type(v) is dict and len(v) == 1:
+            try:
+                return wrap(inner(v[special]))
+            except KeyError:
+                pass
+        elif type(v) is list and len(v) == 1:
+            return wrap(inner(v[0]))
+        raise _fail(special, v)
+
+    return dec
+
+
+_SPECIAL_WRAPPERS: dict[str, Callable[[int], Any]] = {
+    "__identity__": Identity,
+    "__connection_id__": ConnectionId,
+    "__timestamp_micros_since_unix_epoch__": Timestamp,
+    "__time_duration_micros__": TimeDuration,
+    "__uuid__": Uuid,
+}
+
+
+def _unit_decoder(v: Any) -> tuple[()]:
+    if (type(v) is list or type(v) is dict) and not v:
+        return ()
+    raise _fail("unit ([] or {})", v)
+
+
+def _sum_parts(v: Any, names: Sequence[str | None]) -> tuple[int, Any]:
+    """(tag, payload) from ``[tag, p]`` / ``{"Variant": p}`` with names or decimal tags."""
+    if type(v) is list and len(v) == 2:
+        key, payload = v
+    elif type(v) is dict and len(v) == 1:
+        ((key, payload),) = v.items()
+    else:
+        raise _fail("a sum ([tag, payload] or {variant: payload})", v)
+    if type(key) is int:
+        tag = key
+    elif type(key) is str:
+        if key in names:
+            tag = names.index(key)
+        elif key.isdigit():
+            tag = int(key)
+        else:
+            raise _fail(f"a variant of {list(names)}", key)
+    else:
+        raise _fail("a variant tag", key)
+    if not 0 <= tag < len(names):
+        raise _fail(f"a tag below {len(names)}", key)
+    return tag, payload
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VariantClass:
+    """How one variant of a sum maps to a Python class: build from the payload, and back."""
+
+    cls: type
+    make: Callable[[Any], Any]
+    payload: Callable[[Any], Any]
+
+
+class TypeCodec:
+    """Compiled decoders and encoders for the types of one typespace.
+
+    ``classes`` maps typespace indexes of product types to the Python classes their values
+    decode to (row dataclasses); other products get a generated frozen dataclass.
+    """
+
+    def __init__(self, typespace: Sequence[AlgebraicType] = (),
+                 names: Mapping[int, str] | None = None,
+                 classes: Mapping[int, type] | None = None,
+                 variants: Mapping[int, Sequence[VariantClass]] | None = None) -> None:
+        self.typespace = tuple(typespace)
+        self._variants = dict(variants or {})
+        self._names = dict(names or {})
+        self._classes: dict[int, type] = dict(classes or {})
+        self._decoders: dict[int, Decoder] = {}
+        self._encoders: dict[tuple[int, str], Encoder] = {}
+        self._anon_classes: dict[ProductType, type] = {}
+
+    # -- types ---------------------------------------------------------------------------
+
+    def resolve(self, ty: AlgebraicType) -> AlgebraicType:
+        """Follow ``Ref``s to a concrete type."""
+        seen = 0
+        while isinstance(ty, RefType):
+            if not 0 <= ty.index < len(self.typespace):
+                raise ProtocolError(f"Ref {ty.index} outside the typespace")
+            ty = self.typespace[ty.index]
+            seen += 1
+            if seen > len(self.typespace):
+                raise ProtocolError("Ref cycle in the typespace")
+        return ty
+
+    def class_for(self, ty: AlgebraicType, name: str | None = None) -> type:
+        """The Python class values of a product type decode to (generated on first use)."""
+        index = ty.index if isinstance(ty, RefType) else None
+        if index is not None and index in self._classes:
+            return self._classes[index]
+        product = self.resolve(ty)
+        if not isinstance(product, ProductType):
+            raise TypeError(f"{ty!r} is not a product type")
+        if index is None and product in self._anon_classes:
+            return self._anon_classes[product]
+        cls_name = name or (self._names.get(index) if index is not None else None) or "Product"
+        cls = dataclasses.make_dataclass(
+            field_name(cls_name),
+            [(field_name(n), self.python_type(e.type)) for n, e in zip(product.names, product.elements, strict=True)],
+            frozen=True, slots=True,
+        )
+        cls.__module__ = "rx_spacetimedb.rows"
+        if index is not None:
+            self._classes[index] = cls
+        else:
+            self._anon_classes[product] = cls
+        return cls
+
+    def python_type(self, ty: AlgebraicType) -> Any:
+        """The Python type a value of ``ty`` decodes to (for annotations and docs)."""
+        if isinstance(ty, RefType):
+            target = self.resolve(ty)
+            if isinstance(target, ProductType) and target.special is None and target.elements:
+                return self.class_for(ty)
+            return self.python_type(target)
+        if isinstance(ty, PrimitiveType):
+            return {"Bool": bool, "F32": float, "F64": float, "String": str}.get(ty.name, int)
+        if isinstance(ty, ArrayType):
+            return bytes if ty.elem == PrimitiveType("U8") else tuple[self.python_type(ty.elem), ...]  # type: ignore[misc]
+        if isinstance(ty, ProductType):
+            special = ty.special
+            if special is not None:
+                return _SPECIAL_WRAPPERS[special]
+            return tuple[()] if not ty.elements else Any
+        if ty.is_option:
+            return self.python_type(ty.variants[0].type) | None
+        if ty.is_schedule_at:
+            return ScheduleAt
+        return SumValue
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decoder(self, ty: AlgebraicType) -> Decoder:
+        """A function from a JSON value (any of the three shapes) to the Python value."""
+        if isinstance(ty, RefType):
+            cached = self._decoders.get(ty.index)
+            if cached is not None:
+                return cached
+            holder: list[Decoder] = []
+            self._decoders[ty.index] = lambda v: holder[0](v)  # recursion guard
+            target = self.resolve(ty)
+            if isinstance(target, SumType) and ty.index in self._variants:
+                dec = self._variant_decoder(target, self._variants[ty.index])
+            else:
+                plain = isinstance(target, ProductType) and target.special is None and target.elements
+                dec = self._build_decoder(target, self.class_for(ty) if plain else None)
+            holder.append(dec)
+            self._decoders[ty.index] = dec
+            return dec
+        cls = None
+        if isinstance(ty, ProductType) and ty.special is None and ty.elements:
+            cls = self.class_for(ty)
+        return self._build_decoder(ty, cls)
+
+    def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
+        if isinstance(ty, PrimitiveType):
+            return _PRIMITIVE_DECODERS[ty.name]
+        if isinstance(ty, RefType):
+            return self.decoder(ty)
+        if isinstance(ty, ArrayType):
+            if self.resolve(ty.elem) == PrimitiveType("U8"):
+                return _bytes_decoder
+            elem = self.decoder(ty.elem)
+
+            def dec_array(v: Any) -> tuple[Any, ...]:
+                if type(v) is not list:
+                    raise _fail("an array", v)
+                return tuple([elem(x) for x in v])
+
+            return dec_array
+        if isinstance(ty, ProductType):
+            special = ty.special
+            if special is not None:
+                return _special_decoder(special, _SPECIAL_WRAPPERS[special],
+                                        self.decoder(ty.elements[0].type))
+            if not ty.elements:
+                return _unit_decoder
+            assert cls is not None
+            return self._product_decoder(ty, cls)
+        return self._sum_decoder(ty)
+
+    def _product_decoder(self, ty: ProductType, cls: type) -> Decoder:
+        names = ty.names
+        decs = [self.decoder(e.type) for e in ty.elements]
+        pairs = list(zip(names, decs, strict=True))
+        count = len(names)
+
+        def dec_product(v: Any) -> Any:
+            try:
+                if type(v) is list and len(v) == count:
+                    return cls(*[d(x) for d, x in zip(decs, v, strict=True)])
+                if type(v) is dict and len(v) == count:
+                    return cls(*[d(v[n]) for n, d in pairs])
+            except InexactInteger:
+                raise
+            except ProtocolError as err:
+                raise _locate(err, v, pairs) from None
+            except KeyError as err:
+                raise ProtocolError(f"missing field {err.args[0]!r}") from None
+            raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
+
+        return dec_product
+
+    def _sum_decoder(self, ty: SumType) -> Decoder:
+        names = [v.name for v in ty.variants]
+        decs = [self.decoder(v.type) for v in ty.variants]
+        if ty.is_option:
+            some = decs[0]
+
+            def dec_option(v: Any) -> Any:
+                if v is None:
+                    return None
+                tag, payload = _sum_parts(v, names)
+                if tag == 0:
+                    return some(payload)
+                _unit_decoder(payload)
+                return None
+
+            return dec_option
+        if ty.is_schedule_at:
+            def dec_schedule(v: Any) -> ScheduleAt:
+                tag, payload = _sum_parts(v, names)
+                return ScheduleAt(decs[tag](payload))
+
+            return dec_schedule
+
+        def dec_sum(v: Any) -> SumValue:
+            tag, payload = _sum_parts(v, names)
+            return SumValue(names[tag] or str(tag), decs[tag](payload), tag)
+
+        return dec_sum
+
+    def _variant_decoder(self, ty: SumType, classes: Sequence[VariantClass]) -> Decoder:
+        names = [v.name for v in ty.variants]
+        decs = [self.decoder(v.type) for v in ty.variants]
+        makers = [c.make for c in classes]
+
+        def dec_variant(v: Any) -> Any:
+            tag, payload = _sum_parts(v, names)
+            try:
+                return makers[tag](decs[tag](payload))
+            except ProtocolError as err:
+                path = f"{names[tag]}.{err.path}" if err.path else str(names[tag])
+                raise type(err)(err.reason, path=path) from None
+
+        return dec_variant
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def _variant_encoder(self, ty: SumType, classes: Sequence[VariantClass], form: Form) -> Encoder:
+        encs = [self.encoder(v.type, form) for v in ty.variants]
+        table = {c.cls: (tag, c.payload) for tag, c in enumerate(classes)}
+        names = [v.name or str(i) for i, v in enumerate(ty.variants)]
+
+        def enc_variant(v: Any) -> Any:
+            try:
+                tag, payload = table[type(v)]
+            except KeyError:
+                raise TypeError(f"cannot encode {type(v).__name__} as one of {names}") from None
+            body = encs[tag](payload(v))
+            return {names[tag]: body} if form == "A" else [tag, body]
+
+        return enc_variant
+
+    def encoder(self, ty: AlgebraicType, form: Form) -> Encoder:
+        """A function from a Python value to the JSON value of shape ``form`` (A, B or C)."""
+        if isinstance(ty, RefType):
+            key = (ty.index, form)
+            cached = self._encoders.get(key)
+            if cached is not None:
+                return cached
+            holder: list[Encoder] = []
+            self._encoders[key] = lambda v: holder[0](v)
+            target = self.resolve(ty)
+            if isinstance(target, SumType) and ty.index in self._variants:
+                enc = self._variant_encoder(target, self._variants[ty.index], form)
+            else:
+                enc = self._build_encoder(target, form, self._classes.get(ty.index))
+            holder.append(enc)
+            self._encoders[key] = enc
+            return enc
+        return self._build_encoder(ty, form)
+
+    def _build_encoder(self, ty: AlgebraicType, form: Form, bare: type | None = None) -> Encoder:
+        if isinstance(ty, RefType):
+            return self.encoder(ty, form)
+        if isinstance(ty, PrimitiveType):
+            return _primitive_encoder(ty.name)
+        if isinstance(ty, ArrayType):
+            if self.resolve(ty.elem) == PrimitiveType("U8"):
+                return _encode_bytes
+            # Arrays nested in stored rows are written untyped (§3.1 B).
+            elem = self.encoder(ty.elem, "C" if form == "B" else form)
+            return lambda v: [elem(x) for x in _as_sequence(v, "an array")]
+        if isinstance(ty, ProductType):
+            return self._product_encoder(ty, form, bare)
+        return self._sum_encoder(ty, form)
+
+    def _product_encoder(self, ty: ProductType, form: Form, cls_of_one: type | None = None) -> Encoder:
+        if not ty.elements:
+            def enc_unit(v: Any) -> Any:
+                if v != () and v != [] and v != {}:
+                    raise TypeError(f"unit takes (), got {v!r}")
+                return {} if form == "B" else []
+
+            return enc_unit
+        special = ty.special
+        names = ty.names
+        attrs = [field_name(n) for n in names]
+        encs = [self.encoder(e.type, form) for e in ty.elements]
+        if special is not None:
+            wrapper = _SPECIAL_WRAPPERS[special]
+            inner = encs[0]
+            attr = next(f.name for f in dataclasses.fields(wrapper))
+
+            def enc_special(v: Any) -> Any:
+                if not isinstance(v, wrapper):
+                    raise TypeError(f"expected {wrapper.__name__}, got {type(v).__name__}")
+                raw = inner(getattr(v, attr))
+                return [raw] if form == "C" else {special: raw}
+
+            return enc_special
+
+        def values_of(v: Any) -> list[Any]:
+            if isinstance(v, Mapping):
+                missing = [n for n in names if n not in v]
+                extra = [k for k in v if k not in names]
+                if missing or extra:
+                    raise ValueError(f"fields {names}: missing {missing}, unknown {extra}")
+                return [v[n] for n in names]
+            if isinstance(v, list | tuple):
+                if len(v) != len(names):
+                    raise ValueError(f"expected {len(names)} values {names}, got {len(v)}")
+                return list(v)
+            try:
+                return [getattr(v, a) for a in attrs]
+            except AttributeError:
+                if len(attrs) == 1 and cls_of_one is not None and isinstance(v, cls_of_one):
+                    return [v]  # a one-field product decoded to its bare value (QueryId -> int)
+                raise TypeError(f"cannot encode {type(v).__name__} as a product with fields {names}") from None
+
+        if form == "C":
+            return lambda v: [e(x) for e, x in zip(encs, values_of(v), strict=True)]
+        return lambda v: {n: e(x) for n, e, x in zip(names, encs, values_of(v), strict=True)}
+
+    def _sum_encoder(self, ty: SumType, form: Form) -> Encoder:
+        names = [v.name for v in ty.variants]
+        encs = [self.encoder(v.type, form) for v in ty.variants]
+
+        def wrap(tag: int, payload: Any) -> Any:
+            if form == "A":
+                return {names[tag] or str(tag): payload}
+            return [tag, payload]
+
+        if ty.is_option:
+            unit = encs[1](())
+
+            def enc_option(v: Any) -> Any:
+                return wrap(1, unit) if v is None else wrap(0, encs[0](v))
+
+            return enc_option
+        if ty.is_schedule_at:
+            def enc_schedule(v: Any) -> Any:
+                if not isinstance(v, ScheduleAt):
+                    raise TypeError(f"expected ScheduleAt, got {type(v).__name__}")
+                tag = 0 if v.is_interval else 1
+                return wrap(tag, encs[tag](v.value))
+
+            return enc_schedule
+
+        def enc_sum(v: Any) -> Any:
+            if isinstance(v, SumValue):
+                name, payload = v.name, v.value
+            elif isinstance(v, str):
+                name, payload = v, ()
+            else:
+                raise TypeError(f"expected SumValue for a variant of {names}, got {type(v).__name__}")
+            if name not in names:
+                raise ValueError(f"unknown variant {name!r}, expected one of {names}")
+            tag = names.index(name)
+            return wrap(tag, encs[tag](payload))
+
+        return enc_sum
+
+
+def _locate(err: ProtocolError, value: Any, pairs: Sequence[tuple[str, Decoder]]) -> ProtocolError:
+    """Find which field of a product failed, to put its name in the error path."""
+    for i, (name, dec) in enumerate(pairs):
+        try:
+            item = value[i] if type(value) is list else value[name]
+            dec(item)
+        except ProtocolError as inner:
+            path = f"{name}.{inner.path}" if inner.path else name
+            return type(inner)(inner.reason, path=path)
+        except (KeyError, IndexError):
+            return ProtocolError("missing", path=name)
+    return err
+
+
+def _as_sequence(v: Any, what: str) -> Sequence[Any]:
+    if isinstance(v, list | tuple):
+        return v
+    raise TypeError(f"expected {what}, got {type(v).__name__}")
+
+
+def _encode_bytes(v: Any) -> str:
+    if not isinstance(v, bytes | bytearray | memoryview):
+        raise TypeError(f"expected bytes, got {type(v).__name__}")
+    return bytes(v).hex()
+
+
+def _primitive_encoder(name: str) -> Encoder:
+    if name in INT_RANGES:
+        low, high = INT_RANGES[name]
+        wide = name.endswith("256")
+
+        def enc_int(v: Any) -> Any:
+            if type(v) is not int:
+                raise TypeError(f"{name} takes an int, got {type(v).__name__}")
+            if not low <= v <= high:
+                raise ValueError(f"{v} is out of range for {name}")
+            if wide:
+                return f"-0x{-v:x}" if v < 0 else f"0x{v:x}"
+            return v
+
+        return enc_int
+    if name == "F32":
+        return lambda v: RawJson(format_f32(_as_float(v)))
+    if name == "F64":
+        return _as_float
+    if name == "Bool":
+        def enc_bool(v: Any) -> bool:
+            if type(v) is not bool:
+                raise TypeError(f"Bool takes a bool, got {type(v).__name__}")
+            return v
+
+        return enc_bool
+
+    def enc_str(v: Any) -> str:
+        if not isinstance(v, str):
+            raise TypeError(f"String takes a str, got {type(v).__name__}")
+        return str(v)
+
+    return enc_str
+
+
+def _as_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"expected a number, got {type(v).__name__}")
+    return float(v)
+

@@ -1,0 +1,323 @@
+"""The module schema (``GET /v1/database/{db}/schema?version=9``) and schema-directed decoding.
+
+A ``ModuleSchema`` knows every table's row type, every reducer's parameters and every procedure's
+return type, so it turns row strings of either wire shape, reducer ``args`` and procedure returns
+into the same Python values. Row classes are frozen dataclasses generated from the schema unless the
+caller supplies its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from rx_spacetimedb.errors import ProtocolError, SchemaError
+from rx_spacetimedb.protocol.jsontext import dumps, loads_exact
+from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec
+from rx_spacetimedb.protocol.types import (
+    AlgebraicType,
+    ProductType,
+    RefType,
+    parse_product,
+    parse_type,
+    product_to_json,
+    type_to_json,
+)
+
+__all__ = [
+    "ModuleSchema",
+    "ProcedureDef",
+    "ReducerDef",
+    "TableDef",
+    "decode_json",
+    "parse_json_exact",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TableDef:
+    """A table: wire name, row type (a typespace ref), primary key columns, access."""
+
+    name: str
+    product_type_ref: int
+    primary_key: tuple[int, ...] = ()
+    public: bool = True
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReducerDef:
+    """A reducer: name, parameters and lifecycle (``None``, ``Init``, ``OnConnect``, ``OnDisconnect``)."""
+
+    name: str
+    params: ProductType
+    lifecycle: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureDef:
+    """A procedure: name, parameters, return type."""
+
+    name: str
+    params: ProductType
+    return_type: AlgebraicType
+
+
+def parse_json_exact(text: str | bytes) -> Any:
+    """Parse a row or argument text with every integer exact."""
+    return loads_exact(text)
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Plain JSON of a row string without a schema (exact integers), for schema-less use."""
+    try:
+        return loads_exact(text)
+    except ValueError as err:
+        raise ProtocolError(f"row is not JSON: {err}", raw=text) from None
+
+
+def _decode_text(decoder: Decoder, text: str | bytes, what: str) -> Any:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise ProtocolError(f"{what} is not JSON: {err}", raw=text) from None
+    try:
+        return decoder(value)
+    except InexactInteger:
+        # orjson turned a >64-bit integer into a float: parse this text again, exactly.
+        try:
+            return decoder(json.loads(text))
+        except ProtocolError as err:
+            raise ProtocolError(err.reason, path=f"{what}.{err.path}" if err.path else what,
+                                raw=text) from None
+    except ProtocolError as err:
+        raise ProtocolError(err.reason, path=f"{what}.{err.path}" if err.path else what, raw=text) from None
+
+
+def _opt(value: Any) -> Any:
+    """Unwrap an envelope Option (``{"some": x}`` / ``{"none": []}``)."""
+    if isinstance(value, dict):
+        return value.get("some")
+    return value
+
+
+def _variant(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value))
+    return None
+
+
+class ModuleSchema:
+    """Tables, reducers, procedures and the typespace of one module, with their codecs.
+
+    Args:
+        typespace: the module's types; ``RefType(i)`` refers to ``typespace[i]``.
+        tables, reducers, procedures: definitions, in the module's order.
+        type_names: names of named types by typespace index (used to name generated row classes).
+        row_classes: table name → a user class to build rows with instead of a generated dataclass
+            (its positional constructor must take the columns in order).
+    """
+
+    def __init__(
+        self,
+        typespace: Sequence[AlgebraicType],
+        tables: Sequence[TableDef] = (),
+        reducers: Sequence[ReducerDef] = (),
+        procedures: Sequence[ProcedureDef] = (),
+        type_names: Mapping[int, str] | None = None,
+        row_classes: Mapping[str, type] | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.typespace = tuple(typespace)
+        self.tables = {t.name: t for t in tables}
+        self.reducers = {r.name: r for r in reducers}
+        self.reducer_ids = {r.name: i for i, r in enumerate(reducers)}
+        self.procedures = {p.name: p for p in procedures}
+        self.type_names = dict(type_names or {})
+        names = dict(self.type_names)
+        for table in tables:
+            names.setdefault(table.product_type_ref, table.name)
+        classes: dict[int, type] = {}
+        for table_name, cls in (row_classes or {}).items():
+            classes[self.table(table_name).product_type_ref] = cls
+        self.codec = TypeCodec(self.typespace, names=names, classes=classes)
+        self._raw = dict(raw) if raw is not None else None
+        self._row_decoders: dict[str, Decoder] = {}
+
+    def __repr__(self) -> str:
+        return (f"<ModuleSchema tables={list(self.tables)} reducers={list(self.reducers)} "
+                f"procedures={list(self.procedures)}>")
+
+    # -- parsing -------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, data: str | bytes | Mapping[str, Any],
+                  row_classes: Mapping[str, type] | None = None) -> ModuleSchema:
+        """Parse the schema endpoint's JSON (``RawModuleDefV9``)."""
+        raw: Any = loads_exact(data) if isinstance(data, str | bytes) else data
+        if not isinstance(raw, Mapping):
+            raise ProtocolError("schema must be a JSON object")
+        try:
+            typespace = [parse_type(t, f"typespace.types[{i}]")
+                         for i, t in enumerate(raw["typespace"]["types"])]
+            tables = [
+                TableDef(
+                    name=t["name"],
+                    product_type_ref=t["product_type_ref"],
+                    primary_key=tuple(t.get("primary_key", ())),
+                    public=_variant(t.get("table_access", {"Public": []})) != "Private",
+                    raw=t,
+                )
+                for t in raw.get("tables", ())
+            ]
+            reducers = [
+                ReducerDef(r["name"], parse_product(r["params"], f"reducers.{r['name']}.params"),
+                           _variant(_opt(r.get("lifecycle"))))
+                for r in raw.get("reducers", ())
+            ]
+            procedures = [
+                ProcedureDef(p["name"], parse_product(p["params"], f"procedures.{p['name']}.params"),
+                             parse_type(p["return_type"], f"procedures.{p['name']}.return_type"))
+                for export in raw.get("misc_exports", ())
+                if isinstance(export, Mapping) and isinstance(p := export.get("Procedure"), Mapping)
+            ]
+            type_names = {
+                t["ty"]: t["name"]["name"] for t in raw.get("types", ())
+                if isinstance(t, Mapping) and isinstance(t.get("name"), Mapping)
+            }
+        except (KeyError, TypeError) as err:
+            raise ProtocolError(f"malformed module schema: {err!r}") from None
+        return cls(typespace, tables, reducers, procedures, type_names, row_classes, raw=raw)
+
+    def to_json(self) -> dict[str, Any]:
+        """The schema endpoint's JSON for this module (the shape the real server writes)."""
+        if self._raw is not None:
+            return dict(self._raw)
+        return {
+            "typespace": {"types": [type_to_json(t) for t in self.typespace]},
+            "tables": [dict(t.raw) if t.raw else _table_json(self, t) for t in self.tables.values()],
+            "reducers": [
+                {"name": r.name, "params": product_to_json(r.params),
+                 "lifecycle": {"some": {r.lifecycle: []}} if r.lifecycle else {"none": []}}
+                for r in self.reducers.values()
+            ],
+            "types": [
+                {"name": {"scope": [], "name": name}, "ty": index, "custom_ordering": True}
+                for index, name in sorted(self.type_names.items())
+            ],
+            "misc_exports": [
+                {"Procedure": {"name": p.name, "params": product_to_json(p.params),
+                               "return_type": type_to_json(p.return_type)}}
+                for p in self.procedures.values()
+            ],
+            "row_level_security": [],
+        }
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def table(self, name: str) -> TableDef:
+        """The table of that wire name; SchemaError names the known tables otherwise."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise SchemaError(f"unknown table {name!r}; the module has {sorted(self.tables)}") from None
+
+    def reducer(self, name: str) -> ReducerDef:
+        """The reducer of that name; SchemaError names the known reducers otherwise."""
+        try:
+            return self.reducers[name]
+        except KeyError:
+            raise SchemaError(f"unknown reducer {name!r}; the module has {sorted(self.reducers)}") from None
+
+    def procedure(self, name: str) -> ProcedureDef:
+        """The procedure of that name; SchemaError names the known procedures otherwise."""
+        try:
+            return self.procedures[name]
+        except KeyError:
+            raise SchemaError(
+                f"unknown procedure {name!r}; the module has {sorted(self.procedures)}") from None
+
+    def row_product(self, table: str) -> ProductType:
+        """The row type of a table, resolved."""
+        product = self.codec.resolve(RefType(self.table(table).product_type_ref))
+        if not isinstance(product, ProductType):
+            raise SchemaError(f"row type of {table!r} is not a product")
+        return product
+
+    def row_class(self, table: str) -> type:
+        """The Python class rows of this table decode to."""
+        return self.codec.class_for(RefType(self.table(table).product_type_ref))
+
+    def primary_key(self, table: str) -> tuple[int, ...]:
+        """Column indexes of the primary key (empty: the table has none)."""
+        return self.table(table).primary_key
+
+    # -- values --------------------------------------------------------------------------
+
+    def row_decoder(self, table: str) -> Decoder:
+        """A decoder from a parsed row JSON value (either shape) to the row object."""
+        decoder = self._row_decoders.get(table)
+        if decoder is None:
+            decoder = self.codec.decoder(RefType(self.table(table).product_type_ref))
+            self._row_decoders[table] = decoder
+        return decoder
+
+    def decode_row(self, table: str, text: str | bytes) -> Any:
+        """Decode one row string (object-keyed or positional) to the table's row object."""
+        return _decode_text(self.row_decoder(table), text, table)
+
+    def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
+        """Decode many row strings of one table."""
+        decoder = self.row_decoder(table)
+        return [_decode_text(decoder, t, table) for t in texts]
+
+    def encode_row(self, table: str, row: Any, form: Form = "C") -> str:
+        """The row string of a row: ``B`` = stored (object keyed), ``C`` = untyped (positional)."""
+        return dumps(self.codec.encoder(RefType(self.table(table).product_type_ref), form)(row))
+
+    def decode_reducer_args(self, reducer: str, text: str) -> Any:
+        """Decode ``reducer_call.args`` to a params object (fields named as the parameters)."""
+        return _decode_text(self.codec.decoder(self.reducer(reducer).params), text, f"{reducer}.args")
+
+    def encode_args(self, params: ProductType, args: Sequence[Any] | Mapping[str, Any]) -> str:
+        """Arguments (positional sequence or by-name mapping) as the JSON text ``args`` holds."""
+        try:
+            return dumps(self.codec.encoder(params, "C")(args))
+        except (TypeError, ValueError) as err:
+            raise SchemaError(f"arguments do not fit {list(params.names)}: {err}") from None
+
+    def encode_reducer_args(self, reducer: str, args: Sequence[Any] | Mapping[str, Any]) -> str:
+        """Encode a reducer's arguments (untyped form C: name-independent)."""
+        return self.encode_args(self.reducer(reducer).params, args)
+
+    def decode_procedure_return(self, procedure: str, text: str) -> Any:
+        """Decode a ``ProcedureResult`` ``Returned`` value."""
+        return _decode_text(self.codec.decoder(self.procedure(procedure).return_type), text,
+                            f"{procedure}.return")
+
+
+def _table_json(schema: ModuleSchema, table: TableDef) -> dict[str, Any]:
+    names = schema.row_product(table.name).names
+    pk = list(table.primary_key)
+    access = {"Public": []} if table.public else {"Private": []}
+    return {
+        "name": table.name,
+        "product_type_ref": table.product_type_ref,
+        "primary_key": pk,
+        "indexes": [
+            {"name": {"some": f"{table.name}_{names[c]}_idx_btree"}, "accessor_name": {"some": names[c]},
+             "algorithm": {"BTree": [c]}} for c in pk
+        ],
+        "constraints": [
+            {"name": {"some": f"{table.name}_{names[c]}_key"}, "data": {"Unique": {"columns": [c]}}}
+            for c in pk
+        ],
+        "sequences": [],
+        "schedule": {"none": []},
+        "table_type": {"User": []},
+        "table_access": access,
+    }
