@@ -69,8 +69,10 @@ class ProtocolError(SpacetimeDBError):
 
     def __repr__(self) -> str:
         raw = self.raw
-        if raw is not None and len(raw) > _RAW_PREVIEW:
-            raw = raw[:_RAW_PREVIEW] + ("..." if isinstance(raw, str) else b"...")
+        if isinstance(raw, str) and len(raw) > _RAW_PREVIEW:
+            raw = raw[:_RAW_PREVIEW] + "..."
+        elif isinstance(raw, bytes) and len(raw) > _RAW_PREVIEW:
+            raw = raw[:_RAW_PREVIEW] + b"..."
         return f"ProtocolError({str(self)!r}, raw={raw!r})"
 
 

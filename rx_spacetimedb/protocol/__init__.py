@@ -29,7 +29,7 @@ from rx_spacetimedb.protocol.values import (
     Uuid,
 )
 
-__all__ = [  # noqa: PLE0604
+__all__ = [
     *_messages_all,
     "ConnectionId",
     "EnergyQuanta",

@@ -22,7 +22,6 @@ from rx_spacetimedb.protocol.sats import TypeCodec, VariantClass
 from rx_spacetimedb.protocol.types import (
     BYTES,
     CONNECTION_ID,
-
     IDENTITY,
     STRING,
     TIME_DURATION,

@@ -153,7 +153,7 @@ def _special_decoder(special: str, wrap: Callable[[int], Any], inner: Decoder) -
     return dec
 
 
-_SPECIAL_WRAPPERS: dict[str, Callable[[int], Any]] = {
+_SPECIAL_CLASSES: dict[str, type[Identity | ConnectionId | Timestamp | TimeDuration | Uuid]] = {
     "__identity__": Identity,
     "__connection_id__": ConnectionId,
     "__timestamp_micros_since_unix_epoch__": Timestamp,
@@ -247,7 +247,8 @@ class TypeCodec:
         cls_name = name or (self._names.get(index) if index is not None else None) or "Product"
         cls = dataclasses.make_dataclass(
             field_name(cls_name),
-            [(field_name(n), self.python_type(e.type)) for n, e in zip(product.names, product.elements, strict=True)],
+            [(field_name(n), self.python_type(e.type))
+             for n, e in zip(product.names, product.elements, strict=True)],
             frozen=True, slots=True,
         )
         cls.__module__ = "rx_spacetimedb.rows"
@@ -271,7 +272,7 @@ class TypeCodec:
         if isinstance(ty, ProductType):
             special = ty.special
             if special is not None:
-                return _SPECIAL_WRAPPERS[special]
+                return _SPECIAL_CLASSES[special]
             return tuple[()] if not ty.elements else Any
         if ty.is_option:
             return self.python_type(ty.variants[0].type) | None
@@ -281,8 +282,11 @@ class TypeCodec:
 
     # -- decoding ------------------------------------------------------------------------
 
-    def decoder(self, ty: AlgebraicType) -> Decoder:
-        """A function from a JSON value (any of the three shapes) to the Python value."""
+    def decoder(self, ty: AlgebraicType, name: str | None = None) -> Decoder:
+        """A function from a JSON value (any of the three shapes) to the Python value.
+
+        ``name`` names the class generated for an anonymous product (e.g. a reducer's params).
+        """
         if isinstance(ty, RefType):
             cached = self._decoders.get(ty.index)
             if cached is not None:
@@ -300,7 +304,7 @@ class TypeCodec:
             return dec
         cls = None
         if isinstance(ty, ProductType) and ty.special is None and ty.elements:
-            cls = self.class_for(ty)
+            cls = self.class_for(ty, name)
         return self._build_decoder(ty, cls)
 
     def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
@@ -322,7 +326,7 @@ class TypeCodec:
         if isinstance(ty, ProductType):
             special = ty.special
             if special is not None:
-                return _special_decoder(special, _SPECIAL_WRAPPERS[special],
+                return _special_decoder(special, _SPECIAL_CLASSES[special],
                                         self.decoder(ty.elements[0].type))
             if not ty.elements:
                 return _unit_decoder
@@ -447,7 +451,8 @@ class TypeCodec:
             return self._product_encoder(ty, form, bare)
         return self._sum_encoder(ty, form)
 
-    def _product_encoder(self, ty: ProductType, form: Form, cls_of_one: type | None = None) -> Encoder:
+    def _product_encoder(self, ty: ProductType, form: Form,
+                         cls_of_one: type | None = None) -> Encoder:
         if not ty.elements:
             def enc_unit(v: Any) -> Any:
                 if v != () and v != [] and v != {}:
@@ -460,9 +465,9 @@ class TypeCodec:
         attrs = [field_name(n) for n in names]
         encs = [self.encoder(e.type, form) for e in ty.elements]
         if special is not None:
-            wrapper = _SPECIAL_WRAPPERS[special]
+            wrapper = _SPECIAL_CLASSES[special]
             inner = encs[0]
-            attr = next(f.name for f in dataclasses.fields(wrapper))
+            attr = dataclasses.fields(wrapper)[0].name
 
             def enc_special(v: Any) -> Any:
                 if not isinstance(v, wrapper):
@@ -488,7 +493,8 @@ class TypeCodec:
             except AttributeError:
                 if len(attrs) == 1 and cls_of_one is not None and isinstance(v, cls_of_one):
                     return [v]  # a one-field product decoded to its bare value (QueryId -> int)
-                raise TypeError(f"cannot encode {type(v).__name__} as a product with fields {names}") from None
+                what = type(v).__name__
+                raise TypeError(f"cannot encode {what} as a product with fields {names}") from None
 
         if form == "C":
             return lambda v: [e(x) for e, x in zip(encs, values_of(v), strict=True)]

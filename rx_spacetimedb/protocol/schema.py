@@ -107,7 +107,7 @@ def _opt(value: Any) -> Any:
 
 def _variant(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
-        return next(iter(value))
+        return str(next(iter(value)))
     return None
 
 
@@ -281,7 +281,8 @@ class ModuleSchema:
 
     def decode_reducer_args(self, reducer: str, text: str) -> Any:
         """Decode ``reducer_call.args`` to a params object (fields named as the parameters)."""
-        return _decode_text(self.codec.decoder(self.reducer(reducer).params), text, f"{reducer}.args")
+        decoder = self.codec.decoder(self.reducer(reducer).params, f"{reducer}Args")
+        return _decode_text(decoder, text, f"{reducer}.args")
 
     def encode_args(self, params: ProductType, args: Sequence[Any] | Mapping[str, Any]) -> str:
         """Arguments (positional sequence or by-name mapping) as the JSON text ``args`` holds."""
@@ -303,7 +304,7 @@ class ModuleSchema:
 def _table_json(schema: ModuleSchema, table: TableDef) -> dict[str, Any]:
     names = schema.row_product(table.name).names
     pk = list(table.primary_key)
-    access = {"Public": []} if table.public else {"Private": []}
+    access: dict[str, list[Any]] = {"Public": []} if table.public else {"Private": []}
     return {
         "name": table.name,
         "product_type_ref": table.product_type_ref,
