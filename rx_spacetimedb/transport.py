@@ -1,0 +1,378 @@
+"""The socket: one WebSocket to a SpacetimeDB database, speaking text frames only.
+
+This is the only module that knows ``websockets``. It builds the URL, does the handshake (the
+``v1.json.spacetimedb`` subprotocol, the bearer token, TLS), moves ``str`` frames, and maps
+``websockets``/``OSError`` exceptions onto the ``rx_spacetimedb.errors`` tree at the boundary.
+It knows nothing of Rx or message types, so it is tested with a real loopback server alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+from collections.abc import AsyncIterator, Mapping, MutableMapping
+from typing import Any, Final, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from websockets import exceptions as wsx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import Frame, Opcode
+from websockets.typing import Subprotocol
+
+from rx_spacetimedb.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConnectionClosed,
+    ConnectionRejected,
+    DatabaseNotFound,
+    HandshakeError,
+    ProtocolError,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "SUBPROTOCOL",
+    "Transport",
+    "build_url",
+]
+
+SUBPROTOCOL: Final = "v1.json.spacetimedb"
+"""The only subprotocol offered: the server picks binary ones first if they are offered (§1.3)."""
+
+DEFAULT_MAX_SIZE: Final = 256 * 2**20
+"""Largest incoming message (256 MiB).
+
+The server caps what it *receives* at 32 MiB but not what it sends: an initial subscription of a
+big table is one JSON frame, and JSON-in-JSON rows are verbose. websockets' 1 MiB default would
+cut those connections (close 1009); ``None`` would let a hostile server exhaust memory.
+"""
+
+DEFAULT_PING_INTERVAL: Final = 15.0
+DEFAULT_PING_TIMEOUT: Final = 15.0
+DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+"""Keepalive: a Ping every 15 s, dead if its Pong is not back in 15 s (§8.2 asks for 30-45 s).
+
+websockets then sends Close 1011 and waits ``close_timeout`` for the dead peer before dropping
+the TCP connection, so ``recv()`` raises at most 15 + 15 + 5 = 35 s after the last Pong.
+"""
+
+_REJECTED_AFTER_SEND: Final = 5.0
+"""A close this soon (seconds) after one of our sends may be the server rejecting it (§8.3)."""
+
+_SUSPECT_CLOSE_CODES: Final = frozenset({1002, 1006, 1011})
+_SENSITIVE_HEADERS: Final = frozenset({"authorization", "spacetime-identity-token", "cookie"})
+_REDACTED: Final = "<redacted>"
+_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+_SCHEMES: Final = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+_log = logging.getLogger("rx_spacetimedb.transport")
+
+
+def build_url(host: str, database: str, *, light: bool = False, confirmed: bool = False) -> str:
+    """Build ``ws[s]://host[:port]/v1/database/{database}/subscribe?light=..&confirmed=..``.
+
+    Both flags are always sent, as exactly ``true``/``false`` (§1.2): the server's defaults are
+    ``false`` for v1 today, but spelling them out keeps the behaviour if a default changes.
+
+    Args:
+        host: ``ws://``, ``wss://``, ``http://`` or ``https://`` URL of the server (a path
+            prefix is kept), or a bare ``host[:port]`` meaning ``ws://``.
+        database: Database name or identity (percent-encoded into one path segment).
+        light: Ask for ``TransactionUpdateLight`` for other clients' transactions.
+        confirmed: Hold messages back until their transaction is durable.
+
+    Returns:
+        The URL. It never contains a token: the token goes in the ``Authorization`` header.
+
+    Raises:
+        ValueError: ``host`` has another scheme, a query or no host name; ``database`` is empty.
+        TypeError: ``light``/``confirmed`` are not booleans.
+    """
+    if not isinstance(light, bool) or not isinstance(confirmed, bool):
+        raise TypeError("light and confirmed must be bools")
+    if not database:
+        raise ValueError("database must be a non-empty name or identity")
+    if "://" not in host:
+        host = f"ws://{host}"
+    parts = urlsplit(host)
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"host: unsupported scheme {parts.scheme!r} (use ws, wss, http, https)")
+    if not parts.hostname:
+        raise ValueError(f"host: no host name in {host!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("host: must not carry a query, fragment or credentials")
+    path = f"{parts.path.rstrip('/')}/v1/database/{quote(database, safe='')}/subscribe"
+    query = f"light={str(light).lower()}&confirmed={str(confirmed).lower()}"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """Hand websockets a logger that never writes the token.
+
+    websockets logs every handshake header and frame at DEBUG level: the ``Authorization``
+    header, the 101 response's ``spacetime-identity-token`` and the ``IdentityToken`` frame
+    all carry a token (§1.4: never log tokens).
+    """
+
+    def __init__(self, logger: logging.Logger, token: str | None) -> None:
+        super().__init__(logger, {})
+        self._token = token
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        self.logger.log(level, msg, *self._redact(msg, args), **kwargs)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+    def _redact(self, msg: object, args: tuple[object, ...]) -> tuple[object, ...]:
+        header_line = msg in ("> %s: %s", "< %s: %s") and len(args) == 2
+        if header_line and str(args[0]).lower() in _SENSITIVE_HEADERS:
+            return (args[0], _REDACTED)
+        redacted: list[object] = []
+        for arg in args:
+            if isinstance(arg, Frame) and arg.opcode in _DATA_OPCODES:
+                # Payloads may hold a token (IdentityToken); log only their kind and size.
+                arg = f"{arg.opcode.name} [{len(arg.data)} bytes]"
+            elif self._token and isinstance(arg, str | bytes) and self._token in str(arg):
+                arg = str(arg).replace(self._token, _REDACTED)
+            redacted.append(arg)
+        return tuple(redacted)
+
+
+def _handshake_error(status: int, body: str) -> HandshakeError:
+    """Map an HTTP error status of the upgrade to the error class that names it (§1.5)."""
+    cls: type[HandshakeError] = {
+        400: BadRequest,
+        401: AuthenticationFailed,
+        404: DatabaseNotFound,
+    }.get(status, HandshakeError)
+    return cls(status, body)
+
+
+class Transport:
+    """One open WebSocket to ``/v1/database/{db}/subscribe``: text frames in, text frames out.
+
+    Open it with ``await Transport.open(...)``; then ``recv()`` (or ``async for frame in
+    transport``), ``send(text)`` and ``close()``. Every failure is an ``rx_spacetimedb.errors``
+    exception raised ``from`` the websockets/OS error:
+
+    * ``HandshakeError`` (``BadRequest`` 400, ``AuthenticationFailed`` 401,
+      ``DatabaseNotFound`` 404, others by ``status``), with the response body as text;
+    * ``TransportError`` when the server cannot be reached, the handshake times out or is
+      malformed;
+    * ``ConnectionRejected`` when the socket closes before the first frame arrived (the module
+      refused the client: §1.5), ``ConnectionClosed`` when it closes later. ``code``/``reason``
+      are those of the server's close frame; without a valid one, those websockets closed with
+      (1002 for a malformed frame, 1011 for a keepalive timeout, 1009 for a message larger than
+      ``max_size``), else 1006. A close shortly after one of our sends says in its message that
+      the server probably rejected that message (§8.3: a decode error's long close reason makes
+      websockets report 1002 "control frame too long").
+
+    Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one).
+    """
+
+    def __init__(self, websocket: ClientConnection, url: str) -> None:
+        """Wrap an open connection; use ``Transport.open`` rather than this."""
+        self._ws = websocket
+        self.url = url
+        self.frames_received = 0
+        self.frames_sent = 0
+        self._last_send: float | None = None
+        self._closing = False
+
+    @classmethod
+    async def open(
+        cls,
+        host: str,
+        database: str,
+        *,
+        token: str | None = None,
+        light: bool = False,
+        confirmed: bool = False,
+        ssl: _ssl.SSLContext | None = None,
+        open_timeout: float | None = 10.0,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_timeout: float | None = DEFAULT_PING_TIMEOUT,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        proxy: str | Literal[True] | None = True,
+        additional_headers: Mapping[str, str] | None = None,
+    ) -> Transport:
+        """Connect and complete the WebSocket handshake.
+
+        Args:
+            host: Server URL or ``host[:port]`` (see ``build_url``).
+            database: Database name or identity.
+            token: JWT sent as ``Authorization: Bearer``; ``None`` connects anonymously (the
+                server mints an identity). Never logged, never in the URL or a repr.
+            light: See ``build_url``.
+            confirmed: See ``build_url``.
+            ssl: Context for ``wss``; ``None`` uses the default one, which verifies
+                certificates. Must be ``None`` for ``ws``.
+            open_timeout: Seconds for TCP + TLS + HTTP upgrade; ``None`` waits forever.
+            ping_interval: Seconds between our keepalive Pings; ``None`` disables them.
+            ping_timeout: Seconds to wait for a Pong before declaring the server dead.
+            close_timeout: Seconds to wait for the closing handshake (also after a keepalive
+                timeout) before dropping the TCP connection.
+            max_size: Largest incoming message in bytes (``DEFAULT_MAX_SIZE``); ``None``: no
+                limit.
+            proxy: websockets' proxy setting: ``True`` uses the environment's proxy settings,
+                ``None`` connects directly, a string names a proxy URL.
+            additional_headers: Extra HTTP headers (not ``Authorization``: use ``token``).
+
+        Returns:
+            The open transport; the server's first frame will be ``IdentityToken``.
+
+        Raises:
+            HandshakeError: the upgrade was answered with an HTTP error (see the class doc).
+            TransportError: the server could not be reached or did not speak WebSocket, or
+                did not accept ``v1.json.spacetimedb``.
+            ValueError: a bad ``host``/``database``, or ``ssl`` given for a ``ws`` URL.
+        """
+        url = build_url(host, database, light=light, confirmed=confirmed)
+        if ssl is not None and not url.startswith("wss:"):
+            raise ValueError("ssl: a TLS context needs a wss:// or https:// host")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValueError("token: must be a non-empty string or None")
+        headers = dict(additional_headers or {})
+        if any(name.lower() == "authorization" for name in headers):
+            raise ValueError("additional_headers: pass the credentials as token=")
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        kwargs: dict[str, Any] = {}
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+        try:
+            websocket = await connect(
+                url,
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                additional_headers=headers,
+                compression=None,  # §1.3: the server negotiates no extension
+                open_timeout=open_timeout,
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=close_timeout,
+                max_size=max_size,
+                proxy=proxy,
+                logger=_RedactingLogger(logging.getLogger("websockets.client"), token),
+                **kwargs,
+            )
+        except wsx.InvalidStatus as err:
+            response = err.response
+            body = response.body.decode("utf-8", "replace").strip() if response.body else ""
+            raise _handshake_error(response.status_code, body) from err
+        except wsx.InvalidHandshake as err:
+            raise TransportError(f"WebSocket handshake with {url} failed: {err}") from err
+        except wsx.InvalidURI as err:
+            raise ValueError(f"host: {err}") from err
+        except TimeoutError as err:
+            raise TransportError(f"timed out connecting to {url}") from err
+        except OSError as err:
+            raise TransportError(f"cannot connect to {url}: {err}") from err
+        except wsx.WebSocketException as err:  # e.g. InvalidProxy
+            raise TransportError(f"cannot connect to {url}: {err}") from err
+        if websocket.subprotocol != SUBPROTOCOL:
+            await websocket.close()
+            raise TransportError(
+                f"server at {url} did not accept subprotocol {SUBPROTOCOL} "
+                f"(got {websocket.subprotocol!r})"
+            )
+        _log.debug("connected to %s", url)
+        return cls(websocket, url)
+
+    @property
+    def state(self) -> str:
+        """``CONNECTING``, ``OPEN``, ``CLOSING`` or ``CLOSED`` (the WebSocket state)."""
+        return self._ws.state.name
+
+    async def recv(self) -> str:
+        """Wait for the next text frame.
+
+        Raises:
+            ConnectionRejected: the socket closed before any frame arrived.
+            ConnectionClosed: the socket closed (also after our own ``close()``).
+            ProtocolError: the server sent a binary frame (v1.json sends text only).
+        """
+        try:
+            frame = await self._ws.recv()
+        except wsx.ConnectionClosed as err:
+            raise self._closed_error(err) from err
+        if not isinstance(frame, str):
+            raise ProtocolError(f"unexpected binary frame of {len(frame)} bytes", raw=frame)
+        self.frames_received += 1
+        return frame
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Yield text frames until the socket closes.
+
+        Stops quietly after our own ``close()``; any other end raises like ``recv()``, so that
+        a server-side close (even 1000) reaches the retry logic.
+        """
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosed:
+                if self._closing:
+                    return
+                raise
+
+    async def send(self, text: str) -> None:
+        """Send one text frame.
+
+        Raises:
+            TypeError: ``text`` is not a ``str``.
+            ConnectionClosed: the socket is closed.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, not {type(text).__name__}")
+        self._last_send = asyncio.get_running_loop().time()
+        try:
+            await self._ws.send(text)
+        except wsx.ConnectionClosed as err:
+            raise self._closed_error(err) from err
+        self.frames_sent += 1
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket with a close frame and wait for the closing handshake; idempotent."""
+        self._closing = True
+        await self._ws.close(code, reason)
+
+    def _closed_error(self, err: wsx.ConnectionClosed) -> ConnectionClosed:
+        """Turn websockets' ConnectionClosed into ours, with the best code/reason available."""
+        if err.rcvd is not None:
+            code, reason, origin = err.rcvd.code, err.rcvd.reason, "server closed"
+        elif err.sent is not None:
+            code, reason = err.sent.code, err.sent.reason
+            origin = "closed by us" if self._closing else "no valid close frame from the server"
+        else:
+            code, reason, origin = 1006, "", "connection lost without a close frame"
+        message = f"{origin}: {code}" + (f" {reason}" if reason else "")
+        if self._closing:
+            return ConnectionClosed(message, code=code, reason=reason)
+        if code == 1009:
+            message += " (a server message exceeded max_size)"
+        if self._recent_send() and code in _SUSPECT_CLOSE_CODES:
+            message += "; the server probably rejected our last message"
+        if self.frames_received == 0:
+            return ConnectionRejected(
+                f"{message}; closed before the first message: the database refused the client",
+                code=code,
+                reason=reason,
+            )
+        return ConnectionClosed(message, code=code, reason=reason)
+
+    def _recent_send(self) -> bool:
+        if self._last_send is None:
+            return False
+        return asyncio.get_running_loop().time() - self._last_send <= _REJECTED_AFTER_SEND
+
+    def __repr__(self) -> str:
+        return (
+            f"<Transport [{self.url!r}, {self.state}, received: {self.frames_received}, "
+            f"sent: {self.frames_sent}]>"
+        )
