@@ -61,7 +61,6 @@ the TCP connection, so ``recv()`` raises at most 15 + 15 + 5 = 35 s after the la
 _REJECTED_AFTER_SEND: Final = 5.0
 """A close this soon (seconds) after one of our sends may be the server rejecting it (§8.3)."""
 
-_SUSPECT_CLOSE_CODES: Final = frozenset({1002, 1006, 1011})
 _SENSITIVE_HEADERS: Final = frozenset({"authorization", "spacetime-identity-token", "cookie"})
 _REDACTED: Final = "<redacted>"
 _DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
@@ -124,6 +123,8 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):
             return
+        # Attribute the record to websockets' line, not to this wrapper.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
         self.logger.log(level, msg, *self._redact(msg, args), **kwargs)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
@@ -237,8 +238,10 @@ class Transport:
         url = build_url(host, database, light=light, confirmed=confirmed)
         if ssl is not None and not url.startswith("wss:"):
             raise ValueError("ssl: a TLS context needs a wss:// or https:// host")
-        if token is not None and (not isinstance(token, str) or not token):
-            raise ValueError("token: must be a non-empty string or None")
+        if token is not None and not isinstance(token, str):
+            raise TypeError(f"token must be a str or None, not {type(token).__name__}")
+        if token == "":
+            raise ValueError("token: must not be empty (use None to connect anonymously)")
         headers = dict(additional_headers or {})
         if any(name.lower() == "authorization" for name in headers):
             raise ValueError("additional_headers: pass the credentials as token=")
@@ -346,17 +349,22 @@ class Transport:
         """Turn websockets' ConnectionClosed into ours, with the best code/reason available."""
         if err.rcvd is not None:
             code, reason, origin = err.rcvd.code, err.rcvd.reason, "server closed"
+            # 1011 is how the server answers a message it cannot decode (§8.3).
+            suspect = code == 1011
         elif err.sent is not None:
             code, reason = err.sent.code, err.sent.reason
             origin = "closed by us" if self._closing else "no valid close frame from the server"
+            # 1002: websockets refused the server's over-long close reason of a decode error.
+            suspect = code == 1002
         else:
             code, reason, origin = 1006, "", "connection lost without a close frame"
+            suspect = True
         message = f"{origin}: {code}" + (f" {reason}" if reason else "")
         if self._closing:
             return ConnectionClosed(message, code=code, reason=reason)
         if code == 1009:
             message += " (a server message exceeded max_size)"
-        if self._recent_send() and code in _SUSPECT_CLOSE_CODES:
+        if suspect and self._recent_send():
             message += "; the server probably rejected our last message"
         if self.frames_received == 0:
             return ConnectionRejected(

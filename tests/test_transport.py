@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -240,9 +243,15 @@ async def test_silent_server_times_out_as_a_transport_error() -> None:
 
 
 @run
-async def test_ssl_context_with_plain_ws_is_a_value_error() -> None:
-    import ssl
+async def test_bad_tokens_are_refused_before_connecting() -> None:
+    with pytest.raises(TypeError, match="token"):
+        await Transport.open("ws://127.0.0.1:1", "db", token=b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="token"):
+        await Transport.open("ws://127.0.0.1:1", "db", token="")
 
+
+@run
+async def test_ssl_context_with_plain_ws_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="ssl"):
         await Transport.open("ws://127.0.0.1:1", "db", ssl=ssl.create_default_context())
 
@@ -574,3 +583,55 @@ def test_ioloop_carries_a_transport_end_to_end() -> None:
         assert io.run_coroutine(scenario()).result(timeout=5) == [IDENTITY_TOKEN, "echo"]
     finally:
         io.stop()
+
+
+# --- TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A throw-away self-signed certificate for 127.0.0.1 (skipped without openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not available")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+async def tls_exchange(cert: str, key: str, client_ssl: ssl.SSLContext | None) -> str:
+    server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ssl.load_cert_chain(cert, key)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(IDENTITY_TOKEN)
+        await ws.wait_closed()
+
+    async with serve(
+        handler, "127.0.0.1", 0, ssl=server_ssl, subprotocols=[Subprotocol(SUBPROTOCOL)]
+    ) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        transport = await Transport.open(
+            f"https://127.0.0.1:{port}", "db", ssl=client_ssl, proxy=None
+        )
+        try:
+            return await transport.recv()
+        finally:
+            await transport.close()
+
+
+def test_tls_verifies_certificates_by_default(certificate: tuple[str, str]) -> None:
+    with pytest.raises(TransportError) as info:
+        asyncio.run(tls_exchange(*certificate, client_ssl=None))
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+
+
+def test_tls_accepts_a_caller_ssl_context(certificate: tuple[str, str]) -> None:
+    trusting = ssl.create_default_context(cafile=certificate[0])
+    assert asyncio.run(tls_exchange(*certificate, client_ssl=trusting)) == IDENTITY_TOKEN
