@@ -192,7 +192,8 @@ def exponential_backoff(
             retries forever, 0 never retries.
         should_retry: ``False`` for an error makes it pass through at once (fatal errors such as
             a rejected token). ``None`` retries every error.
-        on_retry: Called with a ``RetryAttempt`` when a retry is scheduled (before the wait).
+        on_retry: Called with a ``RetryAttempt`` when a retry is scheduled (before the wait),
+            on the thread that delivered the error.
         random: Source of floats in ``[0, 1)`` for the jitter; defaults to ``random.random``.
             Inject one for deterministic tests.
         scheduler: Where the delays run; defaults to the subscription's scheduler, then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import reactivex
@@ -201,3 +202,33 @@ def test_stale_subscription_events_are_ignored() -> None:
     current[0](2)
 
     assert received == [2]
+
+
+def test_errors_from_another_thread_resubscribe_without_deadlock() -> None:
+    # The connection's errors arrive on its I/O thread while users subscribe from theirs.
+    subjects: list[Subject[int]] = []
+
+    def make(_: Any) -> Observable[int]:
+        subject: Subject[int] = Subject()
+        subjects.append(subject)
+        return subject
+
+    received: list[Any] = []
+    reactivex.defer(make).pipe(
+        retry_when(lambda errors: errors.pipe(ops.take(3)))
+    ).subscribe(received.append, received.append, lambda: received.append("done"))
+
+    def io_thread() -> None:
+        for n in range(4):
+            subjects[n].on_next(n)
+            subjects[n].on_error(BOOM)
+
+    worker = threading.Thread(target=io_thread)
+    worker.start()
+    worker.join(5)
+
+    assert not worker.is_alive()
+    # The third error is retried (a fourth subscription) and then take(3) completes.
+    assert received == [0, 1, 2, "done"]
+    assert len(subjects) == 4
+    assert all(not subject.observers for subject in subjects)
