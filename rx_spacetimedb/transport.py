@@ -174,7 +174,8 @@ class Transport:
       the server probably rejected that message (§8.3: a decode error's long close reason makes
       websockets report 1002 "control frame too long").
 
-    Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one).
+    Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one), with a
+    single task receiving (websockets refuses concurrent ``recv()`` calls).
     """
 
     def __init__(self, websocket: ClientConnection, url: str) -> None:
