@@ -1,0 +1,962 @@
+"""The connection: one hot Observable of server messages that survives reconnects, and requests.
+
+Data flow: a cold *session* Observable opens one socket and emits its decoded messages until the
+socket ends (then it errors). ``retry_when(exponential_backoff)`` resubscribes it, and a guarded
+Subject shares the result, so every subscriber sees one stream for the whole life of the
+connection (retry sits upstream of sharing: a shared stream that errored never recovers).
+All emissions happen on the connection's I/O thread; move them with ``observe_on``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import ssl as _ssl
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import Disposable, SerialDisposable
+
+from rx_spacetimedb._ioloop import IoLoop
+from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject
+from rx_spacetimedb.credentials import CredentialStore
+from rx_spacetimedb.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ConnectionClosedByUser,
+    DatabaseNotFound,
+    OutOfEnergy,
+    ProcedureFailed,
+    ProtocolError,
+    QueryFailed,
+    ReducerFailed,
+    RequestAborted,
+    RequestTimeout,
+    SpacetimeDBError,
+    SubscriptionFailed,
+)
+from rx_spacetimedb.operators import exponential_backoff, retry_when
+from rx_spacetimedb.operators._backoff import RetryAttempt
+from rx_spacetimedb.protocol import messages as m
+from rx_spacetimedb.protocol.codec import decode_server_message, encode_client_message
+from rx_spacetimedb.protocol.jsontext import dumps
+from rx_spacetimedb.protocol.schema import ModuleSchema, decode_json
+from rx_spacetimedb.protocol.values import ConnectionId, Identity
+from rx_spacetimedb.requests import Request
+from rx_spacetimedb.schema_fetch import fetch_schema
+from rx_spacetimedb.transport import Transport, build_url
+
+__all__ = ["Connection", "ConnectionState", "OneOffResult", "connect"]
+
+_log = logging.getLogger("rx_spacetimedb")
+_T = TypeVar("_T")
+_U32 = 1 << 32
+# Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database.
+_FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound)
+
+Status = Literal["connecting", "connected", "disconnected", "reconnecting", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """Where the connection is: status plus what goes with it (identity, error, retry delay)."""
+
+    status: Status
+    identity: Identity | None = None
+    connection_id: ConnectionId | None = None
+    error: Exception | None = None
+    close_code: int | None = None
+    reason: str = ""
+    attempt: int = 0
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OneOffResult:
+    """The rows of a one-off query (decoded with the schema when the connection has one)."""
+
+    table_name: str
+    rows: tuple[Any, ...]
+    response: m.OneOffQueryResponse
+
+
+@dataclass(slots=True)
+class _Subscription:
+    """A live SubscribeSingle/SubscribeMulti, re-sent after every reconnect."""
+
+    query_id: int
+    queries: tuple[str, ...]
+    multi: bool
+    request: Request[Any]
+
+
+class Connection:
+    """A SpacetimeDB connection; create it with ``rx_spacetimedb.connect``.
+
+    Streams (hot, shared, emitted on the I/O thread):
+        ``messages``: every decoded server message, across reconnects.
+        ``states``: ``ConnectionState`` changes, replaying the current one.
+        ``identity``: the latest ``IdentityToken``, replayed to new subscribers.
+        ``errors``: problems that do not end the stream (bad frames, failing observers).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        database: str,
+        *,
+        token: str | None,
+        reconnect: bool,
+        reconnect_delay: float,
+        max_reconnect_delay: float,
+        reconnect_jitter: float,
+        light: bool,
+        confirmed: bool,
+        ssl_context: _ssl.SSLContext | None,
+        fetch_schema: bool,
+        schema: ModuleSchema | None,
+        row_types: Mapping[str, type] | None,
+        credentials: CredentialStore | None,
+        request_timeout: float | None,
+        max_queued_requests: int,
+        ping_interval: float | None,
+        open_timeout: float | None,
+        name: str | None,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> None:
+        self.host = host
+        self.database = database
+        self.name = name
+        self._light = light
+        self._confirmed = confirmed
+        self._ssl = ssl_context
+        self._fetch_schema = fetch_schema
+        self._row_types = dict(row_types or {})
+        self._credentials = credentials
+        self._user_token = token
+        self._token = token
+        if token is None and credentials is not None:
+            self._token = credentials.load()
+        self._request_timeout = request_timeout
+        self._max_queued = max_queued_requests
+        self._ping_interval = ping_interval
+        self._open_timeout = open_timeout
+        self._reconnect = reconnect
+        self.schema: ModuleSchema | None = schema
+
+        self._io = IoLoop(f"rx-spacetimedb-io[{database}]")
+        self._lock = threading.RLock()
+        self._closed = False
+        self._transport: Transport | None = None
+        self._outbox: asyncio.Queue[str] | None = None
+        self._queued: deque[tuple[m.ClientMessage, Request[Any] | None]] = deque()
+        self._next_request_id = 1
+        self._next_query_id = 1
+        self._reducer_calls: dict[int, Request[Any]] = {}
+        self._procedure_calls: dict[int, Request[Any]] = {}
+        self._one_offs: dict[bytes, Request[Any]] = {}
+        self._legacy: tuple[tuple[str, ...], Request[Any]] | None = None
+        self._subscriptions: dict[int, _Subscription] = {}
+        self._unsubscribes: dict[int, Request[Any]] = {}
+        self._identity_token: m.IdentityToken | None = None
+        self._connected_once = False
+
+        self.errors: GuardedSubject[Exception] = GuardedSubject(self._report_observer_error)
+        self._messages: GuardedSubject[m.ServerMessage] = GuardedSubject(self._report_observer_error)
+        self._states: GuardedBehaviorSubject[ConnectionState] = GuardedBehaviorSubject(
+            ConnectionState("connecting"), self._report_observer_error)
+        self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
+            None, self._report_observer_error)
+        self._internal_handlers: list[Callable[[m.ServerMessage], None]] = []
+        self._reconnect_hooks: list[Callable[[], None]] = []
+
+        self._backoff = exponential_backoff(
+            reconnect_delay, max_reconnect_delay, jitter=reconnect_jitter,
+            max_attempts=None if reconnect else 0,
+            should_retry=lambda err: not isinstance(err, _FATAL),
+            on_retry=self._on_retry, scheduler=scheduler,
+        )
+        self._pipeline = SerialDisposable()
+
+    # -- public streams ------------------------------------------------------------------
+
+    @property
+    def messages(self) -> Observable[m.ServerMessage]:
+        """Every decoded server message, in order, across reconnects (hot, shared)."""
+        return self._messages
+
+    @property
+    def states(self) -> Observable[ConnectionState]:
+        """The connection state, replaying the current one to each new subscriber."""
+        return self._states
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current state."""
+        return self._states.value
+
+    @property
+    def identity(self) -> Observable[m.IdentityToken]:
+        """The latest ``IdentityToken`` (replayed), then each new one after a reconnect."""
+        return self._identity.pipe(ops.filter(_is_not_none))  # type: ignore[arg-type]
+
+    @property
+    def identity_token(self) -> m.IdentityToken | None:
+        """The ``IdentityToken`` of the current (or last) socket, if any."""
+        return self._identity_token
+
+    @property
+    def connection_id(self) -> ConnectionId | None:
+        """This socket's connection id (a new one after every reconnect)."""
+        token = self._identity_token
+        return token.connection_id if token else None
+
+    @property
+    def token(self) -> str | None:
+        """The token this connection authenticates with (never shown in reprs or logs)."""
+        return self._token
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        """Subscribe the session pipeline; its output feeds the shared subject."""
+        pipeline = self._session().pipe(retry_when(self._backoff))
+        self._pipeline.disposable = pipeline.subscribe(
+            self._on_message, self._on_fatal, self._on_session_completed)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the socket (code 1000), complete every stream, fail pending requests; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pending = self._take_all_pending()
+        self._pipeline.dispose()
+        transport = self._transport
+        if transport is not None and self._io.running:
+            future = self._io.run_coroutine(transport.close(1000))
+            if not self._io.in_loop_thread():
+                try:
+                    future.result(timeout)
+                except Exception as err:  # the socket may already be gone
+                    _log.debug("close: %s", err)
+        for request in pending:
+            request.fail(ConnectionClosedByUser("the connection was closed before the answer came"))
+        self._set_state(ConnectionState("closed", *self._ids()))
+        self._states.on_completed()
+        self._messages.on_completed()
+        self._identity.on_completed()
+        self.errors.on_completed()
+        self._io.stop(timeout)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __repr__(self) -> str:
+        identity = self._identity_token.identity.hex if self._identity_token else None
+        return (f"<Connection [{self.host!r}, database={self.database!r}, {self.state.status}, "
+                f"identity={identity}]>")
+
+    async def connected(self, timeout: float | None = None) -> m.IdentityToken:
+        """Wait (on the caller's asyncio loop) until the socket is connected; the IdentityToken."""
+        return await asyncio.wait_for(asyncio.wrap_future(self._first_identity()), timeout)
+
+    def wait_connected(self, timeout: float | None = None) -> m.IdentityToken:
+        """Block until connected (scripts, notebooks); raises the fatal error if one ends it."""
+        return self._first_identity().result(timeout)
+
+    def _first_identity(self) -> concurrent.futures.Future[m.IdentityToken]:
+        future: concurrent.futures.Future[m.IdentityToken] = concurrent.futures.Future()
+
+        def done(value: m.IdentityToken) -> None:
+            if not future.done():
+                future.set_result(value)
+
+        def failed(err: Exception) -> None:
+            if not future.done():
+                future.set_exception(err)
+
+        def ended() -> None:
+            failed(ConnectionClosedByUser("closed before connecting"))
+
+        def on_state(state: ConnectionState) -> None:
+            if state.status in ("disconnected", "closed") and isinstance(state.error, _FATAL):
+                failed(state.error)
+
+        subscriptions = [self.identity.pipe(ops.take(1)).subscribe(done, failed, ended),
+                         self._states.subscribe(on_state)]
+        future.add_done_callback(lambda _: [d.dispose() for d in subscriptions])
+        return future
+
+    # -- the session ---------------------------------------------------------------------
+
+    def _session(self) -> Observable[m.ServerMessage]:
+        """A cold Observable: one socket per subscription, errors when the socket ends."""
+
+        def subscribe(observer: abc.ObserverBase[m.ServerMessage],
+                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            if self._closed:
+                observer.on_completed()
+                return Disposable()
+            future = self._io.run_coroutine(self._run_session(observer))
+
+            def cancel() -> None:
+                if self._io.running:
+                    self._io.loop.call_soon_threadsafe(future.cancel)
+
+            return Disposable(cancel)
+
+        return Observable(subscribe)
+
+    async def _run_session(self, observer: abc.ObserverBase[m.ServerMessage]) -> None:
+        self._set_state(ConnectionState("connecting", *self._ids()))
+        try:
+            if self._fetch_schema and self.schema is None:
+                self.schema = await fetch_schema(self.host, self.database, token=self._token,
+                                                 ssl=self._ssl, row_types=self._row_types)
+            transport = await Transport.open(
+                self.host, self.database, token=self._token, light=self._light,
+                confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
+                ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
+        except SpacetimeDBError as err:
+            self._disconnected(err)
+            observer.on_error(err)
+            return
+        except Exception as err:  # a bug or an unmapped failure: still a disconnect, never silent
+            self._disconnected(err)
+            observer.on_error(err)
+            return
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+        with self._lock:
+            self._transport, self._outbox = transport, outbox
+        writer = asyncio.ensure_future(self._write(transport, outbox))
+        error: Exception | None = None
+        try:
+            async for text in transport:
+                try:
+                    message = decode_server_message(text)
+                except ProtocolError as err:
+                    self._report(err)
+                    continue
+                observer.on_next(message)
+        except asyncio.CancelledError:
+            await transport.close(1000)
+            raise
+        except Exception as err:
+            error = err
+        finally:
+            writer.cancel()
+            with self._lock:
+                self._transport = self._outbox = None
+        if error is None:  # closed by us
+            return
+        self._disconnected(error)
+        observer.on_error(error)
+
+    async def _write(self, transport: Transport, outbox: asyncio.Queue[str]) -> None:
+        """Send frames in the order they were queued (one writer per socket keeps them ordered)."""
+        while True:
+            text = await outbox.get()
+            try:
+                await transport.send(text)
+            except SpacetimeDBError as err:
+                _log.debug("send failed: %s", err)
+                return
+
+    def _on_retry(self, attempt: RetryAttempt) -> None:
+        self._set_state(ConnectionState("reconnecting", *self._ids(), error=attempt.error,
+                                        attempt=attempt.attempt, delay=attempt.delay))
+
+    def _disconnected(self, error: Exception) -> None:
+        code = getattr(error, "code", None)
+        reason = getattr(error, "reason", "") if not isinstance(error, ProtocolError) else ""
+        with self._lock:
+            aborted = self._take_sent_pending()
+            for query_id in list(self._unsubscribes):
+                self._subscriptions.pop(query_id, None)
+            aborted.extend(self._unsubscribes.values())
+            self._unsubscribes.clear()
+        for request in aborted:
+            request.fail(RequestAborted(f"the connection was lost before the answer came: {error}"))
+        self._set_state(ConnectionState("disconnected", *self._ids(), error=error, close_code=code,
+                                        reason=str(reason)))
+
+    def _on_message(self, message: m.ServerMessage) -> None:
+        """Internal bookkeeping first (so state is current in user callbacks), then the users."""
+        try:
+            if isinstance(message, m.IdentityToken):
+                self._on_identity(message)
+            else:
+                self._correlate(message)
+            for handler in self._internal_handlers:
+                handler(message)
+        except Exception as err:
+            self._report(err)
+        self._messages.on_next(message)
+
+    def _on_fatal(self, error: Exception) -> None:
+        with self._lock:
+            pending = self._take_all_pending()
+        for request in pending:
+            request.fail(error)
+        self._set_state(ConnectionState("closed", *self._ids(), error=error,
+                                        close_code=getattr(error, "code", None)))
+        self._messages.on_error(error)
+        self._states.on_completed()
+
+    def _on_session_completed(self) -> None:
+        self._messages.on_completed()
+
+    # -- identity and resubscription -----------------------------------------------------
+
+    def _on_identity(self, token: m.IdentityToken) -> None:
+        self._backoff.reset()
+        reconnect = self._connected_once
+        self._connected_once = True
+        self._identity_token = token
+        if self._user_token is None:
+            # Anonymous: keep the minted token so reconnects keep this identity (§1.4).
+            self._token = token.token
+            if self._credentials is not None:
+                self._credentials.save(token.token)
+        self._set_state(ConnectionState("connected", token.identity, token.connection_id))
+        self._identity.on_next(token)
+        if reconnect:
+            for hook in self._reconnect_hooks:
+                hook()
+        with self._lock:
+            frames: list[m.ClientMessage] = []
+            if self._legacy is not None:
+                queries, request = self._legacy
+                request_id = self._new_request_id()
+                self._legacy = (queries, _rekey(request, request_id))
+                frames.append(m.Subscribe(queries, request_id))
+            for sub in self._subscriptions.values():
+                if sub.multi:
+                    frames.append(m.SubscribeMulti(sub.queries, self._new_request_id(), sub.query_id))
+                else:
+                    frames.append(m.SubscribeSingle(sub.queries[0], self._new_request_id(), sub.query_id))
+            queued = list(self._queued)
+            self._queued.clear()
+        for frame in frames:
+            self._send_now(frame)
+        for frame, queued_request in queued:
+            if queued_request is not None:
+                queued_request.sent = True
+            self._send_now(frame)
+
+    # -- correlation ---------------------------------------------------------------------
+
+    def _correlate(self, message: m.ServerMessage) -> None:
+        if isinstance(message, m.TransactionUpdate):
+            self._on_transaction(message)
+        elif isinstance(message, m.ProcedureResult):
+            with self._lock:
+                request = self._procedure_calls.pop(message.request_id, None)
+            if request is not None:
+                self._settle_procedure(request, message)
+        elif isinstance(message, m.OneOffQueryResponse):
+            with self._lock:
+                request = self._one_offs.pop(message.message_id, None)
+            if request is not None:
+                self._settle_one_off(request, message)
+        elif isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
+            with self._lock:
+                sub = self._subscriptions.get(message.query_id)
+            if sub is not None:
+                sub.request.settle(message)
+        elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
+            with self._lock:
+                request = self._unsubscribes.pop(message.query_id, None)
+                self._subscriptions.pop(message.query_id, None)
+            if request is not None:
+                request.settle(message)
+        elif isinstance(message, m.InitialSubscription):
+            with self._lock:
+                legacy = self._legacy
+            if legacy is not None and legacy[1].id == message.request_id:
+                legacy[1].settle(message)
+        elif isinstance(message, m.SubscriptionError):
+            self._on_subscription_error(message)
+
+    def _on_transaction(self, message: m.TransactionUpdate) -> None:
+        own = self._identity_token
+        if own is None or message.caller_connection_id != own.connection_id:
+            return
+        call = message.reducer_call
+        with self._lock:
+            request = self._reducer_calls.pop(call.request_id, None) if call.request_id else None
+            if request is None and call.request_id == 0 and isinstance(message.status, m.Failed):
+                # A call the server could not start comes back with request_id 0 (§7.4):
+                # match the oldest pending call of that reducer.
+                for request_id, candidate in self._reducer_calls.items():
+                    if candidate.name == call.reducer_name or not call.reducer_name:
+                        request = self._reducer_calls.pop(request_id)
+                        break
+        if request is None:
+            return
+        status = message.status
+        if isinstance(status, m.Committed):
+            request.settle(message)
+        elif isinstance(status, m.Failed):
+            request.fail(ReducerFailed(request.name, status.message))
+        else:
+            request.fail(OutOfEnergy(f"reducer {request.name!r} ran out of energy"))
+
+    def _settle_procedure(self, request: Request[Any], message: m.ProcedureResult) -> None:
+        status = message.status
+        if isinstance(status, m.Returned):
+            try:
+                value = (self.schema.decode_procedure_return(request.name, status.value)
+                         if self.schema is not None and request.name in self.schema.procedures
+                         else decode_json(status.value))
+            except SpacetimeDBError as err:
+                request.fail(err)
+                return
+            request.settle(value)
+        elif isinstance(status, m.InternalError):
+            request.fail(ProcedureFailed(request.name, status.message))
+        else:
+            request.fail(OutOfEnergy(f"procedure {request.name!r} ran out of energy"))
+
+    def _settle_one_off(self, request: Request[Any], message: m.OneOffQueryResponse) -> None:
+        if message.error is not None:
+            request.fail(QueryFailed(message.error))
+            return
+        try:
+            table = message.tables[0] if message.tables else m.OneOffTable("", ())
+            schema = self.schema
+            if schema is not None and table.table_name in schema.tables:
+                rows = tuple(schema.decode_rows(table.table_name, table.rows))
+            else:
+                rows = tuple(decode_json(r) for r in table.rows)
+        except SpacetimeDBError as err:
+            request.fail(err)
+            return
+        request.settle(OneOffResult(table.table_name, rows, message))
+
+    def _on_subscription_error(self, message: m.SubscriptionError) -> None:
+        failure = SubscriptionFailed(message.error, query_id=message.query_id,
+                                     request_id=message.request_id)
+        failed: list[Request[Any]] = []
+        with self._lock:
+            if message.request_id is None:
+                # Evaluating a transaction failed: the server dropped every subscription (§7.3).
+                failed = [s.request for s in self._subscriptions.values()]
+                self._subscriptions.clear()
+                if self._legacy is not None:
+                    failed.append(self._legacy[1])
+                    self._legacy = None
+            elif message.query_id is not None:
+                unsub = self._unsubscribes.pop(message.query_id, None)
+                if unsub is not None:
+                    # The query id is gone even when Unsubscribe answers with an error (§5.6).
+                    self._subscriptions.pop(message.query_id, None)
+                    failed.append(unsub)
+                else:
+                    sub = self._subscriptions.pop(message.query_id, None)
+                    if sub is not None:
+                        failed.append(sub.request)
+            elif self._legacy is not None and self._legacy[1].id == message.request_id:
+                failed.append(self._legacy[1])
+                self._legacy = None
+        for request in failed:
+            request.fail(failure)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def call_reducer(self, reducer: str, args: Sequence[Any] | Mapping[str, Any] = (), *,
+                     flags: int = m.FULL_UPDATE,
+                     timeout: float | None = None) -> Request[m.TransactionUpdate]:
+        """Call a reducer; the outcome is its committed ``TransactionUpdate`` or a typed error.
+
+        Args:
+            reducer: The reducer's name as the schema has it.
+            args: Positional (sequence) or by-name (mapping) arguments.
+            flags: ``FULL_UPDATE`` (0) or ``NO_SUCCESS_NOTIFY`` (1); with 1 a success is silent,
+                so the outcome completes with ``None`` as soon as the call is sent.
+            timeout: Seconds to wait for the answer (default: the connection's request_timeout).
+
+        Raises:
+            ValueError/TypeError: bad name, flags or arguments (with the schema, checked against
+                the reducer's parameters).
+        """
+        _check_name("reducer", reducer)
+        if flags not in (m.FULL_UPDATE, m.NO_SUCCESS_NOTIFY):
+            raise ValueError(f"flags: must be FULL_UPDATE (0) or NO_SUCCESS_NOTIFY (1), got {flags!r}")
+        text = self._encode_args("reducer", reducer, args)
+        with self._lock:
+            request_id = self._new_request_id()
+            request: Request[Any] = Request("reducer", request_id, reducer)
+            if flags == m.FULL_UPDATE:
+                self._reducer_calls[request_id] = request
+        self._submit(m.CallReducer(reducer, text, request_id, flags), request, timeout)
+        if flags == m.NO_SUCCESS_NOTIFY:
+            request.settle(None)
+        return request
+
+    def call_procedure(self, procedure: str, args: Sequence[Any] | Mapping[str, Any] = (), *,
+                       timeout: float | None = None) -> Request[Any]:
+        """Call a procedure; the outcome is its decoded return value or a typed error."""
+        _check_name("procedure", procedure)
+        text = self._encode_args("procedure", procedure, args)
+        with self._lock:
+            request_id = self._new_request_id()
+            request: Request[Any] = Request("procedure", request_id, procedure)
+            self._procedure_calls[request_id] = request
+        self._submit(m.CallProcedure(procedure, text, request_id), request, timeout)
+        return request
+
+    def one_off_query(self, sql: str, *, timeout: float | None = None) -> Request[OneOffResult]:
+        """Run one query once; the outcome is a ``OneOffResult`` or ``QueryFailed``."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise ValueError("sql: must be a non-empty string")
+        message_id = os.urandom(16)
+        request: Request[Any] = Request("one_off_query", message_id, sql)
+        with self._lock:
+            self._one_offs[message_id] = request
+        self._submit(m.OneOffQuery(message_id, sql), request, timeout)
+        return request
+
+    def subscribe(self, queries: str | Sequence[str]) -> Request[m.InitialSubscription]:
+        """Legacy subscribe: replace the whole legacy set; re-sent after every reconnect."""
+        texts = _dedupe(_check_queries(queries))
+        with self._lock:
+            request_id = self._new_request_id()
+            request: Request[Any] = Request("subscribe", request_id)
+            previous = self._legacy
+            self._legacy = (texts, request)
+        if previous is not None:
+            previous[1].fail(SubscriptionFailed("replaced by a newer subscribe()"))
+        self._submit_subscription(m.Subscribe(texts, request_id), request)
+        return request
+
+    def subscribe_single(self, query: str) -> Request[m.SubscribeApplied]:
+        """Add one query; ``.id`` is its query id (for ``unsubscribe``); re-sent on reconnect."""
+        (text,) = _check_queries([query])
+        with self._lock:
+            query_id = self._new_query_id()
+            request: Request[Any] = Request("subscribe_single", query_id, text)
+            self._subscriptions[query_id] = _Subscription(query_id, (text,), False, request)
+            request_id = self._new_request_id()
+        self._submit_subscription(m.SubscribeSingle(text, request_id, query_id), request)
+        return request
+
+    def subscribe_multi(self, queries: Sequence[str]) -> Request[m.SubscribeMultiApplied]:
+        """Add several queries under one query id (``.id``); re-sent on reconnect."""
+        texts = _dedupe(_check_queries(queries))
+        with self._lock:
+            query_id = self._new_query_id()
+            request: Request[Any] = Request("subscribe_multi", query_id)
+            self._subscriptions[query_id] = _Subscription(query_id, texts, True, request)
+            request_id = self._new_request_id()
+        self._submit_subscription(m.SubscribeMulti(texts, request_id, query_id), request)
+        return request
+
+    def unsubscribe(self, query_id: int | Request[Any]) -> Request[Any]:
+        """Drop a subscribe_single/subscribe_multi by query id (or its Request)."""
+        if isinstance(query_id, Request):
+            query_id = query_id.id
+        if not isinstance(query_id, int):
+            raise TypeError("query_id: must be an int or a subscription Request, "
+                            f"not {type(query_id).__name__}")
+        with self._lock:
+            sub = self._subscriptions.get(query_id)
+            if sub is None:
+                raise ValueError(f"query_id: no live subscription {query_id!r}")
+            request_id = self._new_request_id()
+            request: Request[Any] = Request("unsubscribe", query_id)
+            self._unsubscribes[query_id] = request
+            connected = self._outbox is not None and self._identity_token is not None
+            if not connected:
+                # Not on the server yet (or any more): dropping it locally is the whole job.
+                del self._subscriptions[query_id]
+                del self._unsubscribes[query_id]
+        if not connected:
+            request.settle(None)
+            return request
+        frame: m.ClientMessage = (m.UnsubscribeMulti(request_id, query_id) if sub.multi
+                                  else m.Unsubscribe(request_id, query_id))
+        self._submit(frame, request, None)
+        return request
+
+    def _encode_args(self, kind: str, name: str, args: Sequence[Any] | Mapping[str, Any]) -> str:
+        if isinstance(args, str) or not isinstance(args, Sequence | Mapping):
+            raise TypeError(f"args: must be a sequence (positional) or a mapping (named), "
+                            f"not {type(args).__name__}")
+        schema = self.schema
+        if schema is not None:
+            table = schema.reducers if kind == "reducer" else schema.procedures
+            if name in table:
+                params = table[name].params
+                return schema.encode_args(params, args)
+            raise ValueError(f"{kind}: unknown {kind} {name!r}; the module has {sorted(table)}")
+        return dumps(list(args) if not isinstance(args, Mapping) else dict(args))
+
+    def _submit_subscription(self, frame: m.ClientMessage, request: Request[Any]) -> None:
+        """Send now if connected; otherwise the (re)connect sends every live subscription."""
+        if self._closed:
+            raise ConnectionClosedByUser("the connection is closed")
+        with self._lock:
+            connected = self._outbox is not None and self._identity_token is not None
+        if connected:
+            request.sent = True
+            self._send_now(frame)
+
+    def _submit(self, frame: m.ClientMessage, request: Request[Any], timeout: float | None) -> None:
+        if self._closed:
+            self._forget(request)
+            raise ConnectionClosedByUser("the connection is closed")
+        with self._lock:
+            connected = self._outbox is not None and self._identity_token is not None
+            if not connected:
+                if not self._reconnect and self.state.status in ("disconnected", "closed"):
+                    self._forget(request)
+                    raise RequestAborted("not connected and reconnect=False")
+                if len(self._queued) >= self._max_queued:
+                    self._forget(request)
+                    raise RequestAborted(
+                        f"not connected and {self._max_queued} requests are already queued")
+                self._queued.append((frame, request))
+        if connected:
+            request.sent = True
+            self._send_now(frame)
+        timeout = self._request_timeout if timeout is None else timeout
+        if timeout is not None and not request.done:
+            self._io.loop.call_soon_threadsafe(self._arm_timeout, request, timeout)
+
+    def _arm_timeout(self, request: Request[Any], timeout: float) -> None:
+        def expire() -> None:
+            if request.fail(RequestTimeout(f"{request!r}: no answer within {timeout} s")):
+                with self._lock:
+                    self._forget(request)
+        asyncio.get_running_loop().call_later(timeout, expire)
+
+    def _forget(self, request: Request[Any]) -> None:
+        for table in (self._reducer_calls, self._procedure_calls, self._one_offs):
+            if table.get(request.id) is request:
+                del table[request.id]
+
+    def _send_now(self, frame: m.ClientMessage) -> None:
+        text = encode_client_message(frame)
+
+        def put() -> None:
+            outbox = self._outbox
+            if outbox is not None:
+                outbox.put_nowait(text)
+
+        self._io.call_soon(put)
+
+    def _take_sent_pending(self) -> list[Request[Any]]:
+        """Requests sent on the socket that just ended: the new socket will never answer them."""
+        taken: list[Request[Any]] = []
+        tables: tuple[dict[Any, Request[Any]], ...] = (
+            self._reducer_calls, self._procedure_calls, self._one_offs)
+        for table in tables:
+            for key, request in list(table.items()):
+                if request.sent:
+                    taken.append(request)
+                    del table[key]
+        return taken
+
+    def _take_all_pending(self) -> list[Request[Any]]:
+        taken: list[Request[Any]] = []
+        for table in (self._reducer_calls, self._procedure_calls, self._one_offs):
+            taken.extend(table.values())
+            table.clear()
+        taken.extend(s.request for s in self._subscriptions.values())
+        taken.extend(self._unsubscribes.values())
+        if self._legacy is not None:
+            taken.append(self._legacy[1])
+        taken.extend(r for _, r in self._queued if r is not None)
+        self._queued.clear()
+        return taken
+
+    def _new_request_id(self) -> int:
+        request_id = self._next_request_id
+        self._next_request_id = request_id % (_U32 - 1) + 1  # u32, never 0 (0 means "no request")
+        return request_id
+
+    def _new_query_id(self) -> int:
+        query_id = self._next_query_id
+        self._next_query_id = query_id % (_U32 - 1) + 1
+        return query_id
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _ids(self) -> tuple[Identity | None, ConnectionId | None]:
+        token = self._identity_token
+        return (token.identity, token.connection_id) if token else (None, None)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if self._states.is_stopped:
+            return
+        self._states.on_next(state)
+
+    def _report(self, error: Exception) -> None:
+        _log.warning("rx_spacetimedb: %r", error)
+        self.errors.on_next(error)
+
+    def _report_observer_error(self, error: Exception) -> None:
+        _log.error("an observer raised; it was detached, the others go on", exc_info=error)
+        if self.errors is not None:
+            self.errors.on_next(error)
+
+
+def _is_not_none(value: object) -> bool:
+    return value is not None
+
+
+def _rekey(request: Request[Any], request_id: int) -> Request[Any]:
+    request.id = request_id
+    return request
+
+
+def _dedupe(queries: Sequence[str]) -> tuple[str, ...]:
+    """Never send one query text twice on a connection (§7.3, §10.13)."""
+    return tuple(dict.fromkeys(queries))
+
+
+def _check_queries(queries: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(queries, str):
+        queries = [queries]
+    if not isinstance(queries, Sequence) or not queries:
+        raise ValueError("queries: need at least one SQL string")
+    texts = []
+    for query in queries:
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"queries: every query must be a non-empty string, got {query!r}")
+        texts.append(query.strip())  # the server trims Subscribe/SubscribeMulti but not Single
+    return tuple(texts)
+
+
+def _check_name(what: str, name: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what}: must be a non-empty name, got {name!r}")
+
+
+def connect(
+    host: str = "localhost",
+    database: str = "",
+    *,
+    port: int = 3000,
+    tls: bool = False,
+    token: str | None = None,
+    handler: Any = None,
+    reconnect: bool = True,
+    reconnect_delay_ms: int = 500,
+    max_reconnect_delay_ms: int = 30_000,
+    reconnect_jitter: float = 0.0,
+    name: str | None = None,
+    light: bool = False,
+    confirmed: bool = False,
+    ssl_context: _ssl.SSLContext | None = None,
+    fetch_schema: bool = True,
+    schema: ModuleSchema | None = None,
+    row_types: Mapping[str, type] | None = None,
+    credentials: CredentialStore | str | os.PathLike[str] | None = None,
+    request_timeout: float | None = 30.0,
+    max_queued_requests: int = 1000,
+    ping_interval: float | None = 20.0,
+    open_timeout: float | None = 10.0,
+    subscribe: Sequence[str] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Connection:
+    """Connect to a SpacetimeDB database; returns the ``Connection`` at once, connecting in the background.
+
+    Args:
+        host: Host name, or a full URL (``ws://``, ``wss://``, ``http://``, ``https://``; then
+            ``port``/``tls`` are taken from it).
+        database: Database name, or its identity as 64 hex digits.
+        port: TCP port (3000 is the standalone server's default).
+        tls: Use ``wss``; certificates are verified unless ``ssl_context`` says otherwise.
+        token: Credentials (JWT). ``None`` connects anonymously; the minted token is then kept
+            across reconnects (and saved to ``credentials`` if given).
+        handler: Callbacks by message kind (see ``rx_spacetimedb.handler``).
+        reconnect: Reconnect after transient failures with exponential backoff.
+        reconnect_delay_ms, max_reconnect_delay_ms: First and largest backoff delay.
+        reconnect_jitter: Random spread of each delay, as a fraction in [0, 1].
+        name: A label for reprs and logs.
+        light: Ask for ``TransactionUpdateLight`` for other clients' transactions.
+        confirmed: Hold messages back until their transaction is durable.
+        ssl_context: TLS settings for ``wss`` (e.g. a private CA).
+        fetch_schema: Fetch the module schema over HTTP before connecting (typed rows and args).
+        schema: A schema to use instead of fetching it.
+        row_types: Table name → your own row class (positional constructor, columns in order).
+        credentials: A ``CredentialStore`` or a file path where the token is kept between runs.
+        request_timeout: Default seconds a request waits for its answer (``None``: forever).
+        max_queued_requests: Requests kept while disconnected; more fail at once.
+        ping_interval: Keepalive ping period (and pong timeout) in seconds; ``None`` disables.
+        open_timeout: Seconds allowed for the TCP/TLS/HTTP handshake.
+        subscribe: Queries to ``subscribe_multi`` right away.
+        scheduler: Scheduler for backoff timers (tests inject a virtual one).
+
+    Raises:
+        ValueError / TypeError: an invalid option, named in the message.
+    """
+    if not isinstance(host, str) or not host:
+        raise ValueError("host: must be a non-empty string")
+    if not isinstance(database, str) or not database:
+        raise ValueError("database: must be a database name or identity")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port: must be an int in 1..65535, got {port!r}")
+    for option, value in (("tls", tls), ("reconnect", reconnect), ("light", light),
+                          ("confirmed", confirmed), ("fetch_schema", fetch_schema)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{option}: must be a bool, got {type(value).__name__}")
+    if token is not None and (not isinstance(token, str) or not token):
+        raise ValueError("token: must be a non-empty string or None")
+    for delay_option, delay in (("reconnect_delay_ms", reconnect_delay_ms),
+                                ("max_reconnect_delay_ms", max_reconnect_delay_ms)):
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            raise ValueError(f"{delay_option}: must be a number >= 0, got {delay!r}")
+    if max_reconnect_delay_ms < reconnect_delay_ms:
+        raise ValueError("max_reconnect_delay_ms: must be >= reconnect_delay_ms")
+    if isinstance(max_queued_requests, bool) or not isinstance(max_queued_requests, int) \
+            or max_queued_requests < 0:
+        raise ValueError(f"max_queued_requests: must be an int >= 0, got {max_queued_requests!r}")
+    if request_timeout is not None and (not isinstance(request_timeout, int | float)
+                                        or request_timeout <= 0):
+        raise ValueError(f"request_timeout: must be a positive number or None, got {request_timeout!r}")
+    if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
+        raise TypeError("ssl_context: must be an ssl.SSLContext")
+    if schema is not None and not isinstance(schema, ModuleSchema):
+        raise TypeError("schema: must be a ModuleSchema")
+    scheme = "wss" if tls or ssl_context is not None else "ws"
+    url = host if "://" in host else f"{scheme}://{host}:{port}"
+    build_url(url, database)  # validates host and database now, at the call
+    store = credentials if isinstance(credentials, CredentialStore) or credentials is None \
+        else CredentialStore(credentials)
+    conn = Connection(
+        url, database, token=token, reconnect=reconnect,
+        reconnect_delay=reconnect_delay_ms / 1000, max_reconnect_delay=max_reconnect_delay_ms / 1000,
+        reconnect_jitter=reconnect_jitter, light=light, confirmed=confirmed, ssl_context=ssl_context,
+        fetch_schema=fetch_schema, schema=schema, row_types=row_types, credentials=store,
+        request_timeout=request_timeout, max_queued_requests=max_queued_requests,
+        ping_interval=ping_interval, open_timeout=open_timeout, name=name, scheduler=scheduler,
+    )
+    if handler is not None:
+        from rx_spacetimedb.handler import attach_handler
+
+        attach_handler(conn, handler)
+    if subscribe:
+        conn.subscribe_multi(list(subscribe))
+    conn._start()
+    return conn
+
