@@ -41,12 +41,33 @@ class RawJson(str):
     __slots__ = ()
 
 
-def _rust_float(text: str) -> str:
-    # Python: 1e+16, 2.5e-07; Rust's ryu: 1e16, 2.5e-7. Same digits, other exponent spelling.
-    if "e" not in text:
-        return text
-    mantissa, exponent = text.split("e")
-    return f"{mantissa}e{int(exponent)}"
+def _rust_float(text: str, plain_below: int = 16, plain_above: int = -5) -> str:
+    """Lay out the digits of Python's shortest ``repr`` as Rust's ryu does.
+
+    Same digits, other layout: ryu writes a plain decimal when ``10**(kk-1) <= |x| < 10**kk`` with
+    ``plain_above < kk <= plain_below`` (f64: 16 and -5, f32: 13 and -6), else ``1.5e16``/``2.5e-7``;
+    Python switches at other points (``1e-05``, ``2.5e-05``) and spells exponents ``e+16``.
+    """
+    sign = "-" if text.startswith("-") else ""
+    mantissa, _, exponent = text.lstrip("-").partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    kk = len(whole) + int(exponent or 0) - (len(whole + fraction) - len(digits))
+    digits = digits.rstrip("0")
+    if not digits:
+        return sign + "0.0"
+    length = len(digits)
+    if length <= kk <= plain_below:
+        body = digits + "0" * (kk - length) + ".0"
+    elif 0 < kk <= plain_below:
+        body = f"{digits[:kk]}.{digits[kk:]}"
+    elif plain_above < kk <= 0:
+        body = "0." + "0" * -kk + digits
+    elif length == 1:
+        body = f"{digits}e{kk - 1}"
+    else:
+        body = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+    return sign + body
 
 
 def format_f64(value: float) -> str:
@@ -63,10 +84,13 @@ def format_f32(value: float) -> str:
     (single,) = struct.unpack("<f", struct.pack("<f", value))
     for digits in range(1, 10):
         text = f"{single:.{digits}g}"
-        if struct.unpack("<f", struct.pack("<f", float(text)))[0] == single:
-            break
+        try:
+            if struct.unpack("<f", struct.pack("<f", float(text)))[0] == single:
+                break
+        except OverflowError:  # rounded up past f32::MAX (3e+38 for 3.4028235e38): more digits
+            continue
     text = repr(float(text))  # normalise spelling: '12.5', '1e+16', '0.0001'
-    return _rust_float(text)
+    return _rust_float(text, plain_below=13, plain_above=-6)
 
 
 def _dumps_str(value: str) -> str:
