@@ -1,0 +1,628 @@
+"""The client cache: a pure state machine folding server messages into the rows a client subscribes to.
+
+No Rx and no I/O here, so every counting rule of spec §7.5 is tested with canned messages; the
+connection feeds it messages and publishes the ``TransactionDiff`` each ``apply`` returns.
+
+Rules (spec §7.3, §7.5):
+    * Rows are decoded with the module schema and keyed by primary key (or by the whole row when
+      the table has none); each key keeps an occurrence count, so overlapping queries neither
+      duplicate nor lose rows.
+    * The snapshot of one query text is counted once however many ``query_id``s hold it, because
+      its deltas come once: tell the cache what you send (``note_subscribe_single``...).
+    * A legacy ``InitialSubscription`` replaces what the previous legacy set contributed: it comes
+      out as a diff against that, so only real changes are emitted.
+    * A transaction is applied atomically; a delete and an insert of one primary key is an update.
+    * Reconnects (and ``SubscriptionError`` without ``request_id``) go through a *resync*: the user
+      keeps seeing the old rows while fresh snapshots build a new state, and only the net difference
+      comes out at the end, never a wipe and a refill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import operator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.protocol.messages import (
+    Committed,
+    DatabaseUpdate,
+    InitialSubscription,
+    ReducerCallInfo,
+    ServerMessage,
+    SubscribeApplied,
+    SubscribeMultiApplied,
+    SubscriptionError,
+    TableUpdate,
+    TransactionUpdate,
+    TransactionUpdateLight,
+    UnsubscribeApplied,
+    UnsubscribeMultiApplied,
+)
+from rx_spacetimedb.protocol.sats import field_name
+from rx_spacetimedb.protocol.schema import ModuleSchema
+
+__all__ = [
+    "ClientCache",
+    "DiffCause",
+    "SchemaSource",
+    "TableDiff",
+    "TransactionDiff",
+    "primary_key_getter",
+    "resolve_schema",
+]
+
+log = logging.getLogger(__name__)
+
+Row = TypeVar("Row")
+
+SchemaSource: TypeAlias = ModuleSchema | Callable[[], ModuleSchema]
+"""A schema, or a function returning the current one (a connection fetches it on connect)."""
+
+DiffCause = Literal["subscribe", "unsubscribe", "transaction", "resync", "clear", "none"]
+"""What produced a diff: a subscription snapshot, an unsubscribe, a transaction, the end of a resync
+(net changes while away), ``clear()``, or a message that does not touch the cache."""
+
+
+def resolve_schema(source: SchemaSource) -> ModuleSchema:
+    """The schema itself, or the one the provider returns now."""
+    return source if isinstance(source, ModuleSchema) else source()
+
+
+@dataclass(frozen=True, slots=True)
+class TableDiff(Generic[Row]):
+    """What one message changed in one table: inserted, deleted and updated ``(old, new)`` rows.
+
+    ``cause`` and ``message`` say where it came from (the ``TransactionUpdate`` carries the reducer).
+    """
+
+    table: str
+    inserts: tuple[Row, ...] = ()
+    deletes: tuple[Row, ...] = ()
+    updates: tuple[tuple[Row, Row], ...] = ()
+    cause: DiffCause = "transaction"
+    message: ServerMessage | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.deletes or self.updates)
+
+    @property
+    def reducer_call(self) -> ReducerCallInfo | None:
+        """The reducer behind this change, when the server said (full ``TransactionUpdate`` only)."""
+        return self.message.reducer_call if isinstance(self.message, TransactionUpdate) else None
+
+    def map_rows(self, convert: Callable[[Row], Any]) -> TableDiff[Any]:
+        """The same diff with every row passed through ``convert`` (e.g. to a user row type)."""
+        return TableDiff(
+            self.table,
+            tuple(convert(r) for r in self.inserts),
+            tuple(convert(r) for r in self.deletes),
+            tuple((convert(a), convert(b)) for a, b in self.updates),
+            self.cause,
+            self.message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDiff:
+    """Everything one message changed, over all tables, as one atomic unit."""
+
+    tables: tuple[TableDiff[Any], ...] = ()
+    cause: DiffCause = "none"
+    message: ServerMessage | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        return any(self.tables)
+
+    def __iter__(self) -> Iterator[TableDiff[Any]]:
+        return iter(self.tables)
+
+    def table(self, name: str) -> TableDiff[Any] | None:
+        """The diff of one table, or None when this message did not change it."""
+        return next((t for t in self.tables if t.table == name), None)
+
+    @property
+    def reducer_call(self) -> ReducerCallInfo | None:
+        """The reducer behind this change, when the server said (full ``TransactionUpdate`` only)."""
+        return self.message.reducer_call if isinstance(self.message, TransactionUpdate) else None
+
+
+def primary_key_getter(schema: ModuleSchema, table: str) -> Callable[[Any], Any] | None:
+    """A function from a row of ``table`` to its primary-key value (a tuple for composite keys).
+
+    None when the table has no primary key. Works on generated rows, user dataclasses and tuples
+    alike, because it reads columns by position.
+    """
+    columns = schema.primary_key(table)
+    if not columns:
+        return None
+    names = schema.row_product(table).names
+    getters: dict[type, Callable[[Any], Any]] = {}
+
+    def build(cls: type) -> Callable[[Any], Any]:
+        if issubclass(cls, tuple):
+            return operator.itemgetter(*columns)
+        if dataclasses.is_dataclass(cls):
+            fields = dataclasses.fields(cls)
+            return operator.attrgetter(*(fields[c].name for c in columns))
+        return operator.attrgetter(*(field_name(names[c]) for c in columns))
+
+    def key_of(row: Any) -> Any:
+        cls = type(row)
+        getter = getters.get(cls)
+        if getter is None:
+            getter = getters[cls] = build(cls)
+        return getter(row)
+
+    return key_of
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+class _Table:
+    """Rows of one table by key, with their occurrence counts."""
+
+    __slots__ = ("counts", "has_pk", "rows")
+
+    def __init__(self, has_pk: bool) -> None:
+        self.has_pk = has_pk
+        self.rows: dict[Any, Any] = {}
+        self.counts: dict[Any, int] = {}
+
+
+class _State:
+    """Everything that belongs to one server connection's subscriptions."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, _Table] = {}
+        # query text -> number of live SubscribeSingle/SubscribeMulti query_ids holding it
+        self.holders: dict[str, int] = {}
+        # live query_id -> its (deduplicated) query texts; () when the cache was not told
+        self.live: dict[int, tuple[str, ...]] = {}
+        # table -> key -> occurrences the legacy Subscribe set contributes
+        self.legacy: dict[str, dict[Any, int]] = {}
+        self.has_legacy = False
+
+
+class _Change:
+    """Deleted/inserted occurrences of one key within one message, and the last inserted row."""
+
+    __slots__ = ("deleted", "inserted", "row")
+
+    def __init__(self) -> None:
+        self.deleted = 0
+        self.inserted = 0
+        self.row: Any = None
+
+
+_Changes = dict[str, dict[Any, _Change]]
+
+
+class ClientCache:
+    """Rows matched by a connection's subscriptions, folded from its server messages (spec §7.5).
+
+    Feed every server message to ``apply`` in arrival order; each call returns the
+    ``TransactionDiff`` it caused. Tell the cache about subscriptions you send (``note_*``), so it
+    can count a query text's snapshot once; call ``begin_resync``/``end_resync_when_applied``
+    around a reconnect. Thread-safe: one lock guards the fold and the lookups.
+
+    Args:
+        schema: the module schema, or a function returning it (called when rows are decoded).
+    """
+
+    def __init__(self, schema: SchemaSource) -> None:
+        self._schema_source = schema
+        self._lock = threading.RLock()
+        self._state = _State()
+        # While resyncing: the state the user still sees (the one before the disconnect).
+        self._shown: _State | None = None
+        self._armed = False
+        self._stale: str | None = None
+        self._pending_subs: dict[int, tuple[str, ...]] = {}
+        self._pending_multi: set[int] = set()
+        self._pending_legacy: dict[int, tuple[str, ...]] = {}
+        self._pending_unsubs: set[int] = set()
+        self._keys: dict[tuple[int, str], Callable[[Any], Any] | None] = {}
+        self._warned_tables: set[str] = set()
+
+    # -- what the connection sends ---------------------------------------------------------
+
+    def note_subscribe_single(self, query_id: int, query: str) -> None:
+        """Record a ``SubscribeSingle`` being sent, so its snapshot counts once per query text."""
+        with self._lock:
+            self._pending_subs[query_id] = (query,)
+            self._pending_multi.discard(query_id)
+
+    def note_subscribe_multi(self, query_id: int, queries: Iterable[str]) -> None:
+        """Record a ``SubscribeMulti`` being sent (a text listed twice counts once, as on the server)."""
+        with self._lock:
+            self._pending_subs[query_id] = tuple(dict.fromkeys(queries))
+            self._pending_multi.add(query_id)
+
+    def note_subscribe(self, request_id: int, queries: Iterable[str]) -> None:
+        """Record a legacy ``Subscribe`` being sent (its ``InitialSubscription`` ends a resync wait)."""
+        with self._lock:
+            self._pending_legacy[request_id] = tuple(dict.fromkeys(queries))
+
+    def note_unsubscribe(self, query_id: int) -> None:
+        """Record an ``Unsubscribe``/``UnsubscribeMulti``: an error answer still removes the query_id."""
+        with self._lock:
+            self._pending_unsubs.add(query_id)
+
+    # -- reconnects ------------------------------------------------------------------------
+
+    def begin_resync(self) -> None:
+        """Start rebuilding from fresh snapshots while lookups keep showing the current rows.
+
+        Call it when a new connection is up, before re-sending the subscriptions (and noting them).
+        Everything tied to the old connection (query ids, pending requests, counts) is dropped.
+        Calling it again during a resync restarts the rebuild but keeps the rows the user saw.
+        """
+        with self._lock:
+            if self._shown is None:
+                self._shown = self._state
+            self._state = _State()
+            self._armed = False
+            self._pending_subs.clear()
+            self._pending_multi.clear()
+            self._pending_legacy.clear()
+            self._pending_unsubs.clear()
+
+    def end_resync(self, message: ServerMessage | None = None) -> TransactionDiff:
+        """Finish a resync now: the rebuilt state becomes visible, and the net changes come out."""
+        with self._lock:
+            shown = self._shown
+            if shown is None:
+                return TransactionDiff((), "none", message)
+            self._shown = None
+            self._armed = False
+            self._stale = None
+            return TransactionDiff(self._net_diff(shown, self._state, message), "resync", message)
+
+    def end_resync_when_applied(self) -> TransactionDiff | None:
+        """Finish the resync once every noted subscription is answered (now, if they all are).
+
+        Returns the net diff when it ends now; otherwise None, and the ``apply`` call of the last
+        answer returns it.
+        """
+        with self._lock:
+            if self._shown is None:
+                return None
+            if self._pending():
+                self._armed = True
+                return None
+            return self.end_resync()
+
+    @property
+    def resyncing(self) -> bool:
+        """True between ``begin_resync`` and the end of the resync."""
+        return self._shown is not None
+
+    @property
+    def stale(self) -> str | None:
+        """Why the rows may be out of date (the server ended the subscriptions), or None."""
+        return self._stale
+
+    # -- folding messages ------------------------------------------------------------------
+
+    def apply(self, message: ServerMessage) -> TransactionDiff:
+        """Fold one server message into the cache and return what changed for the user.
+
+        Raises:
+            ProtocolError: a row did not decode; the cache is left unchanged (atomicity).
+        """
+        with self._lock:
+            diff = self._apply(message)
+            if self._armed and not self._pending():
+                return self.end_resync(message)
+            if self._shown is not None:
+                # Rebuilding: the user keeps seeing the old rows until the resync ends.
+                return TransactionDiff((), diff.cause, message)
+            return diff
+
+    def clear(self) -> TransactionDiff:
+        """Drop every row and subscription (e.g. the connection closed for good), emitting deletes."""
+        with self._lock:
+            shown = self._shown if self._shown is not None else self._state
+            self._state = _State()
+            self._shown = None
+            self._armed = False
+            self._pending_subs.clear()
+            self._pending_multi.clear()
+            self._pending_legacy.clear()
+            self._pending_unsubs.clear()
+            return TransactionDiff(self._net_diff(shown, self._state, None), "clear", None)
+
+    def _apply(self, message: ServerMessage) -> TransactionDiff:
+        state = self._state
+        if isinstance(message, TransactionUpdate):
+            if not isinstance(message.status, Committed):
+                return TransactionDiff((), "transaction", message)  # failed calls carry no rows
+            return self._apply_transaction(message.status.update, message)
+        if isinstance(message, TransactionUpdateLight):
+            return self._apply_transaction(message.update, message)
+        if isinstance(message, SubscribeApplied):
+            texts = self._pending_subs.pop(message.query_id, None)
+            self._pending_multi.discard(message.query_id)
+            already_held = texts is not None and bool(texts) and state.holders.get(texts[0], 0) > 0
+            self._hold(state, message.query_id, texts or ())
+            if already_held:
+                # Same text as another live query_id: the server sent the rows again, but their
+                # deltas come only once, so counting them again would leak counts (spec §7.5).
+                log.debug("query %r already held; snapshot of query_id %d not counted",
+                          texts, message.query_id)
+                return TransactionDiff((), "subscribe", message)
+            changes = self._decode([message.rows.table_rows], inserts=True, deletes=False)
+            return self._commit(changes, "subscribe", message, spec_updates=False)
+        if isinstance(message, SubscribeMultiApplied):
+            texts = self._pending_subs.pop(message.query_id, None)
+            self._pending_multi.discard(message.query_id)
+            self._hold(state, message.query_id, texts or ())
+            changes = self._decode(message.update.tables, inserts=True, deletes=False)
+            return self._commit(changes, "subscribe", message, spec_updates=False)
+        if isinstance(message, UnsubscribeApplied | UnsubscribeMultiApplied):
+            self._release(state, message.query_id)
+            tables = ([message.rows.table_rows] if isinstance(message, UnsubscribeApplied)
+                      else message.update.tables)
+            changes = self._decode(tables, inserts=False, deletes=True)
+            if state.has_legacy:
+                self._track_legacy(state, changes)
+            return self._commit(changes, "unsubscribe", message, spec_updates=False)
+        if isinstance(message, InitialSubscription):
+            self._pending_legacy.pop(message.request_id, None)
+            return self._replace_legacy(message.database_update, message)
+        if isinstance(message, SubscriptionError):
+            self._subscription_error(message)
+        return TransactionDiff((), "none", message)
+
+    def _hold(self, state: _State, query_id: int, texts: tuple[str, ...]) -> None:
+        state.live[query_id] = texts
+        for text in texts:
+            state.holders[text] = state.holders.get(text, 0) + 1
+
+    def _release(self, state: _State, query_id: int) -> list[str]:
+        """Forget a query_id; return the texts no live query_id holds any more."""
+        self._pending_unsubs.discard(query_id)
+        released = []
+        for text in state.live.pop(query_id, ()):
+            left = state.holders.get(text, 0) - 1
+            if left > 0:
+                state.holders[text] = left
+            else:
+                state.holders.pop(text, None)
+                released.append(text)
+        return released
+
+    def _subscription_error(self, message: SubscriptionError) -> None:
+        state = self._state
+        if message.request_id is None:
+            # A query failed while evaluating a transaction: the server dropped every subscription
+            # of this connection. Keep showing the rows, rebuild from the re-sent subscriptions.
+            log.warning("subscriptions ended by the server: %s", message.error)
+            self.begin_resync()
+            self._stale = message.error
+            return
+        query_id = message.query_id
+        if query_id is None:
+            self._pending_legacy.pop(message.request_id, None)
+        elif query_id in self._pending_subs:
+            del self._pending_subs[query_id]  # nothing was subscribed
+            self._pending_multi.discard(query_id)
+        elif query_id in self._pending_unsubs and query_id in state.live:
+            # An Unsubscribe answered with an error has still removed the query_id (spec §5.6).
+            released = self._release(state, query_id)
+            if len(released) > 1:
+                self._stale = (f"Unsubscribe of query_id {query_id} released {len(released)} queries "
+                               "whose rows the server did not send; use UnsubscribeMulti for sets")
+                log.warning("%s", self._stale)
+
+    def _pending(self) -> bool:
+        return bool(self._pending_subs or self._pending_legacy)
+
+    # -- decoding and applying ---------------------------------------------------------------
+
+    def _key_of(self, schema: ModuleSchema, table: str) -> Callable[[Any], Any] | None:
+        slot = (id(schema), table)
+        if slot not in self._keys:
+            self._keys[slot] = primary_key_getter(schema, table)
+        return self._keys[slot]
+
+    def _decode(self, tables: Iterable[TableUpdate], *, inserts: bool, deletes: bool) -> _Changes:
+        """Decode and merge every QueryUpdate per table and key, before anything is changed."""
+        schema = resolve_schema(self._schema_source)
+        changes: _Changes = {}
+        for update in tables:
+            name = update.table_name
+            if name not in schema.tables:
+                if name not in self._warned_tables:
+                    self._warned_tables.add(name)
+                    log.warning("rows of table %r, which the schema does not know, are not cached", name)
+                continue
+            decoder = schema.decode_row
+            key_of = self._key_of(schema, name)
+            per_key = changes.setdefault(name, {})
+            for query in update.updates:
+                if deletes:
+                    for text in query.deletes:
+                        row = decoder(name, text)
+                        key = row if key_of is None else key_of(row)
+                        per_key.setdefault(key, _Change()).deleted += 1
+                if inserts:
+                    for text in query.inserts:
+                        row = decoder(name, text)
+                        change = per_key.setdefault(row if key_of is None else key_of(row), _Change())
+                        change.inserted += 1
+                        change.row = row
+        if changes:
+            self._ensure_tables(schema, changes)
+        return changes
+
+    def _ensure_tables(self, schema: ModuleSchema, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self._state.tables:
+                self._state.tables[name] = _Table(bool(schema.primary_key(name)))
+
+    def _apply_transaction(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
+        changes = self._decode(update.tables, inserts=True, deletes=True)
+        state = self._state
+        if state.has_legacy:
+            self._track_legacy(state, changes)
+        return self._commit(changes, "transaction", message, spec_updates=True)
+
+    def _track_legacy(self, state: _State, changes: _Changes) -> None:
+        """Keep the legacy set's contribution current as transactions change its rows.
+
+        With only the legacy set live every occurrence is its own. Deltas do not say which query
+        they belong to, so beside SubscribeSingle/Multi queries it is kept as an upper bound.
+        """
+        only_legacy = not state.live
+        for name, per_key in changes.items():
+            table = state.tables[name]
+            legacy = state.legacy.setdefault(name, {})
+            for key, change in per_key.items():
+                new = max(table.counts.get(key, 0) - change.deleted, 0) + change.inserted
+                held = new if only_legacy else min(legacy.get(key, 0), new)
+                if held:
+                    legacy[key] = held
+                else:
+                    legacy.pop(key, None)
+
+    def _replace_legacy(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
+        """Apply a new legacy set as a diff against what the previous legacy set contributed."""
+        new_changes = self._decode(update.tables, inserts=True, deletes=False)
+        state = self._state
+        schema = resolve_schema(self._schema_source)
+        self._ensure_tables(schema, state.legacy)
+        changes: _Changes = {}
+        for name, old in state.legacy.items():
+            per_key = changes.setdefault(name, {})
+            for key, count in old.items():
+                per_key.setdefault(key, _Change()).deleted = count
+        new_legacy: dict[str, dict[Any, int]] = {}
+        for name, per_key_new in new_changes.items():
+            per_key = changes.setdefault(name, {})
+            counts = new_legacy.setdefault(name, {})
+            for key, new in per_key_new.items():
+                change = per_key.setdefault(key, _Change())
+                change.inserted = new.inserted
+                change.row = new.row
+                counts[key] = new.inserted
+        state.legacy = new_legacy
+        state.has_legacy = True
+        return self._commit(changes, "subscribe", message, spec_updates=False)
+
+    def _commit(self, changes: _Changes, cause: DiffCause, message: ServerMessage,
+                *, spec_updates: bool) -> TransactionDiff:
+        """Apply merged changes: ``new = old - deleted + inserted`` per key (spec §7.5 rule 4).
+
+        ``spec_updates``: a transaction's delete+insert of one primary key is an update even when the
+        row is equal; for snapshots only a changed value is.
+        """
+        diffs: list[TableDiff[Any]] = []
+        for name, per_key in changes.items():
+            table = self._state.tables[name]
+            rows, counts = table.rows, table.counts
+            inserted: list[Any] = []
+            deleted: list[Any] = []
+            updated: list[tuple[Any, Any]] = []
+            for key, change in per_key.items():
+                old = counts.get(key, 0)
+                if change.deleted > old:
+                    log.warning("%s: delete of %d occurrence(s) of %r, but the cache holds %d",
+                                name, change.deleted, key, old)
+                new = max(old - change.deleted, 0) + change.inserted
+                if new == 0:
+                    if old:
+                        deleted.append(rows.pop(key))
+                        del counts[key]
+                    continue
+                counts[key] = new
+                if not old:
+                    rows[key] = change.row
+                    inserted.append(change.row)
+                elif change.inserted:
+                    previous = rows[key]
+                    rows[key] = change.row
+                    if table.has_pk and ((spec_updates and change.deleted) or previous != change.row):
+                        updated.append((previous, change.row))
+            diff = TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
+            if diff:
+                diffs.append(diff)
+        return TransactionDiff(tuple(diffs), cause, message)
+
+    def _net_diff(self, before: _State, after: _State,
+                  message: ServerMessage | None) -> tuple[TableDiff[Any], ...]:
+        """Per table: rows gone, rows new, rows whose value changed (by key) between two states."""
+        diffs: list[TableDiff[Any]] = []
+        for name in dict.fromkeys([*before.tables, *after.tables]):
+            old = before.tables[name].rows if name in before.tables else {}
+            new = after.tables[name].rows if name in after.tables else {}
+            deleted = tuple(row for key, row in old.items() if key not in new)
+            updated = tuple((row, new[key]) for key, row in old.items() if key in new and new[key] != row)
+            inserted = tuple(row for key, row in new.items() if key not in old)
+            diff = TableDiff(name, inserted, deleted, updated, "resync", message)
+            if diff:
+                diffs.append(diff)
+        return tuple(diffs)
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _visible(self) -> _State:
+        return self._shown if self._shown is not None else self._state
+
+    def _table(self, name: str) -> _Table | None:
+        table = self._visible().tables.get(name)
+        if table is None and name not in resolve_schema(self._schema_source).tables:
+            raise SchemaError(f"unknown table {name!r}; the module has "
+                              f"{sorted(resolve_schema(self._schema_source).tables)}")
+        return table
+
+    def rows(self, table: str) -> tuple[Any, ...]:
+        """The rows of a table now, as an immutable tuple (in the order they arrived)."""
+        with self._lock:
+            state = self._table(table)
+            return tuple(state.rows.values()) if state is not None else ()
+
+    def get(self, table: str, key: Any, default: Any = None) -> Any:
+        """The row with this primary key (a tuple for composite keys; the row itself without a key)."""
+        with self._lock:
+            state = self._table(table)
+            return state.rows.get(key, default) if state is not None else default
+
+    def count(self, table: str) -> int:
+        """How many distinct rows the table holds."""
+        with self._lock:
+            state = self._table(table)
+            return len(state.rows) if state is not None else 0
+
+    def ref_count(self, table: str, key: Any) -> int:
+        """How many query occurrences hold this row (0: not cached)."""
+        with self._lock:
+            state = self._table(table)
+            return state.counts.get(key, 0) if state is not None else 0
+
+    def tables(self) -> Mapping[str, int]:
+        """Row counts of the tables that hold rows."""
+        with self._lock:
+            return {name: len(t.rows) for name, t in self._visible().tables.items() if t.rows}
+
+    def query_holders(self) -> Mapping[str, int]:
+        """How many live ``query_id``s hold each query text (for the counting rule of §7.5)."""
+        with self._lock:
+            return dict(self._state.holders)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(t.rows) for t in self._visible().tables.values())
+
+    def __repr__(self) -> str:
+        with self._lock:
+            tables = ", ".join(f"{name}: {count}" for name, count in self.tables().items())
+            flags = "".join([", RESYNCING" if self._shown is not None else "",
+                             ", STALE" if self._stale is not None else ""])
+            return f"<ClientCache [{tables}]{flags}>"
