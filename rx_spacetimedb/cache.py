@@ -31,6 +31,7 @@ from rx_spacetimedb.errors import SchemaError
 from rx_spacetimedb.protocol.messages import (
     Committed,
     DatabaseUpdate,
+    IdentityToken,
     InitialSubscription,
     ReducerCallInfo,
     ServerMessage,
@@ -45,6 +46,7 @@ from rx_spacetimedb.protocol.messages import (
 )
 from rx_spacetimedb.protocol.sats import field_name
 from rx_spacetimedb.protocol.schema import ModuleSchema
+from rx_spacetimedb.protocol.values import ConnectionId
 
 __all__ = [
     "ClientCache",
@@ -202,6 +204,9 @@ class _Change:
 
 _Changes = dict[str, dict[Any, _Change]]
 
+_ANY_REQUEST = -1
+"""Pending legacy key when any ``InitialSubscription`` will do (re-sent after a reconnect)."""
+
 
 class ClientCache:
     """Rows matched by a connection's subscriptions, folded from its server messages (spec §7.5).
@@ -213,10 +218,15 @@ class ClientCache:
 
     Args:
         schema: the module schema, or a function returning it (called when rows are decoded).
+        auto_resync: on an ``IdentityToken`` of a new connection while the cache holds state, call
+            ``reconnected()`` (the connection re-sends the same subscriptions, spec §7.7). Pass
+            False to drive ``begin_resync``/``end_resync*`` yourself.
     """
 
-    def __init__(self, schema: SchemaSource) -> None:
+    def __init__(self, schema: SchemaSource, *, auto_resync: bool = True) -> None:
         self._schema_source = schema
+        self._auto_resync = auto_resync
+        self._connection_id: ConnectionId | None = None
         self._lock = threading.RLock()
         self._state = _State()
         # While resyncing: the state the user still sees (the one before the disconnect).
@@ -224,7 +234,6 @@ class ClientCache:
         self._armed = False
         self._stale: str | None = None
         self._pending_subs: dict[int, tuple[str, ...]] = {}
-        self._pending_multi: set[int] = set()
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
         self._keys: dict[tuple[int, str], Callable[[Any], Any] | None] = {}
@@ -236,13 +245,11 @@ class ClientCache:
         """Record a ``SubscribeSingle`` being sent, so its snapshot counts once per query text."""
         with self._lock:
             self._pending_subs[query_id] = (query,)
-            self._pending_multi.discard(query_id)
 
     def note_subscribe_multi(self, query_id: int, queries: Iterable[str]) -> None:
         """Record a ``SubscribeMulti`` being sent (a text listed twice counts once, as on the server)."""
         with self._lock:
             self._pending_subs[query_id] = tuple(dict.fromkeys(queries))
-            self._pending_multi.add(query_id)
 
     def note_subscribe(self, request_id: int, queries: Iterable[str]) -> None:
         """Record a legacy ``Subscribe`` being sent (its ``InitialSubscription`` ends a resync wait)."""
@@ -250,9 +257,14 @@ class ClientCache:
             self._pending_legacy[request_id] = tuple(dict.fromkeys(queries))
 
     def note_unsubscribe(self, query_id: int) -> None:
-        """Record an ``Unsubscribe``/``UnsubscribeMulti``: an error answer still removes the query_id."""
+        """Record an ``Unsubscribe``/``UnsubscribeMulti``: an error answer still removes the query_id.
+
+        During a resync it also stops waiting for that query_id's snapshot.
+        """
         with self._lock:
             self._pending_unsubs.add(query_id)
+            if self._shown is not None:
+                self._pending_subs.pop(query_id, None)
 
     # -- reconnects ------------------------------------------------------------------------
 
@@ -269,9 +281,24 @@ class ClientCache:
             self._state = _State()
             self._armed = False
             self._pending_subs.clear()
-            self._pending_multi.clear()
             self._pending_legacy.clear()
             self._pending_unsubs.clear()
+
+    def reconnected(self) -> TransactionDiff | None:
+        """A new connection re-sends the same subscriptions (same query ids): resync against them.
+
+        Begins a resync that waits for a snapshot of every query_id that was live or pending, and
+        for one ``InitialSubscription`` if a legacy set was in use; returns the net diff if there
+        is nothing to wait for, else None (the ``apply`` of the last answer returns it).
+        """
+        with self._lock:
+            expected = {**self._state.live, **self._pending_subs}
+            legacy = self._state.has_legacy or bool(self._pending_legacy)
+            self.begin_resync()
+            self._pending_subs.update(expected)
+            if legacy:
+                self._pending_legacy[_ANY_REQUEST] = ()
+            return self.end_resync_when_applied()
 
     def end_resync(self, message: ServerMessage | None = None) -> TransactionDiff:
         """Finish a resync now: the rebuilt state becomes visible, and the net changes come out."""
@@ -333,7 +360,6 @@ class ClientCache:
             self._shown = None
             self._armed = False
             self._pending_subs.clear()
-            self._pending_multi.clear()
             self._pending_legacy.clear()
             self._pending_unsubs.clear()
             return TransactionDiff(self._net_diff(shown, self._state, None), "clear", None)
@@ -348,7 +374,6 @@ class ClientCache:
             return self._apply_transaction(message.update, message)
         if isinstance(message, SubscribeApplied):
             texts = self._pending_subs.pop(message.query_id, None)
-            self._pending_multi.discard(message.query_id)
             already_held = texts is not None and bool(texts) and state.holders.get(texts[0], 0) > 0
             self._hold(state, message.query_id, texts or ())
             if already_held:
@@ -361,7 +386,6 @@ class ClientCache:
             return self._commit(changes, "subscribe", message, spec_updates=False)
         if isinstance(message, SubscribeMultiApplied):
             texts = self._pending_subs.pop(message.query_id, None)
-            self._pending_multi.discard(message.query_id)
             self._hold(state, message.query_id, texts or ())
             changes = self._decode(message.update.tables, inserts=True, deletes=False)
             return self._commit(changes, "subscribe", message, spec_updates=False)
@@ -374,10 +398,23 @@ class ClientCache:
                 self._track_legacy(state, changes)
             return self._commit(changes, "unsubscribe", message, spec_updates=False)
         if isinstance(message, InitialSubscription):
-            self._pending_legacy.pop(message.request_id, None)
+            if self._pending_legacy.pop(message.request_id, None) is None:
+                self._pending_legacy.pop(_ANY_REQUEST, None)
             return self._replace_legacy(message.database_update, message)
         if isinstance(message, SubscriptionError):
             self._subscription_error(message)
+        elif isinstance(message, IdentityToken):
+            return self._identity_token(message)
+        return TransactionDiff((), "none", message)
+
+    def _identity_token(self, message: IdentityToken) -> TransactionDiff:
+        previous, self._connection_id = self._connection_id, message.connection_id
+        state = self._state
+        has_state = bool(state.live or state.tables or state.has_legacy or self._pending())
+        if self._auto_resync and previous != message.connection_id and has_state:
+            diff = self.reconnected()
+            if diff is not None:
+                return diff
         return TransactionDiff((), "none", message)
 
     def _hold(self, state: _State, query_id: int, texts: tuple[str, ...]) -> None:
@@ -412,7 +449,6 @@ class ClientCache:
             self._pending_legacy.pop(message.request_id, None)
         elif query_id in self._pending_subs:
             del self._pending_subs[query_id]  # nothing was subscribed
-            self._pending_multi.discard(query_id)
         elif query_id in self._pending_unsubs and query_id in state.live:
             # An Unsubscribe answered with an error has still removed the query_id (spec §5.6).
             released = self._release(state, query_id)

@@ -19,11 +19,14 @@ from rx_spacetimedb.protocol import (
 )
 from tests.operators._canned import (
     EXAMPLES,
+    MY_CONNECTION,
+    OTHER_CONNECTION,
     SCHEMA,
     balance,
     committed,
     delta,
     failed,
+    identity_token,
     initial,
     light,
     log_line,
@@ -422,3 +425,63 @@ def test_table_diff_map_rows_and_reducer_call() -> None:
     mapped = diff.map_rows(lambda p: p.id)
     assert mapped.inserts == (1,) and mapped.message is message
     assert replace(mapped, inserts=()).__bool__() is False
+
+
+def test_identity_token_of_a_new_connection_resyncs_against_the_same_query_ids() -> None:
+    cache = ClientCache(SCHEMA)
+    assert not cache.apply(identity_token(MY_CONNECTION))
+    cache.note_subscribe_single(1, "SELECT * FROM Player")
+    cache.note_subscribe_multi(2, ["SELECT * FROM LogLine"])
+    cache.apply(sub_applied(1, player(1), player(2)))
+    cache.apply(multi_applied(2, snapshot_update(log_line("x"))))
+    cache.apply(identity_token(MY_CONNECTION))  # same connection: nothing happens
+    assert not cache.resyncing
+
+    assert not cache.apply(identity_token(OTHER_CONNECTION))
+    assert cache.resyncing and cache.rows("Player") == (player(1), player(2))
+    assert not cache.apply(sub_applied(1, player(2), player(3)))  # still waiting for query 2
+    diff = cache.apply(multi_applied(2, snapshot_update(log_line("x"))))
+    assert diff.cause == "resync" and not cache.resyncing
+    assert only(diff).deletes == (player(1),) and only(diff).inserts == (player(3),)
+    assert diff.table("LogLine") is None  # unchanged while away: not reported
+
+
+def test_identity_token_resync_waits_for_the_legacy_set_too() -> None:
+    cache = ClientCache(SCHEMA)
+    cache.apply(identity_token(MY_CONNECTION))
+    cache.apply(initial(snapshot_update(player(1), player(2))))
+    cache.apply(identity_token(OTHER_CONNECTION))
+    diff = cache.apply(initial(snapshot_update(player(2)), request_id=9))
+    assert diff.cause == "resync" and only(diff).deletes == (player(1),)
+    # The legacy contribution restarted with the new snapshot: a third set diffs against it.
+    again = cache.apply(initial(snapshot_update(player(5)), request_id=10))
+    assert only(again).deletes == (player(2),) and only(again).inserts == (player(5),)
+
+
+def test_auto_resync_can_be_turned_off() -> None:
+    cache = ClientCache(SCHEMA, auto_resync=False)
+    cache.apply(identity_token(MY_CONNECTION))
+    cache.apply(sub_applied(1, player(1)))
+    cache.apply(identity_token(OTHER_CONNECTION))
+    assert not cache.resyncing
+
+
+def test_unsubscribing_during_a_resync_stops_waiting_for_that_query() -> None:
+    cache = ClientCache(SCHEMA)
+    cache.apply(sub_applied(1, player(1)))
+    cache.apply(sub_applied(2, log_line("x"), table="LogLine"))
+    assert cache.reconnected() is None
+    cache.note_unsubscribe(2)  # dropped while away: never re-sent
+    diff = cache.apply(sub_applied(1, player(1)))
+    assert diff.cause == "resync" and only(diff, "LogLine").deletes == (log_line("x"),)
+
+
+def test_unsubscribe_error_releasing_a_whole_set_marks_the_cache_stale() -> None:
+    cache = ClientCache(SCHEMA)
+    cache.note_subscribe_multi(4, ["SELECT * FROM Player", "SELECT * FROM LogLine"])
+    cache.apply(multi_applied(4, snapshot_update(player(1)), snapshot_update(log_line("x"))))
+    cache.note_unsubscribe(4)
+    cache.apply(SubscriptionError(0, 6, 4, None, "Internal error"))  # Unsubscribe on a set (§5.6)
+    assert cache.stale is not None and "UnsubscribeMulti" in cache.stale
+    assert cache.query_holders() == {}
+    assert "STALE" in repr(cache)
