@@ -8,7 +8,6 @@ the official clients write, byte for byte.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -17,7 +16,7 @@ import orjson
 
 from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.jsontext import dumps
+from rx_spacetimedb.protocol.jsontext import dumps, parse_exact
 from rx_spacetimedb.protocol.sats import TypeCodec, VariantClass
 from rx_spacetimedb.protocol.types import (
     BYTES,
@@ -164,11 +163,12 @@ _CLIENT_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
 
 # The only 128-bit integers of the server envelope, found by key: inside row strings the same keys
 # are escaped (\"quanta\":) and cannot match, so these finds are exact and need no full re-parse.
+# The lookahead keeps `1.0` and `1e3` out: an integer field given a float must stay an error.
 _WIDE_FIELDS_STR: Final = {
-    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)') for key in ("__connection_id__", "quanta")
+    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])') for key in ("__connection_id__", "quanta")
 }
 _WIDE_FIELDS_BYTES: Final = {
-    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)'.encode()) for key in ("__connection_id__", "quanta")
+    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])'.encode()) for key in ("__connection_id__", "quanta")
 }
 
 def _exact(raw: str | bytes, key: str, value: Any) -> Any:
@@ -224,7 +224,10 @@ def decode_server_message(data: str | bytes) -> m.ServerMessage:
         try:
             _fix_wide_integers(tag, body, data)
         except _Reparse:
-            ((tag, body),) = json.loads(data).items()
+            try:
+                ((tag, body),) = parse_exact(data).items()
+            except ValueError as err:
+                raise ProtocolError(f"not JSON: {err}") from None
         result: m.ServerMessage = decoder(body)
     except ProtocolError as err:
         path = f"{tag}.{err.path}" if err.path else tag
@@ -264,7 +267,9 @@ def decode_client_message(data: str | bytes) -> m.ClientMessage:
         ProtocolError: with the decode error text the emulator closes the connection with (1011).
     """
     try:
-        frame = json.loads(data, object_pairs_hook=_reject_duplicates)
+        frame = parse_exact(data, object_pairs_hook=_reject_duplicates)
+    except ProtocolError as err:  # a duplicate field
+        raise ProtocolError(err.reason, raw=data) from None
     except ValueError as err:
         raise ProtocolError(f"not JSON: {err}", raw=data) from None
     try:

@@ -12,12 +12,12 @@ import json
 import math
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
-__all__ = ["RawJson", "dumps", "format_f32", "format_f64", "loads", "loads_exact"]
+__all__ = ["RawJson", "dumps", "format_f32", "format_f64", "loads", "loads_exact", "parse_exact"]
 
 # 19 digits can already leave the i64 range; anything shorter always fits orjson's integers.
 _LONG_DIGITS_STR = re.compile(r"\d{19,}")
@@ -32,7 +32,23 @@ def loads_exact(text: str | bytes) -> Any:
     pattern = _LONG_DIGITS_BYTES if isinstance(text, bytes) else _LONG_DIGITS_STR
     if pattern.search(text) is None:  # type: ignore[arg-type]
         return orjson.loads(text)
-    return json.loads(text)
+    return parse_exact(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_exact(text: str | bytes, object_pairs_hook: Callable[[Any], Any] | None = None) -> Any:
+    """Parse with the standard library, as strictly as orjson: exact integers, no ``NaN``/``Infinity``.
+
+    Raises:
+        ValueError: not JSON, or nested too deeply for the standard library's recursive parser.
+    """
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=object_pairs_hook)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class RawJson(str):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import math
+import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -48,8 +50,12 @@ class InexactInteger(ProtocolError):
     """
 
 
+_REPR = reprlib.Repr()  # bounded depth: a plain repr of a 1000-deep array raises RecursionError
+_REPR.maxstring = _REPR.maxother = 80
+
+
 def _fail(expected: str, value: Any) -> ProtocolError:
-    shown = repr(value)
+    shown = _REPR.repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ProtocolError(f"expected {expected}, got {shown}")
@@ -81,14 +87,14 @@ def _int_decoder(name: str) -> Decoder:
     return dec
 
 
+_BIG_HEX = re.compile(r"[+-]?0[xX][0-9a-fA-F]+")
+
+
 def _parse_big_hex(name: str, text: str, low: int, high: int) -> int:
-    body = text[1:] if text[:1] in "+-" else text
-    if body[:2] not in ("0x", "0X") or len(body) < 3:
+    # int(text, 16) alone would also take "0x_1", " 0x1" and "0x1\n"
+    if _BIG_HEX.fullmatch(text) is None:
         raise _fail(f"{name} as a 0x string", text)
-    try:
-        value = int(text, 16)
-    except ValueError:
-        raise _fail(f"{name} as a 0x string", text) from None
+    value = int(text, 16)
     if not low <= value <= high:
         raise _fail(f"{name} in range", text)
     return value
@@ -181,7 +187,7 @@ def _sum_parts(v: Any, names: Sequence[str | None]) -> tuple[int, Any]:
     elif type(key) is str:
         if key in names:
             tag = names.index(key)
-        elif key.isdigit():
+        elif key.isascii() and key.isdigit():
             tag = int(key)
         else:
             raise _fail(f"a variant of {list(names)}", key)
@@ -320,7 +326,10 @@ class TypeCodec:
             def dec_array(v: Any) -> tuple[Any, ...]:
                 if type(v) is not list:
                     raise _fail("an array", v)
-                return tuple([elem(x) for x in v])
+                try:
+                    return tuple([elem(x) for x in v])
+                except ProtocolError as err:
+                    raise _locate_item(err, v, elem) from None
 
             return dec_array
         if isinstance(ty, ProductType):
@@ -346,12 +355,14 @@ class TypeCodec:
                     return cls(*[d(x) for d, x in zip(decs, v, strict=True)])
                 if type(v) is dict and len(v) == count:
                     return cls(*[d(v[n]) for n, d in pairs])
-            except InexactInteger:
-                raise
             except ProtocolError as err:
                 raise _locate(err, v, pairs) from None
             except KeyError as err:
                 raise ProtocolError(f"missing field {err.args[0]!r}") from None
+            if type(v) is dict:
+                missing = [n for n in names if n not in v]
+                unknown = [k for k in v if k not in names]
+                raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 
         return dec_product
@@ -395,8 +406,7 @@ class TypeCodec:
             try:
                 return makers[tag](decs[tag](payload))
             except ProtocolError as err:
-                path = f"{names[tag]}.{err.path}" if err.path else str(names[tag])
-                raise type(err)(err.reason, path=path) from None
+                raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
 
         return dec_variant
 
@@ -547,11 +557,27 @@ def _locate(err: ProtocolError, value: Any, pairs: Sequence[tuple[str, Decoder]]
             item = value[i] if type(value) is list else value[name]
             dec(item)
         except ProtocolError as inner:
-            path = f"{name}.{inner.path}" if inner.path else name
-            return type(inner)(inner.reason, path=path)
+            return type(inner)(inner.reason, path=_join(name, inner.path))
         except (KeyError, IndexError):
             return ProtocolError("missing", path=name)
     return err
+
+
+def _locate_item(err: ProtocolError, items: list[Any], dec: Decoder) -> ProtocolError:
+    """Find which array item failed, to put its index in the error path."""
+    for i, item in enumerate(items):
+        try:
+            dec(item)
+        except ProtocolError as inner:
+            return type(inner)(inner.reason, path=_join(f"[{i}]", inner.path))
+    return err
+
+
+def _join(head: str, path: str) -> str:
+    """``head`` + ``path`` as a field path: ``tables`` + ``[0].num_rows`` → ``tables[0].num_rows``."""
+    if not path:
+        return head
+    return head + path if path.startswith("[") else f"{head}.{path}"
 
 
 def _as_sequence(v: Any, what: str) -> Sequence[Any]:

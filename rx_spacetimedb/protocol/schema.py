@@ -8,7 +8,6 @@ caller supplies its own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import orjson
 
 from rx_spacetimedb.errors import ProtocolError, SchemaError
-from rx_spacetimedb.protocol.jsontext import dumps, loads_exact
+from rx_spacetimedb.protocol.jsontext import dumps, loads_exact, parse_exact
 from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
@@ -90,7 +89,11 @@ def _decode_text(decoder: Decoder, text: str | bytes, what: str) -> Any:
     except InexactInteger:
         # orjson turned a >64-bit integer into a float: parse this text again, exactly.
         try:
-            return decoder(json.loads(text))
+            exact = parse_exact(text)
+        except ValueError as err:
+            raise ProtocolError(f"{what} is not JSON: {err}", raw=text) from None
+        try:
+            return decoder(exact)
         except ProtocolError as err:
             raise ProtocolError(err.reason, path=f"{what}.{err.path}" if err.path else what,
                                 raw=text) from None
@@ -158,7 +161,10 @@ class ModuleSchema:
     def from_json(cls, data: str | bytes | Mapping[str, Any],
                   row_classes: Mapping[str, type] | None = None) -> ModuleSchema:
         """Parse the schema endpoint's JSON (``RawModuleDefV9``)."""
-        raw: Any = loads_exact(data) if isinstance(data, str | bytes) else data
+        try:
+            raw: Any = loads_exact(data) if isinstance(data, str | bytes) else data
+        except ValueError as err:
+            raise ProtocolError(f"schema is not JSON: {err}") from None
         if not isinstance(raw, Mapping):
             raise ProtocolError("schema must be a JSON object")
         try:
@@ -189,7 +195,10 @@ class ModuleSchema:
                 t["ty"]: t["name"]["name"] for t in raw.get("types", ())
                 if isinstance(t, Mapping) and isinstance(t.get("name"), Mapping)
             }
-        except (KeyError, TypeError) as err:
+            for table in tables:
+                if type(table.product_type_ref) is not int or not isinstance(table.name, str):
+                    raise TypeError(f"table {table.name!r}: name or product_type_ref of the wrong type")
+        except (KeyError, TypeError, AttributeError) as err:
             raise ProtocolError(f"malformed module schema: {err!r}") from None
         return cls(typespace, tables, reducers, procedures, type_names, row_classes, raw=raw)
 

@@ -222,7 +222,7 @@ def parse_type(value: Any, path: str = "type") -> AlgebraicType:
         return SumType(tuple(
             Variant(_parse_name(v.get("name"), f"{path}.Sum.variants[{i}].name"),
                     parse_type(v.get("algebraic_type"), f"{path}.Sum.variants[{i}]"))
-            for i, v in enumerate(body["variants"])
+            for i, v in enumerate(_objects(body["variants"], f"{path}.Sum.variants"))
         ))
     raise ProtocolError(f"unknown algebraic type {tag!r}", path=path)
 
@@ -233,8 +233,15 @@ def _parse_elements(body: Any, path: str) -> tuple[Element, ...]:
     return tuple(
         Element(_parse_name(e.get("name"), f"{path}.elements[{i}].name"),
                 parse_type(e.get("algebraic_type"), f"{path}.elements[{i}]"))
-        for i, e in enumerate(body["elements"])
+        for i, e in enumerate(_objects(body["elements"], f"{path}.elements"))
     )
+
+
+def _objects(items: list[Any], path: str) -> list[dict[str, Any]]:
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ProtocolError(f"expected an object, got {item!r}", path=f"{path}[{i}]")
+    return items
 
 
 def parse_product(body: Any, path: str = "product") -> ProductType:
