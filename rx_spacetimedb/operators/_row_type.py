@@ -1,0 +1,56 @@
+"""Convert the schema's generated rows to a user-supplied row type, after checking it fits.
+
+Private helper of ``table_diffs`` and ``LiveTable``: users may bring their own dataclass or
+NamedTuple per table, and a mismatch should fail with the column names, not with a TypeError later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.protocol.sats import field_name
+from rx_spacetimedb.protocol.schema import ModuleSchema
+
+__all__ = ["field_names", "row_converter"]
+
+
+def field_names(row_type: type) -> tuple[str, ...]:
+    """The constructor fields of a dataclass or NamedTuple, in order."""
+    if dataclasses.is_dataclass(row_type):
+        return tuple(f.name for f in dataclasses.fields(row_type) if f.init)
+    fields = getattr(row_type, "_fields", None)
+    if issubclass(row_type, tuple) and isinstance(fields, tuple):
+        return tuple(str(f) for f in fields)
+    raise SchemaError(f"row_type {row_type.__name__} must be a dataclass or a NamedTuple")
+
+
+def _values(row: Any) -> list[Any]:
+    if isinstance(row, tuple):
+        return list(row)
+    return [getattr(row, f.name) for f in dataclasses.fields(row)]
+
+
+def row_converter(schema: ModuleSchema | None, table: str, row_type: type | None) -> Callable[[Any], Any]:
+    """A function from a decoded row of ``table`` to ``row_type`` (identity when None).
+
+    Raises:
+        SchemaError: the table is unknown, or ``row_type`` has other fields than the table's columns.
+    """
+    if schema is not None:
+        schema.table(table)
+    if row_type is None or (schema is not None and schema.row_class(table) is row_type):
+        return lambda row: row
+    names = field_names(row_type)
+    if schema is not None:
+        columns = tuple(field_name(n) for n in schema.row_product(table).names)
+        if names != columns:
+            raise SchemaError(f"row_type {row_type.__name__} of table {table!r} has fields {list(names)}, "
+                              f"the table has columns {list(columns)} (same names, same order)")
+
+    def convert(row: Any) -> Any:
+        return row if isinstance(row, row_type) else row_type(*_values(row))
+
+    return convert
