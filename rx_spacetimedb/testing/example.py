@@ -28,9 +28,14 @@ from rx_spacetimedb.testing.module import Column, Module, ProcedureContext, Redu
 __all__ = ["example_module"]
 
 
-def example_module(name: str = "quickstart") -> Module:
-    """A fresh example module (each emulator needs its own, since modules freeze when served)."""
+def example_module(name: str = "quickstart", *, minimal: bool = False) -> Module:
+    """A fresh example module (each emulator needs its own, since modules freeze when served).
+
+    ``minimal=True`` gives exactly the spec's module (``Player``, ``CreatePlayer``, ``SetScore``,
+    ``FindPlayer``), whose schema JSON is byte-identical to ``examples/http-schema-v9-response.json``.
+    """
     module = Module(name)
+    location = module.add_type("Location", ProductType((Element("x", F32), Element("y", F32))))
     player = module.table(
         "Player",
         [
@@ -39,28 +44,26 @@ def example_module(name: str = "quickstart") -> Module:
             Column("name", STRING),
             Column("score", I32),
             Column("created_at", TIMESTAMP),
-            Column(
-                "location",
-                option_of(module.add_type("Location", ProductType((Element("x", F32), Element("y", F32))))),
-            ),
+            Column("location", option_of(location)),
         ],
     )
-    module.table("Note", [Column("author", STRING), Column("text", STRING)])
-    module.table(
-        "Account",
-        [
-            Column("owner", IDENTITY, primary_key=True),
-            Column("balance", U128),
-            Column("nickname", STRING, unique=True),
-        ],
-    )
+    if not minimal:
+        module.table("Note", [Column("author", STRING), Column("text", STRING)])
+        module.table(
+            "Account",
+            [
+                Column("owner", IDENTITY, primary_key=True),
+                Column("balance", U128),
+                Column("nickname", STRING, unique=True),
+            ],
+        )
 
     @module.reducer("CreatePlayer", [("name", STRING)])
     def create_player(ctx: ReducerContext, name: str) -> None:
         if not name:
             raise ReducerError("name must not be empty")
         if ctx.db["Player"].filter(name=name):
-            raise ReducerError(f"name {name!r} is already taken".replace("'", '"'))
+            raise ReducerError(f'name "{name}" is already taken')
         ctx.db["Player"].insert(
             {
                 "id": 0,
@@ -78,6 +81,18 @@ def example_module(name: str = "quickstart") -> Module:
         if row is None:
             raise ReducerError(f"no player with id {id}")
         ctx.db["Player"].update(dataclasses.replace(row, score=score))
+
+    @module.procedure("FindPlayer", [("name", STRING)], returns=option_of(player.provisional_ref))
+    def find_player(ctx: ProcedureContext, name: str) -> Any:
+        return next(iter(ctx.db["Player"].filter(name=name)), None)
+
+    if not minimal:
+        _add_extras(module)
+    return module
+
+
+def _add_extras(module: Module) -> None:
+    """Reducers beyond the spec's module: deleting players and writing the test tables."""
 
     @module.reducer("DeletePlayer", [("id", U64)])
     def delete_player(ctx: ReducerContext, id: int) -> None:
@@ -98,9 +113,3 @@ def example_module(name: str = "quickstart") -> Module:
             accounts.insert({"owner": ctx.sender, "balance": amount, "nickname": nickname})
         else:
             accounts.update(dataclasses.replace(row, balance=row.balance + amount, nickname=nickname))
-
-    @module.procedure("FindPlayer", [("name", STRING)], returns=option_of(player.provisional_ref))
-    def find_player(ctx: ProcedureContext, name: str) -> Any:
-        return next(iter(ctx.db["Player"].filter(name=name)), None)
-
-    return module

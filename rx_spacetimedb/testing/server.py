@@ -127,6 +127,8 @@ class EmulatedClient:
     query_sets: dict[int, list[str]] = dataclasses.field(default_factory=dict, repr=False)
     refs: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
     compiled: dict[str, Query] = dataclasses.field(default_factory=dict, repr=False)
+    dropped: bool = False
+    """True after a transaction-time ``SubscriptionError``: subscriptions are dead until re-subscribed."""
     _ws: ServerConnection | None = dataclasses.field(default=None, repr=False)
     _queue: asyncio.Queue[str | bytes | tuple[int, str]] | None = dataclasses.field(default=None, repr=False)
     _closed: asyncio.Event | None = dataclasses.field(default=None, repr=False)
@@ -237,6 +239,11 @@ class SpacetimeDBEmulator:
         fragment_size: split outgoing messages into frames of this many bytes (spec: 4096; None: don't).
         owner: identity allowed to read private tables (as the database owner).
         token_issuer: mints and checks tokens (default: one shared per process, issuer ``localhost``).
+        clock: where transaction timestamps come from (default ``Timestamp.now``; tests may pin it).
+        max_message_size: largest client message accepted (spec: 32 MiB).
+
+    The module's ``init`` reducer runs when the emulator is created, so rows can be seeded (with
+    ``call_reducer``/``with_tx``) before or after starting it.
     """
 
     def __init__(
@@ -252,6 +259,8 @@ class SpacetimeDBEmulator:
         fragment_size: int | None = 4096,
         owner: Identity | None = None,
         token_issuer: TokenIssuer | None = None,
+        clock: Callable[[], Timestamp] = Timestamp.now,
+        max_message_size: int = _MAX_MESSAGE,
     ) -> None:
         if module is None:
             from rx_spacetimedb.testing.example import example_module
@@ -284,8 +293,15 @@ class SpacetimeDBEmulator:
         self.delay = 0.0
         """Seconds every outgoing message waits before it is sent (fault injection)."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._connected_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._initialized = False
+        self._loop_waiters: list[asyncio.Event] = []
+        self._clients_changed = threading.Condition()
+        self.clock = clock
+        self.max_message_size = max_message_size
+        init = module.lifecycle("Init")
+        if init is not None:
+            status = self._run_reducer_tx(init.name, (), self.identity, None, 0, "[]")
+            if not isinstance(status, m.Committed):
+                raise ReducerError(f"init reducer failed: {status}")
 
     # -- properties -------------------------------------------------------------------------
 
@@ -361,7 +377,13 @@ class SpacetimeDBEmulator:
 
         self._thread = threading.Thread(target=run, name=f"spacetimedb-emulator-{self.database}", daemon=True)
         self._thread.start()
-        started.result(timeout=30)
+        try:
+            started.result(timeout=30)
+        except BaseException:
+            self._thread.join(timeout=5)
+            self._thread = None
+            self._loop = None
+            raise
         return self
 
     def stop(self) -> None:
@@ -379,11 +401,6 @@ class SpacetimeDBEmulator:
         self._stop = asyncio.Event()
         self._running = asyncio.Event()
         self._running.set()
-        if not self._initialized:
-            self._initialized = True
-            init = self.module.lifecycle("Init")
-            if init is not None:
-                self._run_reducer_tx(init.name, (), self.identity, None, 0, "[]")
         conn_class = type("_BoundConn", (_Conn,), {"emulator": self})
         self._server = await serve(
             self._handler,
@@ -396,7 +413,7 @@ class SpacetimeDBEmulator:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=0.25,
-            max_size=_MAX_MESSAGE,
+            max_size=self.max_message_size,
             max_queue=None,
             compression=None,
             server_header=None,
@@ -571,11 +588,58 @@ class SpacetimeDBEmulator:
         """True between ``pause()`` and ``resume()``."""
         return not self._running.is_set()
 
-    async def wait_for_clients(self, count: int, timeout: float = 5.0) -> None:
-        """Wait (on the server's loop) until at least ``count`` clients are connected."""
-        async with asyncio.timeout(timeout):
-            while len(self.clients) < count:
-                await asyncio.sleep(0.005)
+    def wait_for_clients(self, count: int, timeout: float = 5.0) -> None:
+        """Block until exactly ``count`` clients are connected (from a thread other than the server's).
+
+        Raises TimeoutError naming the actual count; use ``wait_for_clients_async`` on the server's loop.
+        """
+        if self._loop is not None and self._on_loop():
+            raise RuntimeError("wait_for_clients would block the server loop; await wait_for_clients_async")
+        with self._clients_changed:
+            if not self._clients_changed.wait_for(lambda: len(self.clients) == count, timeout):
+                raise TimeoutError(f"expected {count} connected clients, have {len(self.clients)}")
+
+    async def wait_for_clients_async(self, count: int, timeout: float = 5.0) -> None:
+        """Wait until exactly ``count`` clients are connected (on any event loop, without blocking it)."""
+        if self._loop is not None and self._on_loop():
+            async with asyncio.timeout(timeout):
+                while len(self.clients) != count:
+                    event = asyncio.Event()
+                    self._loop_waiters.append(event)
+                    await event.wait()
+            return
+        await asyncio.to_thread(self.wait_for_clients, count, timeout)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _notify_clients_changed(self) -> None:
+        with self._clients_changed:
+            self._clients_changed.notify_all()
+        waiters, self._loop_waiters = self._loop_waiters, []
+        for event in waiters:
+            event.set()
+
+    def break_subscriptions(
+        self,
+        client: EmulatedClient | None = None,
+        error: str = "emulated failure while evaluating a subscription",
+    ) -> None:
+        """Fail subscriptions as a transaction-time error does (§7.3): ``SubscriptionError`` without ids.
+
+        The client(s) then get no transaction updates, unsubscribes fail with "Client not found", and the
+        next ``SubscribeSingle``/``SubscribeMulti`` clears every old subscription first.
+        """
+
+        def run() -> None:
+            for target in [client] if client is not None else list(self.clients):
+                target.dropped = True
+                self._send(target, m.SubscriptionError(0, None, None, None, error))
+
+        self._call(run)
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -705,6 +769,7 @@ class SpacetimeDBEmulator:
         client.connected = True
         self.clients.append(client)
         self.history.append(client)
+        self._notify_clients_changed()
         self._enqueue(
             client,
             encode_server_message(m.IdentityToken(client.identity, client.token, client.connection_id)),
@@ -721,7 +786,7 @@ class SpacetimeDBEmulator:
                 if not self._running.is_set():
                     await self._running.wait()
                 if not client.connected:
-                    break
+                    continue  # closing after a decode error: later frames are ignored
                 self._on_frame(client, frame)
         finally:
             client.connected = False
@@ -730,6 +795,7 @@ class SpacetimeDBEmulator:
             sender.cancel()
             if client in self.clients:
                 self.clients.remove(client)
+                self._notify_clients_changed()
             client._closed.set()
             disconnected = self.module.lifecycle("OnDisconnect")
             if disconnected is not None:
@@ -887,20 +953,17 @@ class SpacetimeDBEmulator:
 
     def _on_subscribe_single(self, client: EmulatedClient, msg: m.SubscribeSingle) -> None:
         start = time.perf_counter()
-        if msg.query_id in client.query_sets:
-            self._subscription_error(
-                client,
-                f"Subscription with id {msg.query_id} already exists",
-                msg.request_id,
-                msg.query_id,
-                start,
-            )
-            return
+        self._revive(client)
         try:
             query = self._compile(client, msg.query)
         except SqlError as err:
             self._subscription_error(
                 client, err.subscription_text(msg.query), msg.request_id, msg.query_id, start
+            )
+            return
+        if msg.query_id in client.query_sets:
+            self._subscription_error(
+                client, self._exists_text(client, msg.query_id), msg.request_id, msg.query_id, start
             )
             return
         self._hold(client, msg.query_id, [query])
@@ -917,6 +980,30 @@ class SpacetimeDBEmulator:
                 m.SubscribeRows(query.table.table_id, query.table_name, table),
             ),
         )
+
+    @staticmethod
+    def _revive(client: EmulatedClient) -> None:
+        """After a transaction-time error the next SubscribeSingle/Multi starts from nothing (§7.3)."""
+        if client.dropped:
+            client.dropped = False
+            client.legacy.clear()
+            client.query_sets.clear()
+            client.refs.clear()
+            client.compiled.clear()
+
+    @staticmethod
+    def _client_debug(client: EmulatedClient) -> str:
+        """The server's Debug rendering of a client id ``(Identity, ConnectionId)``."""
+        return f'(Identity("{client.identity.hex}"), ConnectionId({client.connection_id.hex}))'
+
+    def _exists_text(self, client: EmulatedClient, query_id: int) -> str:
+        return (
+            f"Subscription with id QueryId {{ id: {query_id} }} already exists for client: "
+            f"{self._client_debug(client)}"
+        )
+
+    def _not_found_text(self, client: EmulatedClient, query_id: int) -> str:
+        return f"Subscription not found: ({self._client_debug(client)}, QueryId {{ id: {query_id} }})"
 
     def _hold(self, client: EmulatedClient, query_id: int, queries: Sequence[Query]) -> list[Query]:
         """Register a query id; return the queries this connection did not hold before."""
@@ -941,15 +1028,7 @@ class SpacetimeDBEmulator:
 
     def _on_subscribe_multi(self, client: EmulatedClient, msg: m.SubscribeMulti) -> None:
         start = time.perf_counter()
-        if msg.query_id in client.query_sets:
-            self._subscription_error(
-                client,
-                f"Subscription with id {msg.query_id} already exists",
-                msg.request_id,
-                msg.query_id,
-                start,
-            )
-            return
+        self._revive(client)
         texts = list(dict.fromkeys(self._expand(msg.query_strings, client.identity)))
         queries: list[Query] = []
         for text in texts:
@@ -960,6 +1039,11 @@ class SpacetimeDBEmulator:
                     client, err.subscription_text(text), msg.request_id, msg.query_id, start
                 )
                 return
+        if msg.query_id in client.query_sets:
+            self._subscription_error(
+                client, self._exists_text(client, msg.query_id), msg.request_id, msg.query_id, start
+            )
+            return
         added = self._hold(client, msg.query_id, queries)
         self._send(
             client,
@@ -970,9 +1054,13 @@ class SpacetimeDBEmulator:
 
     def _on_unsubscribe(self, client: EmulatedClient, msg: m.Unsubscribe) -> None:
         start = time.perf_counter()
+        if client.dropped:
+            error = f"Client not found: {self._client_debug(client)}"
+            self._subscription_error(client, error, msg.request_id, msg.query_id, start)
+            return
         if msg.query_id not in client.query_sets:
             self._subscription_error(
-                client, f"No subscription found with id {msg.query_id}", msg.request_id, msg.query_id, start
+                client, self._not_found_text(client, msg.query_id), msg.request_id, msg.query_id, start
             )
             return
         released = self._release(client, msg.query_id)
@@ -996,9 +1084,13 @@ class SpacetimeDBEmulator:
 
     def _on_unsubscribe_multi(self, client: EmulatedClient, msg: m.UnsubscribeMulti) -> None:
         start = time.perf_counter()
+        if client.dropped:
+            error = f"Client not found: {self._client_debug(client)}"
+            self._subscription_error(client, error, msg.request_id, msg.query_id, start)
+            return
         if msg.query_id not in client.query_sets:
             self._subscription_error(
-                client, f"No subscription found with id {msg.query_id}", msg.request_id, msg.query_id, start
+                client, self._not_found_text(client, msg.query_id), msg.request_id, msg.query_id, start
             )
             return
         released = self._release(client, msg.query_id)
@@ -1072,7 +1164,7 @@ class SpacetimeDBEmulator:
                 client,
                 m.TransactionUpdate(
                     m.Failed(error),
-                    Timestamp.now(),
+                    self.clock(),
                     client.identity,
                     client.connection_id,
                     m.ReducerCallInfo(name, reducer_ids.get(msg.reducer, _NO_REDUCER_ID), "[]", 0),
@@ -1107,7 +1199,7 @@ class SpacetimeDBEmulator:
         """Run a reducer in a transaction, commit or roll back, and tell the clients."""
         spec = self.module.reducer_spec(name)
         assert spec is not None
-        timestamp = Timestamp.now()
+        timestamp = self.clock()
         start = time.perf_counter()
         tx = self.db.begin()
         ctx = ReducerContext(identity, connection_id, timestamp, self.db.view(tx), self.identity)
@@ -1140,7 +1232,7 @@ class SpacetimeDBEmulator:
         return status
 
     def _system_tx(self, body: Callable[[ReducerContext], _T], reducer_name: str) -> _T:
-        timestamp = Timestamp.now()
+        timestamp = self.clock()
         start = time.perf_counter()
         tx = self.db.begin()
         ctx = ReducerContext(self.identity, None, timestamp, self.db.view(tx), self.identity)
@@ -1185,7 +1277,8 @@ class SpacetimeDBEmulator:
             if not client.connected:
                 continue
             is_caller = client is caller
-            update = self._delta_for(client, tx, changes) if changes else m.DatabaseUpdate()
+            has_delta = changes and not client.dropped
+            update = self._delta_for(client, tx, changes) if has_delta else m.DatabaseUpdate()
             if is_caller and flags == m.FULL_UPDATE:
                 final_status = m.Committed(update) if committed else status
                 self._send(
@@ -1269,7 +1362,7 @@ class SpacetimeDBEmulator:
                 ),
             )
             return
-        timestamp = Timestamp.now()
+        timestamp = self.clock()
         start = time.perf_counter()
         ctx = ProcedureContext(
             client.identity,
@@ -1474,7 +1567,7 @@ class SpacetimeDBEmulator:
             return reply(200, b"", extra)
         assert procedure is not None
         ctx = ProcedureContext(
-            identity, None, Timestamp.now(), self.db.view(), self.identity, lambda b: self._system_tx(b, "")
+            identity, None, self.clock(), self.db.view(), self.identity, lambda b: self._system_tx(b, "")
         )
         try:
             result = procedure.func(ctx, *values)
