@@ -395,9 +395,12 @@ class _Store:
             raise TypeError(f"not a valid {self.name} row: {err}") from None
         changes = {}
         for c in self.schema.auto_inc:
-            if self.getters[c](row) == 0:
+            given = self.getters[c](row)
+            if given == 0:
                 changes[self.attrs[c]] = self.sequences[c]
                 self.sequences[c] += 1
+            elif given >= self.sequences[c]:
+                self.sequences[c] = given + 1  # emulator nicety: explicit ids never collide later
         return dataclasses.replace(row, **changes) if changes else row
 
 
