@@ -236,7 +236,7 @@ class ClientCache:
         self._pending_subs: dict[int, tuple[str, ...]] = {}
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
-        self._keys: dict[tuple[int, str], Callable[[Any], Any] | None] = {}
+        self._keys: dict[tuple[ModuleSchema, str], Callable[[Any], Any] | None] = {}
         self._warned_tables: set[str] = set()
 
     # -- what the connection sends ---------------------------------------------------------
@@ -463,7 +463,7 @@ class ClientCache:
     # -- decoding and applying ---------------------------------------------------------------
 
     def _key_of(self, schema: ModuleSchema, table: str) -> Callable[[Any], Any] | None:
-        slot = (id(schema), table)
+        slot = (schema, table)
         if slot not in self._keys:
             self._keys[slot] = primary_key_getter(schema, table)
         return self._keys[slot]

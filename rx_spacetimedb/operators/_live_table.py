@@ -15,7 +15,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject
-from rx_spacetimedb.cache import SchemaSource, TableDiff, primary_key_getter, resolve_schema
+from rx_spacetimedb.cache import ClientCache, SchemaSource, TableDiff, primary_key_getter, resolve_schema
+from rx_spacetimedb.operators._row_type import row_converter
 from rx_spacetimedb.operators._table_diffs import table_diffs
 
 __all__ = ["LiveTable", "live_table"]
@@ -36,14 +37,17 @@ class LiveTable(Generic[Row]):
         table: the table's canonical name.
         schema: the module schema, or a function returning it.
         row_type: your own dataclass or NamedTuple for the rows (default: the generated class).
+        cache: the cache that ``source`` (a diff stream) comes from, e.g. a connection's shared one:
+            ``connect()`` starts from its current rows, so a late live table misses nothing.
     """
 
     def __init__(self, source: Observable[Any], table: str, *, schema: SchemaSource,
-                 row_type: type[Row] | None = None) -> None:
+                 row_type: type[Row] | None = None, cache: ClientCache | None = None) -> None:
         self.table = table
         self._source = source
         self._schema = schema
         self._row_type = row_type
+        self._cache = cache
         self._lock = threading.Lock()
         self._rows: dict[Any, Row] = {}
         self._key_of: Callable[[Any], Any] | None = None
@@ -66,7 +70,23 @@ class LiveTable(Generic[Row]):
             self._key_of = primary_key_getter(resolve_schema(self._schema), self.table) or (lambda row: row)
         diffs = self._source.pipe(table_diffs(self.table, schema=self._schema, row_type=self._row_type))
         self._subscription.disposable = diffs.subscribe(self._on_diff, self._on_error, self._on_completed)
+        if self._cache is not None:
+            self._seed(self._cache)
         return self._subscription
+
+    def _seed(self, cache: ClientCache) -> None:
+        """Start from the cache's rows, read *after* subscribing so no diff falls in between.
+
+        A diff the cache already holds may still arrive; folding it again changes nothing, because
+        rows are set and removed by key.
+        """
+        convert = row_converter(resolve_schema(self._schema), self.table, self._row_type)
+        with self._lock:
+            key_of = self._key_of
+            assert key_of is not None
+            self._rows = {key_of(row): row for row in map(convert, cache.rows(self.table))}
+            snapshot = tuple(self._rows.values())
+        self._snapshots.on_next(snapshot)
 
     def dispose(self) -> None:
         """Stop following the source; the rows stay as they were."""
@@ -169,18 +189,18 @@ class LiveTable(Generic[Row]):
 
 @overload
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: None = None
+    table: str, *, schema: SchemaSource, row_type: None = None, cache: ClientCache | None = None
 ) -> Callable[[Observable[Any]], LiveTable[Any]]: ...
 
 
 @overload
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: type[Row]
+    table: str, *, schema: SchemaSource, row_type: type[Row], cache: ClientCache | None = None
 ) -> Callable[[Observable[Any]], LiveTable[Row]]: ...
 
 
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: type[Any] | None = None
+    table: str, *, schema: SchemaSource, row_type: type[Any] | None = None, cache: ClientCache | None = None
 ) -> Callable[[Observable[Any]], LiveTable[Any]]:
     """A connected ``LiveTable`` of one table, for ``source.pipe(live_table("Player", schema=s))``.
 
@@ -196,13 +216,14 @@ def live_table(
         table: the table's canonical name.
         schema: the module schema, or a function returning it.
         row_type: your own dataclass or NamedTuple for the rows.
+        cache: the cache a diff ``source`` comes from, to start from its current rows.
 
     Returns:
         A function of the source returning a connected ``LiveTable``; ``dispose()`` it when done.
     """
 
     def _live_table(source: Observable[Any]) -> LiveTable[Any]:
-        live: LiveTable[Any] = LiveTable(source, table, schema=schema, row_type=row_type)
+        live: LiveTable[Any] = LiveTable(source, table, schema=schema, row_type=row_type, cache=cache)
         live.connect()
         return live
 

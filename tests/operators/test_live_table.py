@@ -154,3 +154,22 @@ def test_connect_is_idempotent_and_repr_says_the_state() -> None:
     scheduler.start()
     assert inserts == [A]  # one fold: connecting twice did not subscribe twice
     assert repr(live) == "<LiveTable 'Player' rows=1 connected>"
+
+
+def test_a_late_live_table_on_a_shared_cache_starts_from_its_rows() -> None:
+    from reactivex.subject import Subject
+
+    from rx_spacetimedb.cache import ClientCache, TransactionDiff
+
+    cache = ClientCache(SCHEMA)
+    diffs: Subject[TransactionDiff] = Subject()
+
+    def feed(message: Any) -> None:  # what a connection does on its I/O thread
+        diffs.on_next(cache.apply(message))
+
+    feed(sub_applied(1, A, B))
+    live = diffs.pipe(live_table("Player", schema=SCHEMA, cache=cache))
+    snapshots = record(live.snapshots)
+    assert snapshots == [(A, B)]
+    feed(light(tx_table("Player", delta((B,), (B2,)))))
+    assert snapshots == [(A, B), (A, B2)] and live.get(2) == B2
