@@ -232,6 +232,8 @@ class ClientCache:
         # While resyncing: the state the user still sees (the one before the disconnect).
         self._shown: _State | None = None
         self._armed = False
+        # After the server ended the subscriptions: arm the resync at the next subscription.
+        self._arm_on_next_subscription = False
         self._stale: str | None = None
         self._pending_subs: dict[int, tuple[str, ...]] = {}
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
@@ -245,16 +247,24 @@ class ClientCache:
         """Record a ``SubscribeSingle`` being sent, so its snapshot counts once per query text."""
         with self._lock:
             self._pending_subs[query_id] = (query,)
+            self._arm_if_waiting()
 
     def note_subscribe_multi(self, query_id: int, queries: Iterable[str]) -> None:
         """Record a ``SubscribeMulti`` being sent (a text listed twice counts once, as on the server)."""
         with self._lock:
             self._pending_subs[query_id] = tuple(dict.fromkeys(queries))
+            self._arm_if_waiting()
 
     def note_subscribe(self, request_id: int, queries: Iterable[str]) -> None:
         """Record a legacy ``Subscribe`` being sent (its ``InitialSubscription`` ends a resync wait)."""
         with self._lock:
             self._pending_legacy[request_id] = tuple(dict.fromkeys(queries))
+            self._arm_if_waiting()
+
+    def _arm_if_waiting(self) -> None:
+        if self._arm_on_next_subscription:
+            self._arm_on_next_subscription = False
+            self._armed = True
 
     def note_unsubscribe(self, query_id: int) -> None:
         """Record an ``Unsubscribe``/``UnsubscribeMulti``: an error answer still removes the query_id.
@@ -280,6 +290,7 @@ class ClientCache:
                 self._shown = self._state
             self._state = _State()
             self._armed = False
+            self._arm_on_next_subscription = False
             self._pending_subs.clear()
             self._pending_legacy.clear()
             self._pending_unsubs.clear()
@@ -308,6 +319,7 @@ class ClientCache:
                 return TransactionDiff((), "none", message)
             self._shown = None
             self._armed = False
+            self._arm_on_next_subscription = False
             self._stale = None
             return TransactionDiff(self._net_diff(shown, self._state, message), "resync", message)
 
@@ -359,6 +371,7 @@ class ClientCache:
             self._state = _State()
             self._shown = None
             self._armed = False
+            self._arm_on_next_subscription = False
             self._pending_subs.clear()
             self._pending_legacy.clear()
             self._pending_unsubs.clear()
@@ -366,6 +379,8 @@ class ClientCache:
 
     def _apply(self, message: ServerMessage) -> TransactionDiff:
         state = self._state
+        if isinstance(message, SubscribeApplied | SubscribeMultiApplied | InitialSubscription):
+            self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
         if isinstance(message, TransactionUpdate):
             if not isinstance(message.status, Committed):
                 return TransactionDiff((), "transaction", message)  # failed calls carry no rows
@@ -439,9 +454,11 @@ class ClientCache:
         state = self._state
         if message.request_id is None:
             # A query failed while evaluating a transaction: the server dropped every subscription
-            # of this connection. Keep showing the rows, rebuild from the re-sent subscriptions.
+            # of this connection. Keep showing the (stale) rows; the subscriptions sent next
+            # rebuild the state, and once they are answered only the net change comes out.
             log.warning("subscriptions ended by the server: %s", message.error)
             self.begin_resync()
+            self._arm_on_next_subscription = True
             self._stale = message.error
             return
         query_id = message.query_id

@@ -381,12 +381,25 @@ def test_subscription_error_without_request_id_marks_stale_and_resyncs() -> None
     cache.apply(SubscriptionError(0, None, None, None, "query failed"))
     assert cache.stale == "query failed"
     assert cache.resyncing
-    assert cache.rows("Player") == (player(1), player(2))
-    cache.note_subscribe_single(3, "SELECT * FROM Player")
-    cache.apply(sub_applied(3, player(2)))
-    diff = cache.end_resync_when_applied()
-    assert diff is not None and only(diff).deletes == (player(1),)
-    assert cache.stale is None
+    assert cache.rows("Player") == (player(1), player(2))  # stale, but no flash
+    # The application subscribes again (two queries at once): one net diff once both are answered.
+    cache.note_subscribe_single(3, "SELECT * FROM Player WHERE id = 2")
+    cache.note_subscribe_single(4, "SELECT * FROM LogLine")
+    assert not cache.apply(sub_applied(3, player(2)))
+    diff = cache.apply(sub_applied(4, log_line("x"), table="LogLine"))
+    assert diff.cause == "resync"
+    assert only(diff).deletes == (player(1),)
+    assert only(diff, "LogLine").inserts == (log_line("x"),)
+    assert cache.stale is None and not cache.resyncing
+
+
+def test_after_subscriptions_ended_an_unnoted_subscription_answer_ends_the_stale_period() -> None:
+    cache = subscribed(player(1), player(2))
+    cache.apply(SubscriptionError(0, None, None, None, "query failed"))
+    diff = cache.apply(sub_applied(9, player(2), player(3)))
+    assert diff.cause == "resync"
+    assert only(diff).deletes == (player(1),) and only(diff).inserts == (player(3),)
+    assert cache.ref_count("Player", 2) == 1
 
 
 def test_begin_resync_twice_keeps_the_rows_the_user_saw() -> None:
