@@ -357,6 +357,8 @@ class ClientCache:
         """
         with self._lock:
             diff = self._apply(message)
+            if isinstance(message, SubscribeApplied | SubscribeMultiApplied | InitialSubscription):
+                self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
             if self._armed and not self._pending():
                 return self.end_resync(message)
             if self._shown is not None:
@@ -379,15 +381,15 @@ class ClientCache:
 
     def _apply(self, message: ServerMessage) -> TransactionDiff:
         state = self._state
-        if isinstance(message, SubscribeApplied | SubscribeMultiApplied | InitialSubscription):
-            self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
         if isinstance(message, TransactionUpdate):
             if not isinstance(message.status, Committed):
                 return TransactionDiff((), "transaction", message)  # failed calls carry no rows
             return self._apply_transaction(message.status.update, message)
         if isinstance(message, TransactionUpdateLight):
             return self._apply_transaction(message.update, message)
+        # Each branch decodes every row before it changes anything: a bad row leaves no trace.
         if isinstance(message, SubscribeApplied):
+            changes = self._decode([message.rows.table_rows], inserts=True, deletes=False)
             texts = self._pending_subs.pop(message.query_id, None)
             already_held = texts is not None and bool(texts) and state.holders.get(texts[0], 0) > 0
             self._hold(state, message.query_id, texts or ())
@@ -397,25 +399,24 @@ class ClientCache:
                 log.debug("query %r already held; snapshot of query_id %d not counted",
                           texts, message.query_id)
                 return TransactionDiff((), "subscribe", message)
-            changes = self._decode([message.rows.table_rows], inserts=True, deletes=False)
             return self._commit(changes, "subscribe", message, spec_updates=False)
         if isinstance(message, SubscribeMultiApplied):
-            texts = self._pending_subs.pop(message.query_id, None)
-            self._hold(state, message.query_id, texts or ())
             changes = self._decode(message.update.tables, inserts=True, deletes=False)
+            self._hold(state, message.query_id, self._pending_subs.pop(message.query_id, ()))
             return self._commit(changes, "subscribe", message, spec_updates=False)
         if isinstance(message, UnsubscribeApplied | UnsubscribeMultiApplied):
-            self._release(state, message.query_id)
             tables = ([message.rows.table_rows] if isinstance(message, UnsubscribeApplied)
                       else message.update.tables)
             changes = self._decode(tables, inserts=False, deletes=True)
+            self._release(state, message.query_id)
             if state.has_legacy:
                 self._track_legacy(state, changes)
             return self._commit(changes, "unsubscribe", message, spec_updates=False)
         if isinstance(message, InitialSubscription):
+            diff = self._replace_legacy(message.database_update, message)
             if self._pending_legacy.pop(message.request_id, None) is None:
                 self._pending_legacy.pop(_ANY_REQUEST, None)
-            return self._replace_legacy(message.database_update, message)
+            return diff
         if isinstance(message, SubscriptionError):
             self._subscription_error(message)
         elif isinstance(message, IdentityToken):

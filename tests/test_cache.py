@@ -498,3 +498,17 @@ def test_unsubscribe_error_releasing_a_whole_set_marks_the_cache_stale() -> None
     assert cache.stale is not None and "UnsubscribeMulti" in cache.stale
     assert cache.query_holders() == {}
     assert "STALE" in repr(cache)
+
+
+def test_a_snapshot_that_does_not_decode_changes_no_counts() -> None:
+    query = "SELECT * FROM Player"
+    cache = ClientCache(SCHEMA)
+    cache.note_subscribe_single(1, query)
+    bad = sub_applied(1, player(1))
+    broken = replace(bad, rows=replace(bad.rows, table_rows=TableUpdate(
+        0, "Player", 1, (QueryUpdate((), ('{"id": "one"}',)),))))
+    with pytest.raises(ProtocolError):
+        cache.apply(broken)
+    assert cache.query_holders() == {}  # the query_id was not taken as live
+    cache.apply(sub_applied(1, player(1)))
+    assert cache.query_holders() == {query: 1} and cache.ref_count("Player", 1) == 1
