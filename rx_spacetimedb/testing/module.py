@@ -437,6 +437,33 @@ class Transaction:
             self.deleted.setdefault(store.name, {})[row] = None
         self.undo.append(lambda: self._raw_insert(store, row))
 
+    def _replace(self, store: _Store, old: Any, new: Any) -> None:
+        """Swap a row for one with the same key, keeping its place in the table."""
+        self._swap(store, old, new)
+        for gone, came in ((old, None), (None, new)):
+            if gone is not None:
+                inserted = self.inserted.setdefault(store.name, {})
+                if gone in inserted:
+                    del inserted[gone]
+                else:
+                    self.deleted.setdefault(store.name, {})[gone] = None
+            if came is not None:
+                deleted = self.deleted.setdefault(store.name, {})
+                if came in deleted:
+                    del deleted[came]
+                else:
+                    self.inserted.setdefault(store.name, {})[came] = None
+        self.undo.append(lambda: self._swap(store, new, old))
+
+    @staticmethod
+    def _swap(store: _Store, old: Any, new: Any) -> None:
+        for c, index in store.uniques.items():
+            index.pop(store.getters[c](old), None)
+        key = store.key(new)
+        store.rows[key] = new
+        for c, index in store.uniques.items():
+            index[store.getters[c](new)] = key
+
     @staticmethod
     def _raw_delete(store: _Store, row: Any) -> None:
         del store.rows[store.key(row)]
@@ -576,15 +603,12 @@ class TableHandle:
         old = store.rows.get(store.key(value))
         if old is None:
             raise ReducerError(f"no {self.name} row with primary key {store.key(value)!r} to update")
-        tx._delete(store, old)
-        try:
-            for c, index in store.uniques.items():
-                if index.get(store.getters[c](value)) is not None:
-                    raise _duplicate(store, c, value)
-        except ReducerError:
-            tx._insert(store, old)
-            raise
-        tx._insert(store, value)
+        key = store.key(value)
+        for c, index in store.uniques.items():
+            holder = index.get(store.getters[c](value))
+            if holder is not None and holder != key:
+                raise _duplicate(store, c, value)
+        tx._replace(store, old, value)
         return value
 
 

@@ -22,8 +22,10 @@ _T = TypeVar("_T")
 
 def run(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run an async test body with a global timeout (no pytest-asyncio here)."""
+
     async def guarded() -> _T:
         return await asyncio.wait_for(factory(), 30)
+
     return asyncio.run(guarded())
 
 
@@ -38,14 +40,25 @@ class Client:
         self.identity_token: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, server: SpacetimeDBEmulator, query: str = "", token: str | None = None,
-                      read_identity: bool = True, **kwargs: Any) -> Client:
+    async def connect(
+        cls,
+        server: SpacetimeDBEmulator,
+        query: str = "",
+        token: str | None = None,
+        read_identity: bool = True,
+        **kwargs: Any,
+    ) -> Client:
         """Connect to the server's database (optionally with a token and query string)."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         url = server.subscribe_url + (f"?{query}" if query else "")
-        ws = await websockets.connect(url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
-                                      additional_headers=headers, open_timeout=TIMEOUT,
-                                      compression=None, **kwargs)
+        ws = await websockets.connect(
+            url,
+            subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+            additional_headers=headers,
+            open_timeout=TIMEOUT,
+            compression=None,
+            **kwargs,
+        )
         client = cls(ws)
         if read_identity:
             client.identity_token = (await client.recv())["IdentityToken"]

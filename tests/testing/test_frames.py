@@ -35,8 +35,10 @@ ALICE = Identity.from_hex("0xc20071130a560e3f5832e71f59bc7eea12eb08e3c12a8f2464a
 BOB = Identity.from_hex("0xc200c6a52583da9e4abafaff736f162ff8d362069ffb478cdf33d09c06c2e106")
 EXAMPLE_CLIENT = "c200ea03bbfbdfa380bd16d6b641122ad6bda68ddb1331198128cc9586c77b4a"
 EXAMPLE_CONNECTION = 41279989226247141793968051798400034689
-_VOLATILE = re.compile(r'("(?:total_host_execution_duration_micros|quanta|__time_duration_micros__|'
-                       r'total_duration_micros)":)\d+')
+_VOLATILE = re.compile(
+    r'("(?:total_host_execution_duration_micros|quanta|__time_duration_micros__|'
+    r'total_duration_micros)":)\d+'
+)
 
 pytestmark = pytest.mark.skipif(not EXAMPLES.exists(), reason="spec examples not available")
 
@@ -69,12 +71,30 @@ class Clock:
 
 def seed(server: SpacetimeDBEmulator) -> None:
     """Insert alice and bob exactly as the examples show them."""
+
     def body(ctx: ReducerContext) -> None:
         players = ctx.db["Player"]
-        players.insert({"id": 1, "identity": ALICE, "name": "alice", "score": 1200,
-                        "created_at": Timestamp(1787217300123456), "location": {"x": 12.5, "y": -3.25}})
-        players.insert({"id": 2, "identity": BOB, "name": "bob", "score": 950,
-                        "created_at": Timestamp(1787310164500000), "location": None})
+        players.insert(
+            {
+                "id": 1,
+                "identity": ALICE,
+                "name": "alice",
+                "score": 1200,
+                "created_at": Timestamp(1787217300123456),
+                "location": {"x": 12.5, "y": -3.25},
+            }
+        )
+        players.insert(
+            {
+                "id": 2,
+                "identity": BOB,
+                "name": "bob",
+                "score": 950,
+                "created_at": Timestamp(1787310164500000),
+                "location": None,
+            }
+        )
+
     server.with_tx(body)
 
 
@@ -90,8 +110,11 @@ def test_schema_is_byte_identical() -> None:
 def test_sql_response_is_byte_identical() -> None:
     with SpacetimeDBEmulator(example_module(minimal=True)) as server:
         seed(server)
-        request = urllib.request.Request(f"{server.http_url}/v1/database/{server.database}/sql",
-                                         data=b"SELECT * FROM Player", method="POST")
+        request = urllib.request.Request(
+            f"{server.http_url}/v1/database/{server.database}/sql",
+            data=b"SELECT * FROM Player",
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             body = response.read().decode()
             assert int(response.headers["spacetime-execution-duration-micros"]) >= 0
@@ -118,6 +141,7 @@ def test_identity_response_shape() -> None:
 
 def _unb64(text: str) -> bytes:
     import base64
+
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -127,8 +151,9 @@ def test_the_spec_story_frame_by_frame() -> None:
         server = SpacetimeDBEmulator(example_module(minimal=True), clock=clock)
         seed(server)
         async with server:
-            client = await Client.connect(server, f"connection_id={EXAMPLE_CONNECTION:032x}",
-                                          read_identity=False)
+            client = await Client.connect(
+                server, f"connection_id={EXAMPLE_CONNECTION:032x}", read_identity=False
+            )
             first = await client.recv_raw()
             token = json.loads(first)["IdentityToken"]["token"]
             me = json.loads(first)["IdentityToken"]["identity"]["__identity__"][2:]
@@ -157,8 +182,9 @@ def test_the_spec_story_frame_by_frame() -> None:
             await client.send(example("client-CallReducer").replace('"request_id":6', '"request_id":7'))
             check(await client.recv_raw(), "server-TransactionUpdate-failed")
 
-            await client.send('{"SubscribeSingle":{"query":"SELECT * FROM Playr","request_id":9,'
-                              '"query_id":{"id":3}}}')
+            await client.send(
+                '{"SubscribeSingle":{"query":"SELECT * FROM Playr","request_id":9,"query_id":{"id":3}}}'
+            )
             check(await client.recv_raw(), "server-SubscriptionError")
 
             await client.send(example("client-OneOffQuery"))
@@ -168,6 +194,7 @@ def test_the_spec_story_frame_by_frame() -> None:
             await client.send(example("client-CallProcedure"))
             check(await client.recv_raw(), "server-ProcedureResult")
             await client.close()
+
     run(body)
 
 
@@ -179,22 +206,33 @@ def test_light_update_to_another_client() -> None:
             watcher = await Client.connect(server, "light=true")
             await watcher.request({"Subscribe": {"query_strings": ["SELECT * FROM Player"], "request_id": 1}})
             actor = await Client.connect(server)
-            await actor.request({"CallReducer": {"reducer": "SetScore", "args": "[2,1010]",
-                                                 "request_id": 41, "flags": 0}})
+            await actor.request(
+                {"CallReducer": {"reducer": "SetScore", "args": "[2,1010]", "request_id": 41, "flags": 0}}
+            )
             assert await watcher.recv_raw() == example("server-TransactionUpdateLight")
+
     run(body)
 
 
 def test_out_of_energy_frame() -> None:
     module = Module()
-    module.table("Player", [Column("id", U64, primary_key=True, auto_inc=True), Column("identity", IDENTITY),
-                            Column("name", STRING), Column("score", I32), Column("created_at", TIMESTAMP),
-                            Column("location", option_of(STRING))])
+    module.table(
+        "Player",
+        [
+            Column("id", U64, primary_key=True, auto_inc=True),
+            Column("identity", IDENTITY),
+            Column("name", STRING),
+            Column("score", I32),
+            Column("created_at", TIMESTAMP),
+            Column("location", option_of(STRING)),
+        ],
+    )
 
     @module.reducer("CreatePlayer", [("name", STRING)])
     def create_player(ctx: ReducerContext, name: str) -> None:
-        ctx.db["Player"].insert({"identity": ctx.sender, "name": name, "score": 0,
-                                 "created_at": ctx.timestamp, "location": None})
+        ctx.db["Player"].insert(
+            {"identity": ctx.sender, "name": name, "score": 0, "created_at": ctx.timestamp, "location": None}
+        )
         raise OutOfEnergyError
 
     async def body() -> None:
@@ -202,24 +240,36 @@ def test_out_of_energy_frame() -> None:
         clock.now = Timestamp(1787409060000513)
         async with SpacetimeDBEmulator(module, clock=clock) as server:
             client = await Client.connect(server, f"connection_id={EXAMPLE_CONNECTION:032x}")
-            frame = await (client.request(
-                '{"CallReducer":{"reducer":"CreatePlayer","args":"[\\"dave\\"]","request_id":8,"flags":0}}'))
+            frame = await client.request(
+                '{"CallReducer":{"reducer":"CreatePlayer","args":"[\\"dave\\"]","request_id":8,"flags":0}}'
+            )
             expected = example("server-TransactionUpdate-outofenergy")
             raw = json.dumps(frame, separators=(",", ":"))
             assert normalized(raw, expected, client.identity[2:]) == expected
             assert server.table_rows("Player") == []  # rolled back
+
     run(body)
 
 
 def test_client_examples_are_accepted() -> None:
     """Every client example frame is a valid message: the server answers instead of closing."""
+
     async def body() -> None:
         server = SpacetimeDBEmulator(example_module(minimal=True))
         seed(server)
         async with server:
             client = await Client.connect(server)
-            for name in ("Subscribe", "SubscribeSingle", "Unsubscribe", "SubscribeMulti", "UnsubscribeMulti",
-                         "CallReducer", "OneOffQuery", "CallProcedure"):
+            for name in (
+                "Subscribe",
+                "SubscribeSingle",
+                "Unsubscribe",
+                "SubscribeMulti",
+                "UnsubscribeMulti",
+                "CallReducer",
+                "OneOffQuery",
+                "CallProcedure",
+            ):
                 reply: dict[str, Any] = await client.request(example(f"client-{name}"))
                 assert "SubscriptionError" not in reply, (name, reply)
+
     run(body)

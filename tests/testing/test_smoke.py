@@ -26,4 +26,5 @@ def test_async_round_trip() -> None:
             assert update["reducer_call"]["request_id"] == 6
             assert update["status"]["Committed"]["tables"][0]["table_name"] == "Player"
             await client.close()
+
     run(body)
