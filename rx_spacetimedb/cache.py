@@ -426,7 +426,10 @@ class ClientCache:
     def _identity_token(self, message: IdentityToken) -> TransactionDiff:
         previous, self._connection_id = self._connection_id, message.connection_id
         state = self._state
-        has_state = bool(state.live or state.tables or state.has_legacy or self._pending())
+        # Requests noted before the first connection are simply sent on it: only data (or, after
+        # an earlier connection, requests made on it) calls for a resync.
+        has_state = bool(state.live or any(t.rows for t in state.tables.values()) or state.has_legacy
+                         or (previous is not None and self._pending()))
         if self._auto_resync and previous != message.connection_id and has_state:
             diff = self.reconnected()
             if diff is not None:

@@ -512,3 +512,18 @@ def test_a_snapshot_that_does_not_decode_changes_no_counts() -> None:
     assert cache.query_holders() == {}  # the query_id was not taken as live
     cache.apply(sub_applied(1, player(1)))
     assert cache.query_holders() == {query: 1} and cache.ref_count("Player", 1) == 1
+
+
+def test_the_first_identity_token_does_not_resync_requests_noted_before_it() -> None:
+    cache = ClientCache(SCHEMA)
+    cache.note_subscribe_single(1, "SELECT * FROM Player")  # queued before connecting
+    cache.apply(identity_token(MY_CONNECTION))
+    assert not cache.resyncing
+    assert only(cache.apply(sub_applied(1, player(1)))).inserts == (player(1),)
+
+
+def test_a_first_identity_token_after_rows_from_an_unseen_connection_resyncs() -> None:
+    cache = ClientCache(SCHEMA)
+    cache.apply(sub_applied(1, player(1)))  # the stream was joined mid-session
+    cache.apply(identity_token(MY_CONNECTION))
+    assert cache.resyncing

@@ -173,3 +173,13 @@ def test_a_late_live_table_on_a_shared_cache_starts_from_its_rows() -> None:
     assert snapshots == [(A, B)]
     feed(light(tx_table("Player", delta((B,), (B2,)))))
     assert snapshots == [(A, B), (A, B2)] and live.get(2) == B2
+
+
+def test_snapshots_replay_the_final_rows_after_the_source_completed() -> None:
+    import reactivex
+
+    table = reactivex.from_iterable([sub_applied(1, A, B)]).pipe(live_table("Player", schema=SCHEMA))
+    seen: list[Any] = []
+    done: list[bool] = []
+    table.snapshots.subscribe(seen.append, on_completed=lambda: done.append(True))
+    assert seen == [(A, B)] and done == [True]
