@@ -27,10 +27,12 @@ def field_names(row_type: type) -> tuple[str, ...]:
     raise SchemaError(f"row_type {row_type.__name__} must be a dataclass or a NamedTuple")
 
 
-def _values(row: Any) -> list[Any]:
+def _values(row: Any, columns: tuple[str, ...] | None) -> list[Any]:
     if isinstance(row, tuple):
         return list(row)
-    return [getattr(row, f.name) for f in dataclasses.fields(row)]
+    if dataclasses.is_dataclass(row) or columns is None:
+        return [getattr(row, f.name) for f in dataclasses.fields(row)]
+    return [getattr(row, c) for c in columns]  # a schema row class of another kind
 
 
 def row_converter(schema: ModuleSchema | None, table: str, row_type: type | None) -> Callable[[Any], Any]:
@@ -44,13 +46,12 @@ def row_converter(schema: ModuleSchema | None, table: str, row_type: type | None
     if row_type is None or (schema is not None and schema.row_class(table) is row_type):
         return lambda row: row
     names = field_names(row_type)
-    if schema is not None:
-        columns = tuple(field_name(n) for n in schema.row_product(table).names)
-        if names != columns:
-            raise SchemaError(f"row_type {row_type.__name__} of table {table!r} has fields {list(names)}, "
-                              f"the table has columns {list(columns)} (same names, same order)")
+    columns = tuple(field_name(n) for n in schema.row_product(table).names) if schema is not None else None
+    if columns is not None and names != columns:
+        raise SchemaError(f"row_type {row_type.__name__} of table {table!r} has fields {list(names)}, "
+                          f"the table has columns {list(columns)} (same names, same order)")
 
     def convert(row: Any) -> Any:
-        return row if isinstance(row, row_type) else row_type(*_values(row))
+        return row if isinstance(row, row_type) else row_type(*_values(row, columns))
 
     return convert

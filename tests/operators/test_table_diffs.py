@@ -200,3 +200,17 @@ def test_each_subscription_folds_its_own_cache() -> None:
     diffs.subscribe(lambda d: seen[1].append(changes(d)))
     scheduler.start()
     assert seen[0] == seen[1] == [("subscribe", (player(1),), (), ()), ("transaction", (), (player(1),), ())]
+
+
+def test_rows_of_a_schema_row_class_that_is_not_a_dataclass_convert_by_column_name() -> None:
+    class Plain:
+        def __init__(self, text: str, level: int) -> None:
+            self.text, self.level = text, level
+
+    from rx_spacetimedb.protocol import ModuleSchema
+
+    schema = ModuleSchema.from_json(SCHEMA.to_json(), row_classes={"LogLine": Plain})
+    scheduler = TestScheduler()
+    source = scheduler.create_hot_observable(on_next(210, sub_applied(1, log_line("x", 4), table="LogLine")))
+    result = scheduler.start(lambda: source.pipe(table_diffs("LogLine", schema=schema, row_type=MyLogLine)))
+    assert emitted(result.messages)[0][1].inserts == (MyLogLine("x", 4),)
