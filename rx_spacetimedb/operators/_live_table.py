@@ -103,10 +103,12 @@ class LiveTable(Generic[Row]):
         rows are set and removed by key.
         """
         convert = row_converter(resolve_schema(self._schema), self.table, self._row_type)
+        # Read the cache outside our lock: a connection may emit diffs while holding the cache's.
+        current = [convert(row) for row in cache.rows(self.table)]
         with self._lock:
             key_of = self._key_of
             assert key_of is not None
-            self._rows = {key_of(row): row for row in map(convert, cache.rows(self.table))}
+            self._rows = {key_of(row): row for row in current}
             snapshot = tuple(self._rows.values())
         self._snapshots.on_next(snapshot)
 
