@@ -124,3 +124,55 @@ def sub_multi(queries: list[str], query_id: int, request_id: int = 1) -> dict[st
 def rows(table_update: dict[str, Any], kind: str = "inserts") -> list[Any]:
     """Parsed rows of every QueryUpdate of a TableUpdate."""
     return [json.loads(r) for u in table_update["updates"] for r in u[kind]]
+
+
+class RawClient:
+    """A hand-rolled WebSocket client over asyncio streams, to see frames websockets hides.
+
+    It exposes pings, fragmentation and missing close frames, and answers nothing by itself.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, server: SpacetimeDBEmulator) -> RawClient:
+        """Open a connection and complete the handshake."""
+        import base64
+        import os
+
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /v1/database/{server.database}/subscribe HTTP/1.1\r\nHost: {server.host}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def frame(self, timeout: float = TIMEOUT) -> tuple[int, bool, bytes] | None:
+        """The next frame as (opcode, fin, payload), or None at EOF."""
+        try:
+            first = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        except asyncio.IncompleteReadError:
+            return None
+        fin, opcode, length = bool(first[0] & 0x80), first[0] & 0x0F, first[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await self.reader.readexactly(8), "big")
+        return opcode, fin, await self.reader.readexactly(length)
+
+    async def send_frame(self, opcode: int, payload: bytes) -> None:
+        """Send one masked frame (payloads under 126 bytes)."""
+        import os
+
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+        await self.writer.drain()
+
+    def close(self) -> None:
+        """Drop the TCP connection."""
+        self.writer.close()
