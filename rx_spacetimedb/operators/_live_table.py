@@ -72,6 +72,7 @@ class LiveTable(Generic[Row]):
         self._cache = cache
         self._lock = threading.Lock()
         self._rows: dict[Any, Row] = {}
+        self._folded = 0  # diffs folded so far (lets a cache seed notice one arriving meanwhile)
         self._key_of: Callable[[Any], Any] | None = None
         self._subscription = SerialDisposable()
         self._connected = False
@@ -103,13 +104,19 @@ class LiveTable(Generic[Row]):
         rows are set and removed by key.
         """
         convert = row_converter(resolve_schema(self._schema), self.table, self._row_type)
-        # Read the cache outside our lock: a connection may emit diffs while holding the cache's.
-        current = [convert(row) for row in cache.rows(self.table)]
-        with self._lock:
-            key_of = self._key_of
-            assert key_of is not None
-            self._rows = {key_of(row): row for row in current}
-            snapshot = tuple(self._rows.values())
+        while True:
+            with self._lock:
+                folded = self._folded
+            # Read the cache outside our lock: a connection may emit diffs while holding the cache's.
+            current = [convert(row) for row in cache.rows(self.table)]
+            with self._lock:
+                if self._folded != folded:
+                    continue  # a diff came in meanwhile and may be older than what we read: again
+                key_of = self._key_of
+                assert key_of is not None
+                self._rows = {key_of(row): row for row in current}
+                snapshot = tuple(self._rows.values())
+                break
         self._snapshots.on_next(snapshot)
 
     def dispose(self) -> None:
@@ -191,6 +198,7 @@ class LiveTable(Generic[Row]):
                 rows[new_key] = new
             for row in diff.inserts:
                 rows[key_of(row)] = row
+            self._folded += 1
             snapshot = tuple(rows.values())
         # The source is serialized (Rx contract), so emitting outside the lock keeps the order.
         self._diffs.on_next(diff)

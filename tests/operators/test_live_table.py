@@ -183,3 +183,29 @@ def test_snapshots_replay_the_final_rows_after_the_source_completed() -> None:
     done: list[bool] = []
     table.snapshots.subscribe(seen.append, on_completed=lambda: done.append(True))
     assert seen == [(A, B)] and done == [True]
+
+
+def test_a_diff_arriving_while_seeding_from_the_cache_is_not_undone() -> None:
+    from reactivex.subject import Subject
+
+    from rx_spacetimedb.cache import ClientCache, TransactionDiff
+
+    diffs: Subject[TransactionDiff] = Subject()
+
+    class RacingCache(ClientCache):
+        """Delivers a delete of A right after the first read, as an I/O thread might."""
+
+        reads = 0
+
+        def rows(self, table: str) -> tuple[Any, ...]:
+            current = super().rows(table)
+            self.reads += 1
+            if self.reads == 1:
+                diffs.on_next(self.apply(light(tx_table("Player", delta((A,))))))
+            return current
+
+    cache = RacingCache(SCHEMA)
+    cache.apply(sub_applied(1, A, B))
+    live = diffs.pipe(live_table("Player", schema=SCHEMA, cache=cache))
+    assert cache.reads == 2  # the first read was stale, so it read again
+    assert live.rows() == (B,)
