@@ -16,7 +16,7 @@ import os
 import ssl as _ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -26,6 +26,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 
 from rx_spacetimedb._ioloop import IoLoop
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject
+from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
 from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
@@ -39,10 +40,18 @@ from rx_spacetimedb.errors import (
     ReducerFailed,
     RequestAborted,
     RequestTimeout,
+    SchemaError,
     SpacetimeDBError,
     SubscriptionFailed,
 )
-from rx_spacetimedb.operators import exponential_backoff, retry_when
+from rx_spacetimedb.operators import (
+    LiveTable,
+    ReducerResult,
+    exponential_backoff,
+    reducer_results,
+    retry_when,
+    table_diffs,
+)
 from rx_spacetimedb.operators._backoff import RetryAttempt
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import decode_server_message, encode_client_message
@@ -56,7 +65,7 @@ from rx_spacetimedb.transport import Transport, build_url
 __all__ = ["Connection", "ConnectionState", "OneOffResult", "connect"]
 
 _log = logging.getLogger("rx_spacetimedb")
-_T = TypeVar("_T")
+Row = TypeVar("Row")
 _U32 = 1 << 32
 # Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database.
 _FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound)
@@ -174,8 +183,12 @@ class Connection:
             ConnectionState("connecting"), self._report_observer_error)
         self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
             None, self._report_observer_error)
-        self._internal_handlers: list[Callable[[m.ServerMessage], None]] = []
-        self._reconnect_hooks: list[Callable[[], None]] = []
+        self._schema_ready = threading.Event()
+        if schema is not None:
+            self._schema_ready.set()
+        self.cache = ClientCache(self._require_schema, auto_resync=False)
+        self._diffs: GuardedSubject[TransactionDiff] = GuardedSubject(self._report_observer_error)
+        self._tables: dict[tuple[str, type | None], LiveTable[Any]] = {}
 
         self._backoff = exponential_backoff(
             reconnect_delay, max_reconnect_delay, jitter=reconnect_jitter,
@@ -223,6 +236,54 @@ class Connection:
         """The token this connection authenticates with (never shown in reprs or logs)."""
         return self._token
 
+    # -- typed views (schema, cache, operators) ------------------------------------------
+
+    @property
+    def diffs(self) -> Observable[TransactionDiff]:
+        """Every change to the client cache (subscribe, transaction, unsubscribe, resync), in order."""
+        return self._diffs
+
+    def table_diffs(self, table: str, row_type: type[Row] | None = None) -> Observable[TableDiff[Row]]:
+        """The changes of one table (inserts, deletes, updates as (old, new)), one per message."""
+        self._require_schema().table(table)
+        return self._diffs.pipe(table_diffs(table, schema=self._require_schema, row_type=row_type))
+
+    def transactions(self) -> Observable[TransactionDiff]:
+        """One emission per transaction, with every table's changes together."""
+        return self._diffs.pipe(ops.filter(_is_transaction))
+
+    def reducer_results(self, name: str | None = None, *, own: bool = False) -> Observable[ReducerResult]:
+        """Reducer calls seen on this connection, arguments decoded; ``own`` keeps this client's."""
+        return self._messages.pipe(reducer_results(
+            name, own=own, schema=self._require_schema, connection_id=lambda: self.connection_id))
+
+    def table(self, name: str, row_type: type[Row] | None = None) -> LiveTable[Row]:
+        """A live view of one table's cached rows (shared per name and row type).
+
+        It needs the schema, so it waits for it (up to the request timeout) if the connection
+        has not fetched it yet.
+        """
+        schema = self._require_schema()
+        schema.table(name)
+        with self._lock:
+            key = (name, row_type)
+            live = self._tables.get(key)
+            if live is None:
+                live = LiveTable(self._diffs, name, schema=self._require_schema, row_type=row_type,
+                                 cache=self.cache)
+                self._tables[key] = live
+        live.connect()
+        return live
+
+    def _require_schema(self) -> ModuleSchema:
+        """The module schema, waiting for the fetch if it is under way."""
+        if self.schema is None and not self._schema_ready.wait(self._request_timeout or 30.0):
+            raise SchemaError("no module schema: the connection has not fetched it (yet), or "
+                              "was created with fetch_schema=False and no schema=")
+        if self.schema is None:
+            raise SchemaError("no module schema")
+        return self.schema
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -252,6 +313,7 @@ class Connection:
         self._set_state(ConnectionState("closed", *self._ids()))
         self._states.on_completed()
         self._messages.on_completed()
+        self._diffs.on_completed()
         self._identity.on_completed()
         self.errors.on_completed()
         self._io.stop(timeout)
@@ -330,6 +392,7 @@ class Connection:
             if self._fetch_schema and self.schema is None:
                 self.schema = await fetch_schema(self.host, self.database, token=self._token,
                                                  ssl=self._ssl, row_types=self._row_types)
+                self._schema_ready.set()
             transport = await Transport.open(
                 self.host, self.database, token=self._token, light=self._light,
                 confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
@@ -398,17 +461,24 @@ class Connection:
                                         reason=str(reason)))
 
     def _on_message(self, message: m.ServerMessage) -> None:
-        """Internal bookkeeping first (so state is current in user callbacks), then the users."""
+        """Fold into the cache and settle requests first, so user callbacks see current state."""
+        diffs: list[TransactionDiff] = []
+        try:
+            if self.schema is not None:
+                diffs.append(self.cache.apply(message))
+        except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
+            self._report(err)
         try:
             if isinstance(message, m.IdentityToken):
-                self._on_identity(message)
+                diffs.extend(self._on_identity(message))
             else:
                 self._correlate(message)
-            for handler in self._internal_handlers:
-                handler(message)
         except Exception as err:
             self._report(err)
         self._messages.on_next(message)
+        for diff in diffs:
+            if diff.cause != "none":
+                self._diffs.on_next(diff)
 
     def _on_fatal(self, error: Exception) -> None:
         with self._lock:
@@ -418,6 +488,7 @@ class Connection:
         self._set_state(ConnectionState("closed", *self._ids(), error=error,
                                         close_code=getattr(error, "code", None)))
         self._messages.on_error(error)
+        self._diffs.on_error(error)
         self._states.on_completed()
 
     def _on_session_completed(self) -> None:
@@ -425,7 +496,7 @@ class Connection:
 
     # -- identity and resubscription -----------------------------------------------------
 
-    def _on_identity(self, token: m.IdentityToken) -> None:
+    def _on_identity(self, token: m.IdentityToken) -> list[TransactionDiff]:
         self._backoff.reset()
         reconnect = self._connected_once
         self._connected_once = True
@@ -437,29 +508,37 @@ class Connection:
                 self._credentials.save(token.token)
         self._set_state(ConnectionState("connected", token.identity, token.connection_id))
         self._identity.on_next(token)
-        if reconnect:
-            for hook in self._reconnect_hooks:
-                hook()
         with self._lock:
+            if reconnect:
+                # Rebuild from the fresh snapshots; only the net change since the drop comes out.
+                self.cache.begin_resync()
             frames: list[m.ClientMessage] = []
             if self._legacy is not None:
                 queries, request = self._legacy
                 request_id = self._new_request_id()
                 self._legacy = (queries, _rekey(request, request_id))
                 frames.append(m.Subscribe(queries, request_id))
+                if reconnect:
+                    self.cache.note_subscribe(request_id, queries)
             for sub in self._subscriptions.values():
                 if sub.multi:
                     frames.append(m.SubscribeMulti(sub.queries, self._new_request_id(), sub.query_id))
+                    if reconnect:
+                        self.cache.note_subscribe_multi(sub.query_id, sub.queries)
                 else:
                     frames.append(m.SubscribeSingle(sub.queries[0], self._new_request_id(), sub.query_id))
+                    if reconnect:
+                        self.cache.note_subscribe_single(sub.query_id, sub.queries[0])
             queued = list(self._queued)
             self._queued.clear()
+            finished = self.cache.end_resync_when_applied() if reconnect else None
         for frame in frames:
             self._send_now(frame)
         for frame, queued_request in queued:
             if queued_request is not None:
                 queued_request.sent = True
             self._send_now(frame)
+        return [finished] if finished is not None else []
 
     # -- correlation ---------------------------------------------------------------------
 
@@ -642,6 +721,7 @@ class Connection:
             request: Request[Any] = Request("subscribe", request_id)
             previous = self._legacy
             self._legacy = (texts, request)
+            self.cache.note_subscribe(request_id, texts)
         if previous is not None:
             previous[1].fail(SubscriptionFailed("replaced by a newer subscribe()"))
         self._submit_subscription(m.Subscribe(texts, request_id), request)
@@ -654,6 +734,7 @@ class Connection:
             query_id = self._new_query_id()
             request: Request[Any] = Request("subscribe_single", query_id, text)
             self._subscriptions[query_id] = _Subscription(query_id, (text,), False, request)
+            self.cache.note_subscribe_single(query_id, text)
             request_id = self._new_request_id()
         self._submit_subscription(m.SubscribeSingle(text, request_id, query_id), request)
         return request
@@ -665,6 +746,7 @@ class Connection:
             query_id = self._new_query_id()
             request: Request[Any] = Request("subscribe_multi", query_id)
             self._subscriptions[query_id] = _Subscription(query_id, texts, True, request)
+            self.cache.note_subscribe_multi(query_id, texts)
             request_id = self._new_request_id()
         self._submit_subscription(m.SubscribeMulti(texts, request_id, query_id), request)
         return request
@@ -685,9 +767,12 @@ class Connection:
             self._unsubscribes[query_id] = request
             connected = self._outbox is not None and self._identity_token is not None
             if not connected:
-                # Not on the server yet (or any more): dropping it locally is the whole job.
+                # Not on the server yet (or any more): dropping it locally is the whole job; the
+                # next resync leaves its rows out.
                 del self._subscriptions[query_id]
                 del self._unsubscribes[query_id]
+            else:
+                self.cache.note_unsubscribe(query_id)
         if not connected:
             request.settle(None)
             return request
@@ -821,6 +906,10 @@ class Connection:
 
 def _is_not_none(value: object) -> bool:
     return value is not None
+
+
+def _is_transaction(diff: TransactionDiff) -> bool:
+    return diff.cause == "transaction"
 
 
 def _rekey(request: Request[Any], request_id: int) -> Request[Any]:
