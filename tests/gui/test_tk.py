@@ -15,6 +15,7 @@ import threading
 import time
 import tkinter as tk
 from collections.abc import Callable, Iterator, Sequence
+from tkinter import ttk
 from typing import Any
 
 import pytest
@@ -166,3 +167,35 @@ def test_a_failing_reducer_call_shows_in_the_status_line(app: RecordingApp,
     assert pump_until(app.root, lambda: "failed" in app.status), app.status
     assert "already taken" in app.status
     assert app.shown_rows() == [("1", "dave", "0")]
+
+
+def test_main_starts_the_emulator_shows_its_rows_and_closes_cleanly(
+        display: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    windows: list[AutoClosingTk] = []
+
+    class AutoClosingTk(tk.Tk):
+        """A root that presses the window's close button once the status line says connected."""
+
+        def __init__(self) -> None:
+            super().__init__(screenName=display)
+            windows.append(self)
+            self.after(5, self.close_when_connected)
+
+        def close_when_connected(self) -> None:
+            texts = [str(w.cget("text")) for w in self.winfo_children() if isinstance(w, ttk.Label)]
+            if "connected" not in texts:
+                self.after(5, self.close_when_connected)
+                return
+            handler = self.protocol("WM_DELETE_WINDOW")
+            self.tk.call(handler)
+
+    monkeypatch.setattr(tk_players.tk, "Tk", AutoClosingTk)
+    try:
+        assert tk_players.main([]) == 0
+    except tk.TclError as err:
+        pytest.skip(f"Tk cannot open the display: {err}")
+    assert len(windows) == 1
+    with pytest.raises(tk.TclError):
+        windows[0].winfo_exists()  # destroyed after the connection closed
+    windows.clear()
+    gc.collect()
