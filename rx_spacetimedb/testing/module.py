@@ -82,7 +82,8 @@ class OutOfEnergyError(Exception):
 class Column:
     """One column of a table: name, SATS type and constraints.
 
-    ``auto_inc`` columns take the next sequence value when a row is inserted with 0 (or without them).
+    ``auto_inc`` columns take the next sequence value when a row is inserted with 0 (or without them);
+    ``indexed`` adds a btree index (unique and primary-key columns always have one).
     """
 
     name: str
@@ -90,6 +91,7 @@ class Column:
     primary_key: bool = False
     auto_inc: bool = False
     unique: bool = False
+    indexed: bool = False
 
 
 @dataclass
@@ -108,6 +110,7 @@ class TableSchema:
     primary_key: int | None = None
     uniques: tuple[int, ...] = ()
     auto_inc: tuple[int, ...] = ()
+    indexed: tuple[int, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -211,6 +214,7 @@ class Module:
             primary_key=pks[0] if pks else None,
             uniques=tuple(i for i, c in enumerate(cols) if c.unique or c.primary_key),
             auto_inc=tuple(i for i, c in enumerate(cols) if c.auto_inc),
+            indexed=tuple(i for i, c in enumerate(cols) if c.indexed or c.unique or c.primary_key),
         )
         self._named[-1] = (name, row, schema)
         self._tables[name] = schema
@@ -289,6 +293,7 @@ class Module:
         type_names = {final: self._named[i][0] for final, i in enumerate(order)}
         for table in self._tables.values():
             table.ref = RefType(mapping[table.provisional_ref.index])
+            table.columns = tuple(dataclasses.replace(c, type=_remap(c.type, mapping)) for c in table.columns)
         for spec in self._reducers.values():
             spec.params = _remap(spec.params, mapping)  # type: ignore[assignment]
         for proc in self._procedures.values():
@@ -314,7 +319,7 @@ class Module:
                     "accessor_name": _name_opt(names[c]),
                     "algorithm": {"BTree": [c]},
                 }
-                for c in table.uniques
+                for c in table.indexed
             ],
             "constraints": [
                 {"name": _name_opt(f"{table.name}_{names[c]}_key"), "data": {"Unique": {"columns": [c]}}}

@@ -914,8 +914,14 @@ class SpacetimeDBEmulator:
                 rest.append(text)
         return expanded + rest
 
-    def _compile(self, client: EmulatedClient, text: str) -> Query:
-        return compile_query(text, self.db, sender=client.identity, is_owner=client.identity == self.owner)
+    def _compile(self, client: EmulatedClient, text: str, subscription: bool = True) -> Query:
+        return compile_query(
+            text,
+            self.db,
+            sender=client.identity,
+            is_owner=client.identity == self.owner,
+            subscription=subscription,
+        )
 
     def _snapshot_update(self, queries: Sequence[Query], deletes: bool = False) -> m.DatabaseUpdate:
         """One TableUpdate per query over non-empty tables, rows in form B (spec §6.1)."""
@@ -1107,7 +1113,7 @@ class SpacetimeDBEmulator:
     def _on_one_off(self, client: EmulatedClient, msg: m.OneOffQuery) -> None:
         start = time.perf_counter()
         try:
-            query = self._compile(client, msg.query_string)
+            query = self._compile(client, msg.query_string, subscription=False)
         except SqlError as err:
             self._send(
                 client,
@@ -1312,7 +1318,7 @@ class SpacetimeDBEmulator:
                 continue
             store = self.db.stores[query.table_name]
             if query.is_join:
-                before = query.rows(_Before(self.db, changes))  # type: ignore[arg-type]
+                before = query.rows(_Before(self.db, changes))
                 after = query.rows(self.db)
                 deleted = _minus(before, after)
                 inserted = _minus(after, before)

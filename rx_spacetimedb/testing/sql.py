@@ -5,25 +5,29 @@ Grammar (as the real server's ``sql-parser`` accepts it)::
     query      = SELECT ( '*' | ident '.' '*' ) FROM table [ [AS] alias ]
                  { [INNER] JOIN table [ [AS] alias ] [ ON field '=' field ] } [ WHERE predicate ] [ ';' ]
     predicate  = predicate AND predicate | predicate OR predicate | expr op expr | '(' predicate ')'
+                 | field | TRUE | FALSE
     expr       = literal | column | alias '.' column | :sender
     op         = '=' | '!=' | '<>' | '<' | '<=' | '>' | '>='
-    literal    = integer | float | 'string' | 0x... | X'...' | TRUE | FALSE
+    literal    = [+-] number | 'string' | 0x... | X'...' | TRUE | FALSE
 
-Keywords are case-insensitive; table and column names are matched exactly (no case folding), quoted
-with ``"..."`` if needed. ``NOT``, ``LIKE``, ``IN``, ``IS NULL``, projections and aggregates are
-rejected with the real server's error texts, so a query that works here works there.
+Keywords are case-insensitive; table and column names match exactly (no case folding; quote with
+``"..."`` if needed). Type checking follows the server (``crates/expr``): a literal is parsed as the
+type of the column it is compared with, whatever its spelling (``name = 5`` compares with the string
+"5", ``score = '5'`` with the number 5), and errors carry the server's texts. ``NOT``, ``LIKE``,
+``IN``, ``IS NULL``, column projections and aggregates are rejected as the server rejects them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 import re
+import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
 
 from rx_spacetimedb.protocol.sats import field_name
 from rx_spacetimedb.protocol.types import (
@@ -32,14 +36,16 @@ from rx_spacetimedb.protocol.types import (
     ArrayType,
     PrimitiveType,
     ProductType,
+    RefType,
     SumType,
 )
-from rx_spacetimedb.protocol.values import ConnectionId, Identity, TimeDuration, Timestamp, Uuid
+from rx_spacetimedb.protocol.values import ConnectionId, Identity, Timestamp, Uuid
 from rx_spacetimedb.testing.module import Database, TableSchema
 
 __all__ = ["Query", "SqlError", "compile_query", "is_select_star_from_star"]
 
 _STAR_STAR = re.compile(r"select\s+\*\s+from\s+\*", re.IGNORECASE)
+_RETURN_TYPE = "Column projections are not supported in subscriptions; Subscriptions must return a table type"
 
 
 class SqlError(Exception):
@@ -76,45 +82,11 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 
-_KEYWORDS = frozenset(
-    {
-        "select",
-        "from",
-        "where",
-        "and",
-        "or",
-        "not",
-        "join",
-        "inner",
-        "on",
-        "as",
-        "true",
-        "false",
-        "like",
-        "in",
-        "is",
-        "null",
-        "limit",
-        "order",
-        "by",
-        "group",
-        "having",
-        "distinct",
-        "left",
-        "right",
-        "outer",
-        "cross",
-        "full",
-        "union",
-        "insert",
-        "update",
-        "delete",
-        "set",
-        "values",
-        "into",
-        "count",
-    }
-)
+_RESERVED = frozenset({
+    "select", "from", "where", "and", "or", "not", "join", "inner", "on", "as", "true", "false",
+    "like", "in", "is", "null", "limit", "order", "by", "group", "having", "distinct", "left", "right",
+    "outer", "cross", "full", "union", "except", "intersect", "between", "offset",
+})  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,7 +105,7 @@ def _tokenize(sql: str) -> list[_Tok]:
     while pos < len(sql):
         match = _TOKEN.match(sql, pos)
         if match is None:
-            raise SqlError(f"sql parser error: Expected an expression, found: {sql[pos : pos + 10]!s}")
+            raise SqlError(f"sql parser error: Expected an expression, found: {sql[pos]}")
         pos = match.end()
         kind = match.lastgroup or ""
         text = match.group()
@@ -163,15 +135,20 @@ class _Field:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Lit:
-    kind: str  # num, str, hex, bool, sender
+    kind: str  # num, str, hex, bool
     text: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Cmp:
-    left: _Field | _Lit
+class _Sender:
+    pass
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Bin:
     op: str
-    right: _Field | _Lit
+    left: _Expr
+    right: _Expr
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,26 +158,34 @@ class _Log:
     right: _Expr
 
 
-_Expr = _Cmp | _Log | _Lit
+_Expr = _Field | _Lit | _Sender | _Bin | _Log
 
 
 @dataclasses.dataclass
 class _Select:
-    project: str | None  # None = *, else the alias of t.*
+    project: str  # "*", "alias.*" (as the alias), or "" for column projections
+    project_alias: str | None
     table: str
     alias: str
-    joins: list[tuple[str, str, _Cmp | None]]
+    joins: list[tuple[str, str, _Bin | None]]
     where: _Expr | None
 
 
 class _Parser:
+    """Recursive descent over the tokens; raises SqlError with the server's parse errors."""
+
     def __init__(self, sql: str) -> None:
         self.sql = sql
         self.toks = _tokenize(sql)
         self.i = 0
 
-    def peek(self) -> _Tok | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
+    def peek(self, ahead: int = 0) -> _Tok | None:
+        index = self.i + ahead
+        return self.toks[index] if index < len(self.toks) else None
+
+    def text_at(self, ahead: int) -> str:
+        tok = self.peek(ahead)
+        return "" if tok is None else tok.text
 
     def next(self) -> _Tok:
         tok = self.peek()
@@ -209,195 +194,209 @@ class _Parser:
         self.i += 1
         return tok
 
-    def at_keyword(self, word: str) -> bool:
+    def at(self, word: str) -> bool:
         tok = self.peek()
         return tok is not None and tok.keyword(word)
 
-    def expect_keyword(self, word: str) -> None:
+    def at_text(self, text: str) -> bool:
         tok = self.peek()
-        if tok is None or not tok.keyword(word):
-            found = tok.text if tok is not None else "EOF"
-            raise SqlError(f"sql parser error: Expected {word.upper()}, found: {found}")
+        return tok is not None and tok.kind in ("punct", "op") and tok.text == text
+
+    def expect(self, word: str) -> None:
+        if not self.at(word):
+            tok = self.peek()
+            raise SqlError(f"sql parser error: Expected {word.upper()}, found: {tok.text if tok else 'EOF'}")
         self.i += 1
 
     def ident(self) -> str:
         tok = self.next()
-        if tok.kind == "qident" or (tok.kind == "ident" and tok.value.lower() not in _KEYWORDS):
+        if tok.kind == "qident" or (tok.kind == "ident" and tok.value.lower() not in _RESERVED):
             return tok.value
         raise SqlError(f"sql parser error: Expected identifier, found: {tok.text}")
 
+    def rest(self, start: int) -> str:
+        return " ".join(t.text for t in self.toks[start:] if t.text != ";")
+
     def parse(self) -> _Select:
+        separators = [i for i, t in enumerate(self.toks) if t.text == ";"]
+        if separators and separators != [len(self.toks) - 1] and len(self.toks) > 1:
+            raise SqlError("Multiple SQL statements are not supported")
         if not self.toks or all(t.text == ";" for t in self.toks):
             raise SqlError("Empty SQL query")
-        first = self.peek()
-        assert first is not None
-        if first.kind == "ident" and first.value.lower() in ("insert", "update", "delete", "set"):
+        first = self.toks[0]
+        if first.kind == "ident" and first.value.lower() in (
+            "insert",
+            "update",
+            "delete",
+            "set",
+            "create",
+            "drop",
+            "alter",
+            "show",
+        ):
             raise SqlError("Unsupported: Non-SELECT queries")
-        self.expect_keyword("select")
-        if self.at_keyword("distinct"):
-            raise SqlError(f"Unsupported SELECT: {self.sql.strip()}")
-        project = self.projection()
-        if not self.at_keyword("from"):
-            if self.peek() is None:
+        self.expect("select")
+        if self.at("distinct") or self.at("all"):
+            raise SqlError(f"Unsupported SELECT: {self.sql.strip().rstrip(';')}")
+        project, project_alias = self.projection()
+        if not self.at("from"):
+            if self.peek() is None or self.at_text(";"):
                 raise SqlError("A FROM clause is required")
             tok = self.next()
-            if tok.text == ",":
-                raise SqlError(
-                    "Column projections are not supported in subscriptions; "
-                    "Subscriptions must return a table type"
-                )
             raise SqlError(f"sql parser error: Expected end of statement, found: {tok.text}")
-        self.expect_keyword("from")
+        self.i += 1
+        if self.at_text("*"):
+            raise SqlError("sql parser error: Expected identifier, found: *")
         table, alias = self.relvar()
-        joins: list[tuple[str, str, _Cmp | None]] = []
+        joins: list[tuple[str, str, _Bin | None]] = []
         while True:
-            if self.at_keyword("inner"):
+            if self.at("inner") and self.text_at(1).lower() == "join":
+                self.i += 2
+            elif self.at("join"):
                 self.i += 1
-                self.expect_keyword("join")
-            elif self.at_keyword("join"):
-                self.i += 1
-            elif self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
+            elif self.at_text(","):
                 raise SqlError("Implicit joins are not supported")
-            elif any(self.at_keyword(w) for w in ("left", "right", "full", "outer", "cross")):
+            elif any(self.at(w) for w in ("left", "right", "full", "outer", "cross")):
                 raise SqlError("Unsupported JOIN type")
             else:
                 break
             jtable, jalias = self.relvar()
-            on: _Cmp | None = None
-            if self.at_keyword("on"):
+            on: _Bin | None = None
+            if self.at("on"):
                 self.i += 1
-                left = self.field()
-                tok = self.next()
-                if tok.text != "=":
+                left = self.operand()
+                if not isinstance(left, _Field) or self.text_at(0) != "=":
                     raise SqlError("Non-column join constraints are not supported")
-                on = _Cmp(left, "=", self.field())
+                self.i += 1
+                right = self.operand()
+                if not isinstance(right, _Field) or self.at("and") or self.at("or"):
+                    raise SqlError("Non-column join constraints are not supported")
+                on = _Bin("=", left, right)
             joins.append((jtable, jalias, on))
         where: _Expr | None = None
-        if self.at_keyword("where"):
+        if self.at("where"):
             self.i += 1
-            where = self.expr()
+            where = self.disjunction()
+        if self.at_text(";"):
+            self.i += 1
         end = self.peek()
-        if end is not None and end.text == ";":
-            self.i += 1
-            if self.peek() is not None:
-                raise SqlError("Multiple SQL statements are not supported")
-            end = None
         if end is not None:
             tok = end
-            if any(tok.keyword(w) for w in ("order", "limit", "group", "having", "union")):
-                raise SqlError(f"Unsupported: {self.sql.strip()}")
+            if any(tok.keyword(w) for w in ("order", "limit", "group", "having", "offset")):
+                raise SqlError(f"Unsupported: {self.sql.strip().rstrip(';')}")
+            if any(tok.keyword(w) for w in ("union", "except", "intersect")):
+                raise SqlError(f"Unsupported set operation: {self.sql.strip().rstrip(';')}")
             raise SqlError(f"sql parser error: Expected end of statement, found: {tok.text}")
-        return _Select(project, table, alias, joins, where)
+        select = _Select(project, project_alias, table, alias, joins, where)
+        if joins:
+            _require_qualified(select)
+        return select
 
-    def projection(self) -> str | None:
-        tok = self.next()
-        if tok.text == "*":
-            return None
-        if tok.kind in ("ident", "qident"):
-            after = self.peek()
-            if after is not None and after.text == ".":
-                self.i += 1
-                star = self.next()
-                if star.text == "*":
-                    return tok.value
-            if tok.keyword("count"):
-                raise SqlError(
-                    "Column projections are not supported in subscriptions; "
-                    "Subscriptions must return a table type"
-                )
-            raise SqlError(
-                "Column projections are not supported in subscriptions; "
-                "Subscriptions must return a table type"
-            )
-        raise SqlError(f"sql parser error: Expected an expression, found: {tok.text}")
+    def projection(self) -> tuple[str, str | None]:
+        if self.at_text("*"):
+            self.i += 1
+            if self.at_text(","):
+                raise SqlError("Mixed wildcard projections are not supported")
+            return "*", None
+        head = self.peek()
+        if (
+            head is not None
+            and head.kind in ("ident", "qident")
+            and self.text_at(1) == "."
+            and self.text_at(2) == "*"
+        ):
+            self.i += 3
+            if self.at_text(","):
+                raise SqlError("Mixed wildcard projections are not supported")
+            return "alias", head.value
+        # Column lists and aggregates parse, then fail type checking (after FROM and WHERE).
+        depth = 0
+        while (item := self.peek()) is not None and not (depth == 0 and item.keyword("from")):
+            depth += item.text == "("
+            depth -= item.text == ")"
+            if item.text == "*" and depth == 0:
+                raise SqlError("Mixed wildcard projections are not supported")
+            self.i += 1
+        if self.i == 1:
+            raise SqlError("sql parser error: Expected an expression, found: EOF")
+        return "", None
 
     def relvar(self) -> tuple[str, str]:
-        tok = self.peek()
-        if tok is not None and tok.text == "(":
-            raise SqlError("Unsupported FROM expression: subquery")
-        if tok is not None and tok.text == "*":
-            raise SqlError("sql parser error: Expected identifier, found: *")
+        if self.at_text("("):
+            raise SqlError(f"Unsupported FROM expression: {self.rest(self.i)}")
         name = self.ident()
-        after = self.peek()
-        if after is not None and after.text == ".":
-            raise SqlError(
-                f"Multi-part names are not supported: {name}.{self.toks[self.i + 1].text}"
-                if self.i + 1 < len(self.toks)
-                else f"Multi-part names are not supported: {name}"
-            )
+        if self.at_text("."):
+            after = self.peek(1)
+            raise SqlError(f"Multi-part names are not supported: {name}.{after.text if after else ''}")
         alias = name
-        if self.at_keyword("as"):
+        if self.at("as"):
             self.i += 1
             alias = self.ident()
-        elif after is not None and (
-            after.kind == "qident" or (after.kind == "ident" and after.value.lower() not in _KEYWORDS)
-        ):
-            alias = self.ident()
+        else:
+            tok = self.peek()
+            if tok is not None and (
+                tok.kind == "qident" or (tok.kind == "ident" and tok.value.lower() not in _RESERVED)
+            ):
+                alias = self.ident()
         return name, alias
 
-    def field(self) -> _Field:
-        first = self.ident()
-        tok = self.peek()
-        if tok is not None and tok.text == ".":
+    def disjunction(self) -> _Expr:
+        left = self.conjunction()
+        while self.at("or"):
             self.i += 1
-            return _Field(first, self.ident())
-        return _Field(None, first)
-
-    def expr(self) -> _Expr:
-        left = self.conj()
-        while self.at_keyword("or"):
-            self.i += 1
-            left = _Log("or", left, self.conj())
+            left = _Log("or", left, self.conjunction())
         return left
 
-    def conj(self) -> _Expr:
-        left = self.atom()
-        while self.at_keyword("and"):
+    def conjunction(self) -> _Expr:
+        left = self.comparison()
+        while self.at("and"):
             self.i += 1
-            left = _Log("and", left, self.atom())
+            left = _Log("and", left, self.comparison())
         return left
 
-    def atom(self) -> _Expr:
-        tok = self.peek()
-        if tok is None:
-            raise SqlError("sql parser error: Expected an expression, found: EOF")
-        if tok.text == "(":
+    def comparison(self) -> _Expr:
+        start = self.i
+        if self.at("not"):
+            raise SqlError(f"Unsupported expression: {self.rest(start)}")
+        if self.at_text("("):
             self.i += 1
-            inner = self.expr()
-            close = self.next()
-            if close.text != ")":
-                raise SqlError(f"sql parser error: Expected ), found: {close.text}")
-            return inner
-        if tok.keyword("not"):
-            raise SqlError(f"Unsupported expression: {self._rest_text()}")
-        left = self.operand()
-        op = self.peek()
-        if op is None or op.kind != "op":
-            if op is not None and any(op.keyword(w) for w in ("like", "in", "is", "between", "not")):
-                raise SqlError(f"Unsupported expression: {self._rest_text(back=1)}")
-            if isinstance(left, _Lit):
-                return left
-            return _Cmp(left, "bool", _Lit("bool", "true"))
-        self.i += 1
-        right = self.operand()
-        return _Cmp(left, op.text, right)
+            inner = self.disjunction()
+            if not self.at_text(")"):
+                tok = self.peek()
+                raise SqlError(f"sql parser error: Expected ), found: {tok.text if tok else 'EOF'}")
+            self.i += 1
+            left: _Expr = inner
+        else:
+            left = self.operand()
+        tok = self.peek()
+        if tok is not None and tok.kind == "op":
+            self.i += 1
+            op = "<>" if tok.text == "!=" else tok.text
+            if self.at_text("("):
+                self.i += 1
+                right = self.disjunction()
+                self.i += 1
+                return _Bin(op, left, right)
+            return _Bin(op, left, self.operand())
+        if tok is not None and any(tok.keyword(w) for w in ("like", "in", "is", "between", "not")):
+            raise SqlError(f"Unsupported expression: {self.rest(start)}")
+        if tok is not None and tok.kind == "punct" and tok.text in "+-*":
+            raise SqlError(f"Unsupported binary operator: {tok.text}")
+        return left
 
-    def _rest_text(self, back: int = 0) -> str:
-        return " ".join(t.text for t in self.toks[self.i - back :]).rstrip(" ;")
-
-    def operand(self) -> _Field | _Lit:
+    def operand(self) -> _Expr:
         tok = self.peek()
         if tok is None:
             raise SqlError("sql parser error: Expected an expression, found: EOF")
         if tok.kind == "num":
             self.i += 1
             return _Lit("num", tok.value)
-        if tok.text in ("+", "-"):
+        if tok.text in ("+", "-") and tok.kind == "punct":
             self.i += 1
             num = self.next()
             if num.kind != "num":
                 raise SqlError(f"Unsupported expression: {tok.text}{num.text}")
-            return _Lit("num", ("-" if tok.text == "-" else "") + num.value)
+            return _Lit("num", ("-" if tok.text == "-" else "+") + num.value)
         if tok.kind == "str":
             self.i += 1
             return _Lit("str", tok.value)
@@ -408,154 +407,249 @@ class _Parser:
             self.i += 1
             if tok.value != ":sender":
                 raise SqlError(f"Unsupported literal expression: {tok.value}")
-            return _Lit("sender", tok.value)
+            return _Sender()
         if tok.keyword("true") or tok.keyword("false"):
             self.i += 1
             return _Lit("bool", tok.value.lower())
         if tok.keyword("null"):
             raise SqlError("Unsupported literal expression: NULL")
-        return self.field()
+        if tok.kind in ("ident", "qident") and self.text_at(1) == "(":
+            raise SqlError(f"Unsupported expression: {self.rest(self.i)}")
+        first = self.ident()
+        if self.at_text("."):
+            self.i += 1
+            column = self.next()
+            if column.kind not in ("ident", "qident"):
+                raise SqlError(f"sql parser error: Expected identifier, found: {column.text}")
+            return _Field(first, column.value)
+        return _Field(None, first)
 
 
-# -- typing and evaluation -------------------------------------------------------------------
+def _fields(expr: _Expr | None) -> list[_Field]:
+    if expr is None:
+        return []
+    if isinstance(expr, _Field):
+        return [expr]
+    if isinstance(expr, _Bin | _Log):
+        return _fields(expr.left) + _fields(expr.right)
+    return []
+
+
+def _require_qualified(select: _Select) -> None:
+    exprs: list[_Expr | None] = [select.where, *(on for _, _, on in select.joins)]
+    if any(f.alias is None for e in exprs for f in _fields(e)):
+        raise SqlError("Names must be qualified when using joins")
+
+
+# -- typing ----------------------------------------------------------------------------------
 
 Row = Any
-_Pred = Callable[[dict[str, Row]], bool]
+_Bindings = dict[str, Row]
+_Eval = Callable[[_Bindings], Any]
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<>": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
+    "=": operator.eq, "<>": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}  # fmt: skip
+_BOOL = PrimitiveType("Bool")
+_IDENTITY_NAME = "(__identity__: U256)"
 
 
-def _type_name(ty: AlgebraicType, resolve: Callable[[AlgebraicType], AlgebraicType]) -> str:
+_Resolver = Callable[[AlgebraicType], AlgebraicType]
+
+
+def _fmt(ty: AlgebraicType, resolve: _Resolver) -> str:
+    """The server's ``fmt_algebraic_type`` (special types print as the products they are)."""
     ty = resolve(ty)
     if isinstance(ty, PrimitiveType):
         return ty.name
     if isinstance(ty, ArrayType):
-        return f"Array<{_type_name(ty.elem, resolve)}>"
+        return f"Array<{_fmt(ty.elem, resolve)}>"
     if isinstance(ty, ProductType):
-        special = ty.special
-        names = {
-            "__identity__": "Identity",
-            "__connection_id__": "ConnectionId",
-            "__timestamp_micros_since_unix_epoch__": "Timestamp",
-            "__time_duration_micros__": "TimeDuration",
-            "__uuid__": "Uuid",
-        }
-        if special is not None:
-            return names[special]
-        return (
-            "("
-            + ", ".join(
-                f"{n}: {_type_name(e.type, resolve)}" for n, e in zip(ty.names, ty.elements, strict=True)
-            )
-            + ")"
-        )
+        parts = [
+            f"{e.name if e.name is not None else i}: {_fmt(e.type, resolve)}"
+            for i, e in enumerate(ty.elements)
+        ]
+        return "(" + ", ".join(parts) + ")"
     if isinstance(ty, SumType):
-        if ty.is_option:
-            return f"Option<{_type_name(ty.variants[0].type, resolve)}>"
-        return "(" + " | ".join(f"{v.name}: {_type_name(v.type, resolve)}" for v in ty.variants) + ")"
-    return "?"
+        if not ty.variants:
+            return "(|)"
+        parts = [(f"{v.name}: " if v.name is not None else "") + _fmt(v.type, resolve) for v in ty.variants]
+        return "(" + " | ".join(parts) + ")"
+    return str(ty)
 
 
-def _hex_int(text: str, bits: int) -> int:
-    if not text or len(text) > bits // 4:
-        raise ValueError(text)
-    return int(text, 16)
+def _is_bytes(ty: AlgebraicType) -> bool:
+    return isinstance(ty, ArrayType) and ty.elem == PrimitiveType("U8")
 
 
-def _literal_value(
-    lit: _Lit, ty: AlgebraicType, resolve: Callable[[AlgebraicType], AlgebraicType], sender: Identity | None
-) -> Any:
-    """Convert a literal to a value of the column's type, or raise SqlError as the server does."""
-    target = resolve(ty)
-    shown = lit.text
+def _special(ty: AlgebraicType) -> str | None:
+    return ty.special if isinstance(ty, ProductType) else None
+
+
+def _supports_ops(ty: AlgebraicType) -> bool:
+    if isinstance(ty, PrimitiveType):
+        return True
+    return _is_bytes(ty) or _special(ty) in (
+        "__identity__",
+        "__connection_id__",
+        "__timestamp_micros_since_unix_epoch__",
+        "__uuid__",
+    )
+
+
+def _to_f32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+def _parse_literal(text: str, ty: AlgebraicType, resolve: _Resolver) -> Any:
+    """A literal's value as the server's ``expr::parse`` reads it for type ``ty``."""
 
     def invalid() -> SqlError:
-        return SqlError(
-            f"The literal expression `{shown}` cannot be parsed as type `{_type_name(target, resolve)}`"
-        )
+        return SqlError(f"The literal expression `{text}` cannot be parsed as type `{_fmt(ty, resolve)}`")
 
-    if lit.kind == "sender":
-        if isinstance(target, ProductType) and target.special == "__identity__" and sender is not None:
-            return sender
-        raise SqlError(f"Unexpected type: (expected) {_type_name(target, resolve)} != Identity (inferred)")
     try:
-        if isinstance(target, PrimitiveType):
-            name = target.name
-            if name == "Bool":
-                if lit.kind != "bool":
-                    raise invalid()
-                return lit.text == "true"
+        if isinstance(ty, PrimitiveType):
+            name = ty.name
             if name == "String":
-                if lit.kind != "str":
-                    raise invalid()
-                return lit.text
+                return text
+            if name == "Bool":
+                raise invalid()
+            number = Decimal(text)
+            if not number.is_finite():
+                raise invalid()
             if name in ("F32", "F64"):
-                if lit.kind != "num":
+                value = float(number)
+                if name == "F32" and abs(value) > 3.4028234663852886e38:
                     raise invalid()
-                return float(lit.text)
+                return _to_f32(value) if name == "F32" else value
+            if number != number.to_integral_value():
+                raise invalid()
+            integer = int(number)
             low, high = INT_RANGES[name]
-            if lit.kind == "num":
-                if re.fullmatch(r"-?\d+", lit.text):
-                    value = int(lit.text)
-                else:
-                    as_float = float(lit.text)
-                    if not as_float.is_integer() or not math.isfinite(as_float):
-                        raise invalid()
-                    value = int(as_float)
-            elif lit.kind == "hex":
-                value = int(lit.text, 16)
-            else:
+            if not low <= integer <= high:
                 raise invalid()
-            if not low <= value <= high:
+            return integer
+        special = _special(ty)
+        digits = text[2:] if text[:2] in ("0x", "0X") else text
+        if special == "__timestamp_micros_since_unix_epoch__":
+            return Timestamp.from_datetime(datetime.fromisoformat(text))
+        if special == "__identity__":
+            if len(digits) != 64:
                 raise invalid()
-            return value
-        if isinstance(target, ProductType):
-            special = target.special
-            if special == "__identity__" and lit.kind in ("hex", "str"):
-                return Identity(_hex_int(lit.text.removeprefix("0x").removeprefix("0X"), 256))
-            if special == "__connection_id__" and lit.kind in ("hex", "str", "num"):
-                if lit.kind == "num":
-                    return ConnectionId(int(lit.text))
-                return ConnectionId(_hex_int(lit.text.removeprefix("0x").removeprefix("0X"), 128))
-            if special == "__timestamp_micros_since_unix_epoch__" and lit.kind == "str":
-                return Timestamp.from_datetime(datetime.fromisoformat(lit.text.replace("Z", "+00:00")))
-            if special == "__timestamp_micros_since_unix_epoch__" and lit.kind == "num":
-                return Timestamp(int(lit.text))
-            if special == "__time_duration_micros__" and lit.kind == "num":
-                return TimeDuration(int(lit.text))
-            if special == "__uuid__" and lit.kind == "str":
-                return Uuid(uuid.UUID(lit.text).int)
-        is_bytes = isinstance(target, ArrayType) and resolve(target.elem) == PrimitiveType("U8")
-        if is_bytes and lit.kind == "hex":
-            return bytes.fromhex(lit.text)
-    except (ValueError, OverflowError):
+            return Identity(int(digits, 16))
+        if special == "__connection_id__":
+            if len(digits) != 32:
+                raise invalid()
+            return ConnectionId(int(digits, 16))
+        if special == "__uuid__":
+            return Uuid(uuid.UUID(text).int)
+        if _is_bytes(ty):
+            return bytes.fromhex(digits if len(digits) % 2 == 0 else "0" + digits)
+    except (ValueError, InvalidOperation, OverflowError):
         raise invalid() from None
     raise invalid()
+
+
+class _Typer:
+    """Types and compiles expressions against the relation variables in scope (``crates/expr`` rules)."""
+
+    def __init__(self, scope: dict[str, TableSchema], resolve: _Resolver, sender: Identity | None) -> None:
+        self.scope = scope
+        self.resolve = resolve
+        self.sender = sender
+
+    def unexpected(self, expected: AlgebraicType | str, inferred: AlgebraicType) -> SqlError:
+        shown = expected if isinstance(expected, str) else _fmt(expected, self.resolve)
+        return SqlError(f"Unexpected type: (expected) {shown} != {_fmt(inferred, self.resolve)} (inferred)")
+
+    def field(self, f: _Field) -> tuple[str, int, AlgebraicType]:
+        alias = f.alias if f.alias is not None else next(iter(self.scope))
+        table = self.scope.get(alias)
+        if table is None:
+            raise SqlError(f"`{alias}` is not in scope")
+        try:
+            index = table.column_names.index(f.name)
+        except ValueError:
+            raise SqlError(f"`{f.name}` is not in scope") from None
+        return alias, index, self.resolve(table.columns[index].type)
+
+    def expr(self, e: _Expr, expected: AlgebraicType | None) -> tuple[_Eval, AlgebraicType]:
+        """Compile ``e`` (checked against ``expected``) to an evaluator and its type."""
+        resolve = self.resolve
+        if isinstance(e, _Lit) and e.kind == "bool":
+            if expected is not None and expected != _BOOL:
+                raise self.unexpected(_BOOL, expected)
+            constant = e.text == "true"
+            return (lambda _b: constant), _BOOL
+        if isinstance(e, _Lit):
+            if expected is None:
+                raise SqlError("Cannot resolve type for literal expression")
+            value = _parse_literal(e.text, expected, resolve)
+            return (lambda _b: value), expected
+        if isinstance(e, _Sender):
+            if expected is not None and _special(expected) != "__identity__" and not _is_bytes(expected):
+                raise self.unexpected(_IDENTITY_NAME, expected)
+            sender = self.sender or Identity(0)
+            value_of_sender: Any = (
+                sender.to_bytes() if expected is not None and _is_bytes(expected) else sender
+            )
+            return (lambda _b: value_of_sender), expected or ProductType(())
+        if isinstance(e, _Field):
+            alias, index, column_type = self.field(e)
+            if expected is not None and column_type != resolve(expected):
+                raise self.unexpected(column_type, expected)
+            getter = operator.attrgetter(field_name(self.scope[alias].column_names[index]))
+            return (lambda b: getter(b[alias])), column_type
+        if expected is not None and expected != _BOOL:
+            raise self.unexpected(_BOOL, expected)
+        if isinstance(e, _Log):
+            left, _ = self.expr(e.left, _BOOL)
+            right, _ = self.expr(e.right, _BOOL)
+            if e.op == "and":
+                return (lambda b: bool(left(b)) and bool(right(b))), _BOOL
+            return (lambda b: bool(left(b)) or bool(right(b))), _BOOL
+        if isinstance(e.left, _Lit | _Sender):
+            right, right_type = self.expr(e.right, None)
+            left, left_type = self.expr(e.left, right_type)
+        else:
+            left, left_type = self.expr(e.left, None)
+            right, _ = self.expr(e.right, left_type)
+        if not _supports_ops(left_type):
+            raise SqlError(f"Invalid binary operator `{e.op}` for type `{_fmt(left_type, resolve)}`")
+        compare = _OPS[e.op]
+
+        def evaluate(b: _Bindings) -> bool:
+            try:
+                return bool(compare(left(b), right(b)))
+            except TypeError:
+                return False
+
+        return evaluate, _BOOL
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+class _RowSource(Protocol):
+    def rows(self, table: str) -> list[Any]: ...
 
 
 @dataclasses.dataclass
 class Query:
     """A compiled query: the table whose rows it returns and a predicate over row bindings.
 
-    ``rows(db)`` evaluates it against the current state; ``matches(row)`` checks one row of the
-    returned table (single-table queries) for transaction deltas.
+    ``rows(db)`` evaluates it against a state; ``matches(row)`` checks one row of the returned table
+    (single-table queries), which is how transaction deltas are filtered.
     """
 
     sql: str
     table: TableSchema
     alias: str
-    joins: list[tuple[TableSchema, str, tuple[tuple[str, int], tuple[str, int]] | None]]
-    predicate: _Pred | None
     base: TableSchema
     base_alias: str
+    joins: list[tuple[TableSchema, str, tuple[_Eval, _Eval] | None]]
+    predicate: _Eval | None
 
     @property
     def table_name(self) -> str:
@@ -569,43 +663,45 @@ class Query:
 
     def matches(self, row: Row) -> bool:
         """True if a row of the returned table (of a single-table query) matches the WHERE clause."""
-        return self.predicate is None or self.predicate({self.alias: row})
+        return self.predicate is None or bool(self.predicate({self.alias: row}))
 
-    def rows(self, db: Database) -> list[Row]:
-        """The rows of the returned table this query selects now (join: distinct matching rows)."""
+    def rows(self, db: _RowSource | Database) -> list[Row]:
+        """The rows of the returned table this query selects now (joins: each distinct row once)."""
         if not self.joins:
             return [r for r in db.rows(self.table.name) if self.matches(r)]
-        bindings: list[dict[str, Row]] = [{self.base_alias: r} for r in db.rows(self.base.name)]
+        bindings: list[_Bindings] = [{self.base_alias: r} for r in db.rows(self.base.name)]
         for schema, alias, on in self.joins:
             others = db.rows(schema.name)
-            joined: list[dict[str, Row]] = []
+            joined: list[_Bindings] = []
             for binding in bindings:
                 for other in others:
                     candidate = {**binding, alias: other}
-                    if on is None or _field_value(candidate, on[0]) == _field_value(candidate, on[1]):
+                    if on is None or on[0](candidate) == on[1](candidate):
                         joined.append(candidate)
             bindings = joined
         if self.predicate is not None:
             bindings = [b for b in bindings if self.predicate(b)]
-        result = [b[self.alias] for b in bindings]
-        return list(dict.fromkeys(result))
+        return list(dict.fromkeys(b[self.alias] for b in bindings))
 
     def joined_tables(self) -> set[str]:
         """Every table this query reads."""
-        return {self.table.name, *(schema.name for schema, _, _ in self.joins)}
+        return {self.base.name, *(schema.name for schema, _, _ in self.joins)}
 
 
-def _field_value(binding: dict[str, Row], ref: tuple[str, int]) -> Any:
-    alias, index = ref
-    row = binding[alias]
-    return getattr(row, dataclasses.fields(row)[index].name)
+def compile_query(
+    sql: str,
+    db: Database,
+    *,
+    sender: Identity | None = None,
+    is_owner: bool = False,
+    subscription: bool = False,
+) -> Query:
+    """Parse and type-check one query against the module; raise SqlError with the server's text.
 
-
-def compile_query(sql: str, db: Database, *, sender: Identity | None = None, is_owner: bool = False) -> Query:
-    """Parse and type-check one query against the module; raise SqlError with the server's text."""
+    ``subscription=True`` adds the checks only subscriptions make (indexes on join columns).
+    """
     select = _Parser(sql).parse()
-    schema = db.schema
-    resolve = schema.codec.resolve
+    resolve: _Resolver = db.schema.codec.resolve
     tables = db.module.tables
 
     def lookup(name: str) -> TableSchema:
@@ -614,127 +710,57 @@ def compile_query(sql: str, db: Database, *, sender: Identity | None = None, is_
             raise SqlError(f"no such table: `{name}`. If the table exists, it may be marked private.")
         return table
 
-    scope: dict[str, TableSchema] = {}
-    base = lookup(select.table)
-    scope[select.alias] = base
-    joins: list[tuple[TableSchema, str, tuple[tuple[str, int], tuple[str, int]] | None]] = []
-    for jname, jalias, _ in select.joins:
-        jtable = lookup(jname)
+    scope: dict[str, TableSchema] = {select.alias: lookup(select.table)}
+    typer = _Typer(scope, resolve, sender)
+    joins: list[tuple[TableSchema, str, tuple[_Eval, _Eval] | None]] = []
+    for jname, jalias, on in select.joins:
         if jalias in scope:
             raise SqlError(f"Duplicate name `{jalias}`")
+        jtable = lookup(jname)
         scope[jalias] = jtable
-
-    def resolve_field(f: _Field) -> tuple[str, int, AlgebraicType]:
-        if f.alias is None:
-            if len(scope) > 1:
-                raise SqlError("Names must be qualified when using joins")
-            alias = next(iter(scope))
-        else:
-            alias = f.alias
-        table = scope.get(alias)
-        if table is None:
-            raise SqlError(f"`{alias}` is not in scope")
-        try:
-            index = table.column_names.index(f.name)
-        except ValueError:
-            raise SqlError(f"`{table.name}` does not have a field `{f.name}`") from None
-        return alias, index, table.columns[index].type
-
-    for _, jalias, on in select.joins:
         if on is None:
-            joins.append((scope[jalias], jalias, None))
+            joins.append((jtable, jalias, None))
             continue
         assert isinstance(on.left, _Field) and isinstance(on.right, _Field)
-        la, li, lt = resolve_field(on.left)
-        ra, ri, rt = resolve_field(on.right)
-        if resolve(lt) != resolve(rt):
-            raise SqlError(
-                f"Unexpected type: (expected) {_type_name(lt, resolve)} != "
-                f"{_type_name(rt, resolve)} (inferred)"
-            )
-        joins.append((scope[jalias], jalias, ((la, li), (ra, ri))))
-
-    if select.project is None:
+        left, left_type = typer.expr(on.left, None)
+        right, _ = typer.expr(on.right, left_type)
+        if subscription and not _join_indexed(scope, on):
+            raise SqlError("Subscriptions require indexes on join columns")
+        joins.append((jtable, jalias, (left, right)))
+    if subscription and any(on is None for _, _, on in select.joins):
+        raise SqlError("Subscriptions require indexes on join columns")
+    predicate = typer.expr(select.where, _BOOL)[0] if select.where is not None else None
+    if select.project == "*":
         if joins:
             raise SqlError("SELECT * is not supported for joins")
-        returned_alias = select.alias
+        returned = select.alias
+    elif select.project == "alias":
+        assert select.project_alias is not None
+        if select.project_alias not in scope:
+            raise SqlError(f"`{select.project_alias}` is not in scope")
+        returned = select.project_alias
     else:
-        if select.project not in scope:
-            raise SqlError(f"`{select.project}` is not in scope")
-        returned_alias = select.project
-    returned = scope[returned_alias]
-
-    def compile_expr(expr: _Expr) -> _Pred:
-        if isinstance(expr, _Lit):
-            if expr.kind != "bool":
-                raise SqlError(f"Unexpected type: (expected) Bool != {_lit_type(expr)} (inferred)")
-            constant = expr.text == "true"
-            return lambda _b: constant
-        if isinstance(expr, _Log):
-            left, right = compile_expr(expr.left), compile_expr(expr.right)
-            if expr.op == "and":
-                return lambda b: left(b) and right(b)
-            return lambda b: left(b) or right(b)
-        if expr.op == "bool":
-            assert isinstance(expr.left, _Field)
-            alias, index, ty = resolve_field(expr.left)
-            if resolve(ty) != PrimitiveType("Bool"):
-                raise SqlError(f"Unexpected type: (expected) Bool != {_type_name(ty, resolve)} (inferred)")
-            getter = _getter(alias, scope[alias], index)
-            return lambda b: bool(getter(b))
-        compare = _OPS[expr.op]
-        sides: list[Callable[[dict[str, Row]], Any] | None] = [None, None]
-        types: list[AlgebraicType | None] = [None, None]
-        for i, side in enumerate((expr.left, expr.right)):
-            if isinstance(side, _Field):
-                alias, index, ty = resolve_field(side)
-                sides[i] = _getter(alias, scope[alias], index)
-                types[i] = ty
-        if types[0] is None and types[1] is None:
-            raise SqlError("Cannot resolve type for literal expression")
-        for i, side in enumerate((expr.left, expr.right)):
-            if isinstance(side, _Lit):
-                other = types[1 - i]
-                assert other is not None
-                value = _literal_value(side, other, resolve, sender)
-                sides[i] = (lambda v: lambda _b: v)(value)
-        if types[0] is not None and types[1] is not None and resolve(types[0]) != resolve(types[1]):
-            raise SqlError(
-                f"Unexpected type: (expected) {_type_name(types[0], resolve)} != "
-                f"{_type_name(types[1], resolve)} (inferred)"
-            )
-        column_type = resolve(types[0] if types[0] is not None else types[1])  # type: ignore[arg-type]
-        if expr.op not in ("=", "!=", "<>") and not _ordered(column_type):
-            shown = _type_name(column_type, resolve)
-            raise SqlError(f"Invalid binary operator `{expr.op}` for type `{shown}`")
-        left_get, right_get = sides
-        assert left_get is not None and right_get is not None
-
-        def pred(b: dict[str, Row]) -> bool:
-            try:
-                return bool(compare(left_get(b), right_get(b)))
-            except TypeError:
-                return False
-
-        return pred
-
-    predicate = compile_expr(select.where) if select.where is not None else None
-    return Query(sql, returned, returned_alias, joins, predicate, base, select.alias)
+        raise SqlError(_RETURN_TYPE)
+    return Query(sql, scope[returned], returned, scope[select.alias], select.alias, joins, predicate)
 
 
-def _ordered(ty: AlgebraicType) -> bool:
-    return (
-        isinstance(ty, PrimitiveType)
-        or (isinstance(ty, ProductType) and ty.special is not None)
-        or (isinstance(ty, ArrayType))
-    )
+def _join_indexed(scope: dict[str, TableSchema], on: _Bin) -> bool:
+    """True if a column of the join condition has an index (so the server can plan an index join)."""
+    for side in (on.left, on.right):
+        assert isinstance(side, _Field) and side.alias is not None
+        table = scope[side.alias]
+        index = table.column_names.index(side.name)
+        if index in table.indexed:
+            return True
+    return False
 
 
-def _lit_type(lit: _Lit) -> str:
-    return {"num": "I32", "str": "String", "hex": "U256", "bool": "Bool", "sender": "Identity"}[lit.kind]
+def type_name(ty: AlgebraicType, typespace: Sequence[AlgebraicType]) -> str:
+    """How the server prints a type in errors: ``(__identity__: U256)``, ``(some: I32 | none: ())``."""
 
+    def resolve(t: AlgebraicType) -> AlgebraicType:
+        while isinstance(t, RefType):
+            t = typespace[t.index]
+        return t
 
-def _getter(alias: str, table: TableSchema, index: int) -> Callable[[dict[str, Row]], Any]:
-    attr = field_name(table.column_names[index])
-    get = operator.attrgetter(attr)
-    return lambda b: get(b[alias])
+    return _fmt(ty, resolve)

@@ -144,9 +144,13 @@ class RawClient:
 
         reader, writer = await asyncio.open_connection(server.host, server.port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /v1/database/{server.database}/subscribe HTTP/1.1\r\nHost: {server.host}\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n").encode())
+        writer.write(
+            (
+                f"GET /v1/database/{server.database}/subscribe HTTP/1.1\r\nHost: {server.host}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+            ).encode()
+        )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)

@@ -43,6 +43,7 @@ def test_ping_at_start_and_idle_drop_without_close_frame() -> None:
             assert CLOSE not in seen  # dropped, no close frame
             assert 0.25 < time.monotonic() - started < 3
             await server.wait_for_clients_async(0)
+
     run(body)
 
 
@@ -60,6 +61,7 @@ def test_answered_pings_keep_the_connection_and_repeat() -> None:
                     await raw.send_frame(PONG, frame[2])
             assert pings >= 3
             raw.close()
+
     run(body)
 
 
@@ -80,10 +82,12 @@ def test_decode_errors_close_with_1011() -> None:
             error = await closed(client)
             assert error.rcvd is not None and error.rcvd.code == 1011
             assert 0 < len(error.rcvd.reason.encode()) <= 123
-            for frame in ('{"CallReducer":{"reducer":"x","args":[],"request_id":1,"flags":0}}',
-                          '{"CallReducer":{"reducer":"x","args":"[]","request_id":1.0,"flags":0}}',
-                          '{"CallReducer":{"reducer":"x","args":"[]","request_id":1,"flags":2}}',
-                          "not json"):
+            for frame in (
+                '{"CallReducer":{"reducer":"x","args":[],"request_id":1,"flags":0}}',
+                '{"CallReducer":{"reducer":"x","args":"[]","request_id":1.0,"flags":0}}',
+                '{"CallReducer":{"reducer":"x","args":"[]","request_id":1,"flags":2}}',
+                "not json",
+            ):
                 client = await Client.connect(server)
                 await client.send(frame)
                 error = await closed(client)
@@ -94,6 +98,7 @@ def test_decode_errors_close_with_1011() -> None:
             assert error.rcvd is not None and error.rcvd.code == 1011
             recorded = [c.received for c in server.history]
             assert recorded[0] == [short] and recorded[-1] == [b"\x00\x01"]
+
     run(body)
 
 
@@ -104,6 +109,7 @@ def test_oversized_message_is_refused() -> None:
             await client.send(call("CreatePlayer", json.dumps(["x" * 2000])))
             error = await closed(client)
             assert error.rcvd is not None and error.rcvd.code == 1009  # emulator deviation: a close frame
+
     run(body)
 
 
@@ -128,6 +134,7 @@ def test_drop_all_close_all_and_recording() -> None:
             server.close_all()
             error = await closed(fourth)
             assert error.rcvd is not None and (error.rcvd.code, error.rcvd.reason) == (1001, "module exited")
+
     run(body)
 
 
@@ -155,6 +162,7 @@ def test_delay_inject_pause_resume() -> None:
             assert (await answer)["OneOffQueryResponse"]["message_id"] == "02"
             late = await pending
             assert late.identity.startswith("0xc200")
+
     run(body)
 
 
@@ -180,11 +188,13 @@ def test_large_messages_are_fragmented_at_4_kib() -> None:
             assert len(pieces) >= 3
             assert json.loads(b"".join(pieces))["OneOffQueryResponse"]["error"] == {"none": []}
             raw.close()
+
     run(body)
 
 
 def test_sync_server_is_usable_from_other_threads() -> None:
     with SpacetimeDBEmulator(example_module()) as server:
+
         async def body() -> None:
             client = await Client.connect(server)
             await client.request({"Subscribe": {"query_strings": ["SELECT * FROM Player"], "request_id": 1}})
@@ -192,6 +202,7 @@ def test_sync_server_is_usable_from_other_threads() -> None:
             update = await client.recv()
             assert update["TransactionUpdate"]["reducer_call"]["reducer_name"] == "CreatePlayer"
             await client.close()
+
         run(body)
         server.wait_for_clients(0)
         assert [p.name for p in server.table_rows("Player")] == ["threaded"]
@@ -204,25 +215,42 @@ def test_many_clients_at_once() -> None:
     async def body() -> None:
         async with SpacetimeDBEmulator(example_module()) as server:
             clients = await asyncio.gather(*(Client.connect(server) for _ in range(30)))
-            await asyncio.gather(*(c.request({"Subscribe": {"query_strings": ["SELECT * FROM Player"],
-                                                            "request_id": 1}}) for c in clients))
-            await asyncio.gather(*(c.send(call("CreatePlayer", json.dumps([f"p{i}"]), i))
-                                   for i, c in enumerate(clients)))
+            await asyncio.gather(
+                *(
+                    c.request({"Subscribe": {"query_strings": ["SELECT * FROM Player"], "request_id": 1}})
+                    for c in clients
+                )
+            )
+            await asyncio.gather(
+                *(c.send(call("CreatePlayer", json.dumps([f"p{i}"]), i)) for i, c in enumerate(clients))
+            )
+
             async def read_all(client: Client) -> list[dict[str, Any]]:
                 return [await client.recv() for _ in range(30)]
 
             updates = await asyncio.gather(*(read_all(c) for c in clients))
-            orders = [[json.loads(u["TransactionUpdate"]["status"]["Committed"]["tables"][0]["updates"][0]
-                                  ["inserts"][0])[0] for u in per_client] for per_client in updates]
+            orders = [
+                [
+                    json.loads(
+                        u["TransactionUpdate"]["status"]["Committed"]["tables"][0]["updates"][0]["inserts"][0]
+                    )[0]
+                    for u in per_client
+                ]
+                for per_client in updates
+            ]
             assert all(order == orders[0] for order in orders)  # everyone sees one commit order
             assert sorted(orders[0]) == list(range(1, 31))
             assert len({c.connection_id for c in clients}) == 30
+
     run(body)
 
 
 def test_cli_serve_prints_its_url() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "rx_spacetimedb.testing", "serve", "--port", "0"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rx_spacetimedb.testing", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -233,6 +261,7 @@ def test_cli_serve_prints_its_url() -> None:
             ws = await websockets.connect(url, subprotocols=[websockets.Subprotocol("v1.json.spacetimedb")])
             assert "IdentityToken" in json.loads(await ws.recv())
             await ws.close()
+
         run(body)
     finally:
         process.terminate()

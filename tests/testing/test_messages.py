@@ -397,17 +397,26 @@ def test_transaction_time_subscription_failure() -> None:
 
 
 def test_join_subscription_deltas() -> None:
-    query = "SELECT p.* FROM Player p JOIN Note n ON p.name = n.text"
+    query = "SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname"
 
     async def body() -> None:
         async with seeded() as server:
             client = await Client.connect(server)
+            unindexed = await client.request(
+                sub_single("SELECT p.* FROM Player p JOIN Note n ON p.name = n.text", 9)
+            )
+            assert unindexed["SubscriptionError"]["error"].startswith(
+                "Subscriptions require indexes on join columns"
+            )
             applied = (await client.request(sub_single(query, 1)))["SubscribeApplied"]
             assert applied["rows"]["table_rows"]["num_rows"] == 0
-            update = (await client.request(call("AddNote", '["bob"]', 2)))["TransactionUpdate"]
+            update = (await client.request(call("Deposit", '["bob", 5]', 2)))["TransactionUpdate"]
             (table,) = update["status"]["Committed"]["tables"]
             assert table["table_name"] == "Player"
             assert rows(table)[0]["name"] == "bob"  # join rows come from committed tables: form B
+            update = (await client.request(call("Deposit", '["carl", 5]', 3)))["TransactionUpdate"]
+            (table,) = update["status"]["Committed"]["tables"]
+            assert rows(table, "deletes")[0]["name"] == "bob" and rows(table) == []
 
     run(body)
 
