@@ -13,12 +13,16 @@ import shutil
 import subprocess
 import threading
 import time
-import tkinter as tk
 from collections.abc import Callable, Iterator, Sequence
-from tkinter import ttk
 from typing import Any
 
 import pytest
+
+try:
+    import tkinter as tk
+    from tkinter import ttk
+except ImportError:  # a Python built without Tk
+    pytest.skip("tkinter is not available (apt-get install python3-tk)", allow_module_level=True)
 
 import rx_spacetimedb
 from rx_spacetimedb.testing import SpacetimeDBEmulator, example_module
