@@ -1,0 +1,44 @@
+"""Shared fixtures: an embedded emulator per test and waiting helpers (no sleeps)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+from reactivex import Observable
+
+from rx_spacetimedb.testing import SpacetimeDBEmulator, example_module
+
+_T = TypeVar("_T")
+
+WAIT = 10.0
+"""Upper bound of every wait in the network tests; they normally finish in milliseconds."""
+
+
+@pytest.fixture
+def server() -> Iterator[SpacetimeDBEmulator]:
+    """A fresh emulator serving the example module on an ephemeral loopback port."""
+    with SpacetimeDBEmulator(example_module()) as emulator:
+        yield emulator
+
+
+def wait_for(source: Observable[_T], predicate: Callable[[_T], bool], timeout: float = WAIT) -> _T:
+    """Block until ``source`` emits a value matching ``predicate``; return it (TimeoutError if not)."""
+    found: list[_T] = []
+    event = threading.Event()
+
+    def on_next(value: _T) -> None:
+        if not event.is_set() and predicate(value):
+            found.append(value)
+            event.set()
+
+    subscription = source.subscribe(on_next, lambda err: None)
+    try:
+        if not event.wait(timeout):
+            raise TimeoutError(f"no matching value within {timeout} s")
+    finally:
+        subscription.dispose()
+    return found[0]
+
