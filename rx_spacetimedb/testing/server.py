@@ -1550,15 +1550,16 @@ class SpacetimeDBEmulator:
         procedure = self.module.procedure_spec(name)
         reducer = self.module.reducer_spec(name)
         if reducer is None and procedure is None:
-            return reply(404, "no such reducer")
+            return reply(404, "No such procedure")
+        kind = "reducer" if reducer is not None else "procedure"
         params = reducer.params if reducer is not None else procedure.params  # type: ignore[union-attr]
+        if reducer is not None and reducer.lifecycle is not None:
+            return reply(400, f"can't directly call special {reducer.lifecycle} lifecycle reducer")
         try:
             values = self._decode_args(params, text)
         except ValueError as err:
-            return reply(400, f"invalid arguments for {name}: {err}")
+            return reply(400, f"invalid arguments for {kind} {name}: {err}")
         if reducer is not None:
-            if reducer.lifecycle is not None:
-                return reply(400, f"can't directly call special {reducer.lifecycle} lifecycle reducer")
             connection_id = ConnectionId(secrets.randbits(128) or 1)
             status = self._run_reducer_tx(name, values, identity, connection_id, 0, text)
             extra = {
@@ -1569,7 +1570,7 @@ class SpacetimeDBEmulator:
             if isinstance(status, m.Failed):
                 return reply(530, status.message, extra)
             if isinstance(status, m.OutOfEnergy):
-                return reply(402, "out of energy", extra)
+                return reply(402, "Module energy budget exhausted.", extra)
             return reply(200, b"", extra)
         assert procedure is not None
         ctx = ProcedureContext(
@@ -1579,9 +1580,9 @@ class SpacetimeDBEmulator:
             result = procedure.func(ctx, *values)
             text = dumps(self.schema.codec.encoder(procedure.returns, "C")(result))
         except OutOfEnergyError:
-            return reply(402, "out of energy", ident_headers)
+            return reply(402, "Procedure terminated due to insufficient budget", ident_headers)
         except Exception as err:
-            return reply(530, str(err), ident_headers)
+            return reply(500, f"The module instance encountered a fatal error: {err}", ident_headers)
         return reply(200, text, ident_headers, json_body=True)
 
 
