@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import operator
 import re
-import struct
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from rx_spacetimedb.protocol.jsontext import format_f32
 from rx_spacetimedb.protocol.sats import field_name
 from rx_spacetimedb.protocol.types import (
     INT_RANGES,
@@ -499,7 +499,8 @@ def _supports_ops(ty: AlgebraicType) -> bool:
 
 
 def _to_f32(value: float) -> float:
-    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+    """An f32 the way stored rows hold it: the shortest decimal that round-trips through f32."""
+    return float(format_f32(value))
 
 
 def _parse_literal(text: str, ty: AlgebraicType, resolve: _Resolver) -> Any:
