@@ -62,10 +62,12 @@ def _fail(expected: str, value: Any) -> ProtocolError:
 
 
 def field_name(name: str) -> str:
-    """A Python attribute name for a column (``class`` → ``class_``)."""
+    """A Python attribute name for a column (``class`` → ``class_``, ``__x`` → ``f__x``)."""
     if not name.isidentifier() or keyword.iskeyword(name):
         name = name + "_" if name.isidentifier() else "_" + "".join(
             c if c.isalnum() or c == "_" else "_" for c in name)
+    if name.startswith("__"):  # a slot named __x is name-mangled away; __eq__ would replace a method
+        name = "f" + name
     return name
 
 
@@ -251,12 +253,15 @@ class TypeCodec:
         if index is None and product in self._anon_classes:
             return self._anon_classes[product]
         cls_name = name or (self._names.get(index) if index is not None else None) or "Product"
-        cls = dataclasses.make_dataclass(
-            field_name(cls_name),
-            [(field_name(n), self.python_type(e.type))
-             for n, e in zip(product.names, product.elements, strict=True)],
-            frozen=True, slots=True,
-        )
+        try:
+            cls = dataclasses.make_dataclass(
+                field_name(cls_name),
+                [(field_name(n), self.python_type(e.type))
+                 for n, e in zip(product.names, product.elements, strict=True)],
+                frozen=True, slots=True,
+            )
+        except TypeError as err:  # e.g. two columns that map to one attribute name ("a b", "_a_b")
+            raise ProtocolError(f"no Python class for {cls_name} {list(product.names)}: {err}") from None
         cls.__module__ = "rx_spacetimedb.rows"
         if index is not None:
             self._classes[index] = cls
@@ -299,12 +304,16 @@ class TypeCodec:
                 return cached
             holder: list[Decoder] = []
             self._decoders[ty.index] = lambda v: holder[0](v)  # recursion guard
-            target = self.resolve(ty)
-            if isinstance(target, SumType) and ty.index in self._variants:
-                dec = self._variant_decoder(target, self._variants[ty.index])
-            else:
-                plain = isinstance(target, ProductType) and target.special is None and target.elements
-                dec = self._build_decoder(target, self.class_for(ty) if plain else None)
+            try:
+                target = self.resolve(ty)
+                if isinstance(target, SumType) and ty.index in self._variants:
+                    dec = self._variant_decoder(target, self._variants[ty.index])
+                else:
+                    plain = isinstance(target, ProductType) and target.special is None and target.elements
+                    dec = self._build_decoder(target, self.class_for(ty) if plain else None)
+            except BaseException:
+                del self._decoders[ty.index]  # never leave the empty guard behind as "the decoder"
+                raise
             holder.append(dec)
             self._decoders[ty.index] = dec
             return dec
@@ -436,11 +445,15 @@ class TypeCodec:
                 return cached
             holder: list[Encoder] = []
             self._encoders[key] = lambda v: holder[0](v)
-            target = self.resolve(ty)
-            if isinstance(target, SumType) and ty.index in self._variants:
-                enc = self._variant_encoder(target, self._variants[ty.index], form)
-            else:
-                enc = self._build_encoder(target, form, self._classes.get(ty.index))
+            try:
+                target = self.resolve(ty)
+                if isinstance(target, SumType) and ty.index in self._variants:
+                    enc = self._variant_encoder(target, self._variants[ty.index], form)
+                else:
+                    enc = self._build_encoder(target, form, self._classes.get(ty.index))
+            except BaseException:
+                del self._encoders[key]
+                raise
             holder.append(enc)
             self._encoders[key] = enc
             return enc

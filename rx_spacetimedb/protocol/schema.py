@@ -19,8 +19,10 @@ from rx_spacetimedb.protocol.jsontext import dumps, loads_exact, parse_exact
 from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
+    ArrayType,
     ProductType,
     RefType,
+    SumType,
     parse_product,
     parse_type,
     product_to_json,
@@ -198,8 +200,14 @@ class ModuleSchema:
             for table in tables:
                 if type(table.product_type_ref) is not int or not isinstance(table.name, str):
                     raise TypeError(f"table {table.name!r}: name or product_type_ref of the wrong type")
+                if not all(type(column) is int for column in table.primary_key):
+                    raise TypeError(f"table {table.name!r}: primary_key of the wrong type")
+            names = [*(r.name for r in reducers), *(p.name for p in procedures), *type_names.values()]
+            if not all(isinstance(n, str) for n in names) or not all(type(i) is int for i in type_names):
+                raise TypeError("a reducer, procedure or type name of the wrong type")
         except (KeyError, TypeError, AttributeError) as err:
             raise ProtocolError(f"malformed module schema: {err!r}") from None
+        _reject_recursive_types(typespace)
         return cls(typespace, tables, reducers, procedures, type_names, row_classes, raw=raw)
 
     def to_json(self) -> dict[str, Any]:
@@ -308,6 +316,31 @@ class ModuleSchema:
         """Decode a ``ProcedureResult`` ``Returned`` value."""
         return _decode_text(self.codec.decoder(self.procedure(procedure).return_type), text,
                             f"{procedure}.return")
+
+
+def _reject_recursive_types(typespace: Sequence[AlgebraicType]) -> None:
+    """Servers refuse modules whose types refer to themselves; a schema that has one is malformed."""
+    done: set[int] = set()
+
+    def visit(ty: AlgebraicType, active: tuple[int, ...]) -> None:
+        if isinstance(ty, RefType):
+            if ty.index in active:
+                raise ProtocolError(f"recursive type: typespace.types[{ty.index}] refers to itself")
+            if ty.index in done or not 0 <= ty.index < len(typespace):
+                return
+            visit(typespace[ty.index], (*active, ty.index))
+            done.add(ty.index)
+        elif isinstance(ty, ArrayType):
+            visit(ty.elem, active)
+        elif isinstance(ty, ProductType):
+            for element in ty.elements:
+                visit(element.type, active)
+        elif isinstance(ty, SumType):
+            for variant in ty.variants:
+                visit(variant.type, active)
+
+    for index in range(len(typespace)):
+        visit(RefType(index), ())
 
 
 def _table_json(schema: ModuleSchema, table: TableDef) -> dict[str, Any]:

@@ -281,6 +281,54 @@ def test_malformed_schemas(data: str) -> None:
         ModuleSchema.from_json(data)
 
 
+def _player_schema(change: Callable[[dict[str, Any]], object]) -> str:
+    document = json.loads(example("http-schema-v9-response.json"))
+    change(document)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["reducers"][1].update(name=[]),
+    lambda d: d["types"][0]["name"].update(name=["Player"]),
+    lambda d: d["tables"][0].update(primary_key=["id"]),
+    # recursive types: servers refuse them, and decoding one would recurse without end
+    lambda d: d["typespace"]["types"][1]["Product"]["elements"][0].update(algebraic_type={"Ref": 1}),
+    lambda d: d["typespace"]["types"][1]["Product"]["elements"][0].update(
+        algebraic_type={"Array": {"Ref": 0}}),
+])
+def test_malformed_schema_details(change: Callable[[dict[str, Any]], object]) -> None:
+    with pytest.raises(ProtocolError):
+        ModuleSchema.from_json(_player_schema(change))
+
+
+def test_a_failed_row_type_stays_an_error(schema: ModuleSchema) -> None:
+    broken = ModuleSchema.from_json(_player_schema(lambda d: d["tables"][0].update(product_type_ref=7)))
+    for _ in range(2):  # the second call used to find an empty recursion guard: IndexError
+        with pytest.raises(ProtocolError, match="Ref 7"):
+            broken.decode_row("Player", ALICE_C)
+        with pytest.raises(ProtocolError, match="Ref 7"):
+            broken.encode_row("Player", schema.decode_row("Player", ALICE_C))
+
+
+def test_awkward_column_names(schema: ModuleSchema) -> None:
+    def rename(d: dict[str, Any]) -> None:
+        for element, name in zip(d["typespace"]["types"][0]["Product"]["elements"],
+                                 ["__0", ":x", "class", "__init__", "a b", "created_at"], strict=True):
+            element["name"] = {"some": name}
+
+    odd = ModuleSchema.from_json(_player_schema(rename))
+    row = odd.decode_row("Player", ALICE_C)
+    assert (row.f__0, row.f__x, row.class_, row.f__init__, row._a_b) == (1, schema.decode_row(
+        "Player", ALICE_C).identity, "alice", 1200, schema.decode_row("Player", ALICE_C).created_at)
+    assert odd.encode_row("Player", row) == ALICE_C
+    assert '"__0":1,":x":' in odd.encode_row("Player", row, "B")
+    clash = ModuleSchema.from_json(_player_schema(
+        lambda d: d["typespace"]["types"][0]["Product"]["elements"][3].update(name={"some": "_a_b"})
+        or d["typespace"]["types"][0]["Product"]["elements"][2].update(name={"some": "a b"})))
+    with pytest.raises(ProtocolError, match="Player"):
+        clash.decode_row("Player", ALICE_C)
+
+
 def test_parse_type_errors_name_the_path() -> None:
     with pytest.raises(ProtocolError) as info:
         parse_type({"Product": {"elements": [{"name": {"some": "a"}, "algebraic_type": {"X": []}}]}}, "t")
