@@ -130,7 +130,9 @@ class EmulatedClient:
     dropped: bool = False
     """True after a transaction-time ``SubscriptionError``: subscriptions are dead until re-subscribed."""
     _ws: ServerConnection | None = dataclasses.field(default=None, repr=False)
-    _queue: asyncio.Queue[str | bytes | tuple[int, str]] | None = dataclasses.field(default=None, repr=False)
+    _queue: asyncio.Queue[tuple[float, str | bytes | tuple[int, str]]] | None = dataclasses.field(
+        default=None, repr=False
+    )
     _closed: asyncio.Event | None = dataclasses.field(default=None, repr=False)
 
     def messages(self) -> list[m.ServerMessage]:
@@ -808,15 +810,15 @@ class SpacetimeDBEmulator:
         if queue.qsize() >= _QUEUE_LIMIT and client._ws is not None:
             client._ws.transport.abort()  # outgoing queue overflow: dropped without a close frame
             return
-        queue.put_nowait(frame)
+        queue.put_nowait((time.monotonic(), frame))
 
     async def _sender(self, client: EmulatedClient, ws: ServerConnection) -> None:
         assert client._queue is not None
         try:
             while True:
-                item = await client._queue.get()
-                if self.delay > 0:
-                    await asyncio.sleep(self.delay)
+                queued_at, item = await client._queue.get()
+                if self.delay > 0:  # latency, not throughput: each message leaves `delay` after it was made
+                    await asyncio.sleep(max(0.0, queued_at + self.delay - time.monotonic()))
                 if not self._running.is_set():
                     await self._running.wait()
                 if isinstance(item, tuple):
