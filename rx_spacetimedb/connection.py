@@ -461,7 +461,10 @@ class Connection:
                                         reason=str(reason)))
 
     def _on_message(self, message: m.ServerMessage) -> None:
-        """Fold into the cache and settle requests first, so user callbacks see current state."""
+        """Fold the message into the cache, publish the diffs, settle requests, then emit it.
+
+        In this order, whoever sees the message or a request's outcome also sees current tables.
+        """
         diffs: list[TransactionDiff] = []
         try:
             if self.schema is not None:
@@ -471,14 +474,16 @@ class Connection:
         try:
             if isinstance(message, m.IdentityToken):
                 diffs.extend(self._on_identity(message))
-            else:
-                self._correlate(message)
         except Exception as err:
             self._report(err)
-        self._messages.on_next(message)
         for diff in diffs:
             if diff.cause != "none":
                 self._diffs.on_next(diff)
+        try:
+            self._correlate(message)
+        except Exception as err:
+            self._report(err)
+        self._messages.on_next(message)
 
     def _on_fatal(self, error: Exception) -> None:
         with self._lock:
@@ -962,7 +967,7 @@ def connect(
     credentials: CredentialStore | str | os.PathLike[str] | None = None,
     request_timeout: float | None = 30.0,
     max_queued_requests: int = 1000,
-    ping_interval: float | None = 20.0,
+    ping_interval: float | None = 15.0,
     open_timeout: float | None = 10.0,
     subscribe: Sequence[str] | None = None,
     scheduler: abc.SchedulerBase | None = None,
