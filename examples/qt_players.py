@@ -30,13 +30,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from reactivex import Observable, abc
+from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 
 import rx_spacetimedb
-from rx_spacetimedb.cache import ClientCache
-from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.qt import QtThreadScheduler
 
 TABLE = "Player"
@@ -45,27 +43,15 @@ COLUMNS = ("id", "name", "score")
 
 
 def player_rows(conn: rx_spacetimedb.Connection) -> Observable[tuple[Any, ...]]:
-    """The Player rows now, re-emitted after every message that changes them (on the I/O thread).
+    """The Player rows now, then after every change (emitted on the connection's I/O thread).
 
-    The library's ``ClientCache`` folds the messages, so reconnects and overlapping queries are right.
+    ``conn.table`` needs the schema, which the connection has fetched by the time it is connected,
+    so the live table is opened on the I/O thread then, never blocking the GUI thread.
     """
-
-    def schema() -> ModuleSchema:
-        if conn.schema is None:
-            raise RuntimeError("rows arrived before the schema was fetched")
-        return conn.schema
-
-    def subscribe(observer: abc.ObserverBase[tuple[Any, ...]],
-                  scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-        cache = ClientCache(schema)
-
-        def on_next(message: Any) -> None:
-            if cache.apply(message).table(TABLE):
-                observer.on_next(cache.rows(TABLE))
-
-        return conn.messages.subscribe(on_next, observer.on_error, observer.on_completed)
-
-    return Observable(subscribe)
+    return conn.identity.pipe(
+        ops.take(1),
+        ops.flat_map(lambda _: conn.table(TABLE).snapshots),
+    )
 
 
 class PlayersWindow(QWidget):

@@ -19,14 +19,12 @@ from collections.abc import Callable, Sequence
 from tkinter import ttk
 from typing import Any
 
-from reactivex import Observable, abc
+from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 from reactivex.scheduler.mainloop import TkinterScheduler
 
 import rx_spacetimedb
-from rx_spacetimedb.cache import ClientCache
-from rx_spacetimedb.protocol.schema import ModuleSchema
 
 TABLE = "Player"
 QUERY = "SELECT * FROM Player"
@@ -36,27 +34,15 @@ _log = logging.getLogger("tk_players")
 
 
 def player_rows(conn: rx_spacetimedb.Connection) -> Observable[tuple[Any, ...]]:
-    """The Player rows now, re-emitted after every message that changes them (on the I/O thread).
+    """The Player rows now, then after every change (emitted on the connection's I/O thread).
 
-    The library's ``ClientCache`` folds the messages, so reconnects and overlapping queries are right.
+    ``conn.table`` needs the schema, which the connection has fetched by the time it is connected,
+    so the live table is opened on the I/O thread then, never blocking the GUI thread.
     """
-
-    def schema() -> ModuleSchema:
-        if conn.schema is None:
-            raise RuntimeError("rows arrived before the schema was fetched")
-        return conn.schema
-
-    def subscribe(observer: abc.ObserverBase[tuple[Any, ...]],
-                  scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-        cache = ClientCache(schema)
-
-        def on_next(message: Any) -> None:
-            if cache.apply(message).table(TABLE):
-                observer.on_next(cache.rows(TABLE))
-
-        return conn.messages.subscribe(on_next, observer.on_error, observer.on_completed)
-
-    return Observable(subscribe)
+    return conn.identity.pipe(
+        ops.take(1),
+        ops.flat_map(lambda _: conn.table(TABLE).snapshots),
+    )
 
 
 class PlayersApp:
