@@ -33,6 +33,7 @@ from rx_spacetimedb.protocol.jsontext import dumps, loads_exact
 from rx_spacetimedb.protocol.sats import Decoder, Encoder, field_name
 from rx_spacetimedb.protocol.schema import ModuleSchema, ProcedureDef, ReducerDef, TableDef
 from rx_spacetimedb.protocol.types import (
+    SCHEDULE_AT,
     AlgebraicType,
     ArrayType,
     Element,
@@ -111,6 +112,8 @@ class TableSchema:
     uniques: tuple[int, ...] = ()
     auto_inc: tuple[int, ...] = ()
     indexed: tuple[int, ...] = ()
+    schedule: tuple[str, int] | None = None
+    """``(reducer name, ScheduleAt column index)`` of a schedule table."""
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -187,9 +190,20 @@ class Module:
         return RefType(-len(self._named))
 
     def table(
-        self, name: str, columns: Sequence[Column], *, public: bool = True, table_id: int | None = None
+        self,
+        name: str,
+        columns: Sequence[Column],
+        *,
+        public: bool = True,
+        table_id: int | None = None,
+        scheduled: tuple[str, str] | None = None,
     ) -> TableSchema:
-        """Declare a table; at most one primary key column; ``auto_inc`` only on integer columns."""
+        """Declare a table; at most one primary key column; ``auto_inc`` only on integer columns.
+
+        ``scheduled=(reducer, column)`` makes it a schedule table: each row runs ``reducer(row)`` at the
+        ``ScheduleAt`` of ``column`` (once for ``Time``, then the row is deleted; repeatedly for
+        ``Interval``), as a system transaction on the emulator's clock.
+        """
         self._check_open()
         if name in self._tables:
             raise ValueError(f"table {name!r} declared twice")
@@ -202,6 +216,10 @@ class Module:
         for c in cols:
             if c.auto_inc and not (isinstance(c.type, PrimitiveType) and c.type.name in _AUTO_INC_TYPES):
                 raise ValueError(f"table {name!r}: auto_inc column {c.name!r} must be an integer")
+        if scheduled is not None:
+            column = next((c for c in cols if c.name == scheduled[1]), None)
+            if column is None or column.type != SCHEDULE_AT or not pks:
+                raise ValueError(f"table {name!r}: a schedule needs a primary key and a ScheduleAt column")
         row = ProductType(tuple(Element(c.name, c.type) for c in cols))
         self._named.append((name, row, None))
         ref = RefType(-len(self._named))
@@ -215,6 +233,7 @@ class Module:
             uniques=tuple(i for i, c in enumerate(cols) if c.unique or c.primary_key),
             auto_inc=tuple(i for i, c in enumerate(cols) if c.auto_inc),
             indexed=tuple(i for i, c in enumerate(cols) if c.indexed or c.unique or c.primary_key),
+            schedule=(scheduled[0], [c.name for c in cols].index(scheduled[1])) if scheduled else None,
         )
         self._named[-1] = (name, row, schema)
         self._tables[name] = schema
@@ -294,6 +313,18 @@ class Module:
         for table in self._tables.values():
             table.ref = RefType(mapping[table.provisional_ref.index])
             table.columns = tuple(dataclasses.replace(c, type=_remap(c.type, mapping)) for c in table.columns)
+        for table in self._tables.values():
+            if table.schedule is not None:
+                target = self._reducers.get(table.schedule[0])
+                if (
+                    target is None
+                    or len(target.params.elements) != 1
+                    or (target.params.elements[0].type != table.provisional_ref)
+                ):
+                    raise ValueError(
+                        f"schedule of {table.name!r}: reducer {table.schedule[0]!r} must take "
+                        f"one parameter of the table's row type"
+                    )
         for spec in self._reducers.values():
             spec.params = _remap(spec.params, mapping)  # type: ignore[assignment]
         for proc in self._procedures.values():
@@ -309,7 +340,7 @@ class Module:
         assert table.ref is not None
         names = table.column_names
         pk = [table.primary_key] if table.primary_key is not None else []
-        raw = {
+        raw: dict[str, Any] = {
             "name": table.name,
             "product_type_ref": table.ref.index,
             "primary_key": pk,
@@ -336,7 +367,15 @@ class Module:
                 }
                 for c in table.auto_inc
             ],
-            "schedule": {"none": []},
+            "schedule": {"none": []}
+            if table.schedule is None
+            else {
+                "some": {
+                    "name": {"some": f"{table.name}_sched"},
+                    "reducer_name": table.schedule[0],
+                    "scheduled_at_column": table.schedule[1],
+                }
+            },
             "table_type": {"User": []},
             "table_access": {"Public": []} if table.public else {"Private": []},
         }

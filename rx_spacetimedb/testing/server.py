@@ -52,7 +52,14 @@ from rx_spacetimedb.protocol.types import (
     Variant,
     product_to_json,
 )
-from rx_spacetimedb.protocol.values import ConnectionId, EnergyQuanta, Identity, TimeDuration, Timestamp
+from rx_spacetimedb.protocol.values import (
+    ConnectionId,
+    EnergyQuanta,
+    Identity,
+    ScheduleAt,
+    TimeDuration,
+    Timestamp,
+)
 from rx_spacetimedb.testing.auth import TokenError, TokenIssuer, identity_from_claims
 from rx_spacetimedb.testing.module import (
     Database,
@@ -296,6 +303,7 @@ class SpacetimeDBEmulator:
         """Seconds every outgoing message waits before it is sent (fault injection)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_waiters: list[asyncio.Event] = []
+        self._timers: dict[tuple[str, Any], asyncio.TimerHandle] = {}
         self._clients_changed = threading.Condition()
         self.clock = clock
         self.max_message_size = max_message_size
@@ -421,6 +429,9 @@ class SpacetimeDBEmulator:
             server_header=None,
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        for table in self.module.tables.values():
+            if table.schedule is not None:
+                self._schedule_rows(table.name, self.db.rows(table.name))
         return self
 
     async def stop_async(self) -> None:
@@ -436,6 +447,9 @@ class SpacetimeDBEmulator:
             return
         self._server = None
         self._running.set()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for client in list(self.clients):
             if client._ws is not None:
                 client._ws.transport.abort()
@@ -1203,8 +1217,13 @@ class SpacetimeDBEmulator:
         args_text: str,
         caller: EmulatedClient | None = None,
         flags: int = 0,
+        finish: Callable[[ReducerContext], None] | None = None,
     ) -> m.UpdateStatus:
-        """Run a reducer in a transaction, commit or roll back, and tell the clients."""
+        """Run a reducer in a transaction, commit or roll back, and tell the clients.
+
+        ``finish`` runs inside the same transaction after the reducer (the scheduler deletes one-shot
+        schedule rows there).
+        """
         spec = self.module.reducer_spec(name)
         assert spec is not None
         timestamp = self.clock()
@@ -1214,6 +1233,8 @@ class SpacetimeDBEmulator:
         status: m.UpdateStatus
         try:
             spec.func(ctx, *values)
+            if finish is not None:
+                finish(ctx)
         except OutOfEnergyError:
             tx.rollback()
             status = m.OutOfEnergy()
@@ -1281,6 +1302,8 @@ class SpacetimeDBEmulator:
         """Send a transaction's outcome: full update to the caller, deltas to affected subscribers."""
         committed = isinstance(status, m.Committed)
         changes = tx.changes() if committed else {}
+        if changes:
+            self._reschedule(changes)
         for client in list(self.clients):
             if not client.connected:
                 continue
@@ -1343,6 +1366,70 @@ class SpacetimeDBEmulator:
             count = sum(len(u.deletes) + len(u.inserts) for u in updates)
             tables.append(m.TableUpdate(table.table_id, name, count, tuple(updates)))
         return m.DatabaseUpdate(tuple(tables))
+
+    # scheduled reducers
+
+    def _reschedule(self, changes: Mapping[str, tuple[list[Any], list[Any]]]) -> None:
+        """Follow a commit's changes to schedule tables: cancel deleted rows' timers, arm inserted ones."""
+        if self._server is None or self._loop is None:
+            return  # not serving yet: start_async arms every row
+        for name, (deleted, inserted) in changes.items():
+            if self.module.tables[name].schedule is None:
+                continue
+            store = self.db.stores[name]
+            for row in deleted:
+                timer = self._timers.pop((name, store.key(row)), None)
+                if timer is not None:
+                    timer.cancel()
+            self._schedule_rows(name, inserted)
+
+    def _schedule_rows(self, name: str, rows: Sequence[Any], repeat: bool = False) -> None:
+        table = self.module.tables[name]
+        assert table.schedule is not None and self._loop is not None
+        store = self.db.stores[name]
+        for row in rows:
+            at: ScheduleAt = store.getters[table.schedule[1]](row)
+            if isinstance(at.value, TimeDuration):
+                delay = at.value.micros / 1_000_000
+            else:
+                delay = (at.value.micros_since_epoch - self.clock().micros_since_epoch) / 1_000_000
+            key = store.key(row)
+            old = self._timers.pop((name, key), None)
+            if old is not None:
+                old.cancel()
+            self._timers[(name, key)] = self._loop.call_later(max(0.0, delay), self._fire, name, key)
+
+    def _fire(self, name: str, key: Any) -> None:
+        self._timers.pop((name, key), None)
+        if not self._running.is_set():
+            self._spawn(self._fire_when_running(name, key))
+            return
+        table = self.module.tables[name]
+        assert table.schedule is not None
+        store = self.db.stores[name]
+        row = store.rows.get(key)
+        if row is None:
+            return
+        reducer, column = table.schedule
+        spec = self.module.reducer_spec(reducer)
+        assert spec is not None
+        one_shot = not isinstance(store.getters[column](row).value, TimeDuration)
+
+        def finish(ctx: ReducerContext) -> None:
+            if one_shot:
+                ctx.db[name].delete(row)
+
+        args = self.schema.encode_args(spec.params, [row])
+        status = self._run_reducer_tx(reducer, (row,), self.identity, None, 0, args, finish=finish)
+        if not isinstance(status, m.Committed) and one_shot:
+            self.with_tx(lambda ctx: ctx.db[name].delete(row))  # a failed one-shot run is not retried
+        current = store.rows.get(key)
+        if current is not None and (name, key) not in self._timers:
+            self._schedule_rows(name, [current])
+
+    async def _fire_when_running(self, name: str, key: Any) -> None:
+        await self._running.wait()
+        self._fire(name, key)
 
     # procedures
 
