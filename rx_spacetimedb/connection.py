@@ -358,8 +358,8 @@ class Connection:
             failed(ConnectionClosedByUser("closed before connecting"))
 
         def on_state(state: ConnectionState) -> None:
-            if state.status in ("disconnected", "closed") and isinstance(state.error, _FATAL):
-                failed(state.error)
+            if state.status == "closed":
+                failed(state.error or ConnectionClosedByUser("closed before connecting"))
 
         subscriptions = [self.identity.pipe(ops.take(1)).subscribe(done, failed, ended),
                          self._states.subscribe(on_state)]
@@ -494,6 +494,7 @@ class Connection:
                                         close_code=getattr(error, "code", None)))
         self._messages.on_error(error)
         self._diffs.on_error(error)
+        self._identity.on_completed()
         self._states.on_completed()
 
     def _on_session_completed(self) -> None:

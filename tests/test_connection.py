@@ -398,3 +398,11 @@ def test_request_arguments_are_checked_at_the_call(server: SpacetimeDBEmulator) 
             conn.call_reducer("CreatePlayer", ["x"], flags=7)
         with pytest.raises(ValueError, match="queries"):
             conn.subscribe_single("  ")
+
+
+def test_wait_connected_fails_when_the_first_failure_is_final(server: SpacetimeDBEmulator) -> None:
+    server.refuse_connections(1)
+    conn = open_conn(server, reconnect=False)
+    with pytest.raises(rx_spacetimedb.HandshakeError, match="503"):
+        conn.wait_connected(WAIT)
+    conn.close()
