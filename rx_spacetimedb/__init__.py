@@ -6,6 +6,7 @@ dataclasses that survives reconnects; requests return ``Request`` handles; opera
 protocol-faithful SpacetimeDB for tests and demos.
 """
 
+from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
 from rx_spacetimedb.connection import Connection, ConnectionState, OneOffResult, connect
 from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.errors import (
@@ -29,6 +30,7 @@ from rx_spacetimedb.errors import (
     SubscriptionFailed,
     TransportError,
 )
+from rx_spacetimedb.operators import LiveTable, ReducerResult
 from rx_spacetimedb.protocol.messages import FULL_UPDATE, NO_SUCCESS_NOTIFY
 from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.requests import Request
@@ -40,6 +42,7 @@ __all__ = [
     "NO_SUCCESS_NOTIFY",
     "AuthenticationFailed",
     "BadRequest",
+    "ClientCache",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedByUser",
@@ -48,6 +51,7 @@ __all__ = [
     "CredentialStore",
     "DatabaseNotFound",
     "HandshakeError",
+    "LiveTable",
     "ModuleSchema",
     "OneOffResult",
     "OutOfEnergy",
@@ -55,6 +59,7 @@ __all__ = [
     "ProtocolError",
     "QueryFailed",
     "ReducerFailed",
+    "ReducerResult",
     "Request",
     "RequestAborted",
     "RequestError",
@@ -62,6 +67,8 @@ __all__ = [
     "SchemaError",
     "SpacetimeDBError",
     "SubscriptionFailed",
+    "TableDiff",
+    "TransactionDiff",
     "TransportError",
     "__version__",
     "connect",

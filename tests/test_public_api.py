@@ -14,7 +14,8 @@ def test_top_level_names() -> None:
         "CredentialStore", "DatabaseNotFound", "HandshakeError", "ModuleSchema", "OneOffResult",
         "OutOfEnergy", "ProcedureFailed", "ProtocolError", "QueryFailed", "ReducerFailed", "Request",
         "RequestAborted", "RequestError", "RequestTimeout", "SchemaError", "SpacetimeDBError",
-        "SubscriptionFailed", "TransportError", "__version__", "connect",
+        "SubscriptionFailed", "TransportError", "__version__", "connect", "ClientCache", "TableDiff",
+        "TransactionDiff", "LiveTable", "ReducerResult",
     ])
     for name in rx_spacetimedb.__all__:
         assert hasattr(rx_spacetimedb, name), name
