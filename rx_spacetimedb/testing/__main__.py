@@ -27,7 +27,10 @@ async def _serve(port: int, database: str, host: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the command line and run the chosen command."""
+    """Parse the command line and run the chosen command.
+
+    Lets people try a client against a local database without writing code.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m rx_spacetimedb.testing",
         description="Embedded SpacetimeDB emulator (v1.json.spacetimedb).",

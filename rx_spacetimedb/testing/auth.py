@@ -75,7 +75,10 @@ class TokenIssuer:
         self._secret = secret if secret is not None else _PROCESS_SECRET
 
     def mint(self, subject: str | None = None) -> tuple[Identity, str]:
-        """A new (identity, token) for ``subject`` (a random UUID by default)."""
+        """A new (identity, token) for ``subject`` (a random UUID by default).
+
+        Used for anonymous connections and ``POST /v1/identity``, like the server's minting.
+        """
         sub = subject if subject is not None else str(uuid.uuid4())
         identity = identity_from_claims(self.issuer, sub)
         payload = {
@@ -95,7 +98,10 @@ class TokenIssuer:
         return identity, signing_input + "." + _b64(signature)
 
     def validate(self, token: str) -> Claims:
-        """The claims of a token this emulator minted; TokenError otherwise."""
+        """The claims of a token this emulator minted; TokenError otherwise.
+
+        Lets reconnecting clients keep their identity while foreign tokens get the 401 they would get.
+        """
         parts = token.split(".")
         if len(parts) != 3:
             raise TokenError("Invalid token: InvalidToken")

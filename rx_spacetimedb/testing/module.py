@@ -117,7 +117,10 @@ class TableSchema:
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        """Column names in order."""
+        """Column names in order.
+
+        SQL and the stores look columns up by name.
+        """
         return tuple(c.name for c in self.columns)
 
 
@@ -184,7 +187,10 @@ class Module:
             raise RuntimeError("the module is already built; declare everything before serving it")
 
     def add_type(self, name: str, ty: AlgebraicType) -> RefType:
-        """Declare a named user type (struct or enum) and return a ref to use in columns and params."""
+        """Declare a named user type (struct or enum) and return a ref to use in columns and params.
+
+        Named types appear in the schema's ``types`` list, as a real module's structs and enums do.
+        """
         self._check_open()
         self._named.append((name, ty, None))
         return RefType(-len(self._named))
@@ -244,7 +250,10 @@ class Module:
         name: str | None = None,
         params: Sequence[tuple[str, AlgebraicType]] | ProductType = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator declaring a reducer ``fn(ctx: ReducerContext, *args)`` (name: ``fn.__name__``)."""
+        """Decorator declaring a reducer ``fn(ctx: ReducerContext, *args)`` (name: ``fn.__name__``).
+
+        Parameters are declared as SATS types so client args are decoded exactly as the server does.
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             self._add_reducer(name or func.__name__, _params(params), func, None)
@@ -261,17 +270,26 @@ class Module:
         self._reducers[name] = _ReducerSpec(name, params, func, lifecycle)
 
     def client_connected(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
-        """Decorator: the ``OnConnect`` lifecycle reducer; raising rejects the connection."""
+        """Decorator: the ``OnConnect`` lifecycle reducer; raising rejects the connection.
+
+        Lets tests rehearse a module that refuses connections.
+        """
         self._add_reducer("client_connected", ProductType(()), func, "OnConnect")
         return func
 
     def client_disconnected(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
-        """Decorator: the ``OnDisconnect`` lifecycle reducer, run when a connection ends."""
+        """Decorator: the ``OnDisconnect`` lifecycle reducer, run when a connection ends.
+
+        Apps often clean up presence rows here; tests can check that they do.
+        """
         self._add_reducer("client_disconnected", ProductType(()), func, "OnDisconnect")
         return func
 
     def init(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
-        """Decorator: the ``Init`` lifecycle reducer, run once when the database is created."""
+        """Decorator: the ``Init`` lifecycle reducer, run once when the database is created.
+
+        Seeds initial rows the way a real module's ``init`` does at publish time.
+        """
         self._add_reducer("init", ProductType(()), func, "Init")
         return func
 
@@ -281,7 +299,10 @@ class Module:
         params: Sequence[tuple[str, AlgebraicType]] | ProductType = (),
         returns: AlgebraicType = _UNIT,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator declaring a procedure ``fn(ctx: ProcedureContext, *args) -> value of returns``."""
+        """Decorator declaring a procedure ``fn(ctx: ProcedureContext, *args) -> value of returns``.
+
+        Procedures answer only their caller, with a value encoded from ``returns``.
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             pname = name or func.__name__
@@ -297,11 +318,17 @@ class Module:
 
     @property
     def tables(self) -> Mapping[str, TableSchema]:
-        """Declared tables by name, in declaration order."""
+        """Declared tables by name, in declaration order.
+
+        The server and SQL layer need the declarations, not only the schema JSON.
+        """
         return self._tables
 
     def build(self) -> ModuleSchema:
-        """Lay out the typespace (table rows first, then named types) and return the schema."""
+        """Lay out the typespace (table rows first, then named types) and return the schema.
+
+        Freezing the layout gives stable typespace indexes, which the schema JSON exposes.
+        """
         if self._schema is not None:
             return self._schema
         order = [i for i, (_, _, t) in enumerate(self._named) if t is not None]
@@ -382,19 +409,31 @@ class Module:
         return TableDef(table.name, table.ref.index, tuple(pk), table.public, raw=raw)
 
     def reducer_spec(self, name: str) -> _ReducerSpec | None:
-        """The declared reducer of that name, or None."""
+        """The declared reducer of that name, or None.
+
+        The server dispatches calls by name.
+        """
         return self._reducers.get(name)
 
     def procedure_spec(self, name: str) -> _ProcedureSpec | None:
-        """The declared procedure of that name, or None."""
+        """The declared procedure of that name, or None.
+
+        The server dispatches calls by name.
+        """
         return self._procedures.get(name)
 
     def lifecycle(self, kind: str) -> _ReducerSpec | None:
-        """The lifecycle reducer of a kind (``Init``, ``OnConnect``, ``OnDisconnect``), if declared."""
+        """The lifecycle reducer of a kind (``Init``, ``OnConnect``, ``OnDisconnect``), if declared.
+
+        Lifecycle reducers run on connect, disconnect and creation, not on request.
+        """
         return next((r for r in self._reducers.values() if r.lifecycle == kind), None)
 
     def type_class(self, name: str) -> type:
-        """The Python class values of a named product type (or a table's rows) decode to."""
+        """The Python class values of a named product type (or a table's rows) decode to.
+
+        Lets module code and tests build rows and values of named types.
+        """
         schema = self.build()
         for index, type_name in schema.type_names.items():
             if type_name == name:
@@ -427,7 +466,10 @@ class _Store:
         return row if pk is None else self.getters[pk](row)
 
     def normalize(self, value: Any) -> Any:
-        """A canonical row object from a row object, mapping or sequence (auto-inc columns filled)."""
+        """A canonical row object from a row object, mapping or sequence (auto-inc columns filled).
+
+        Storing one canonical form makes equality, keys and encodings reliable.
+        """
         if isinstance(value, Mapping):
             value = dict(value)
             for c in self.schema.auto_inc:
@@ -522,7 +564,10 @@ class Transaction:
             index[store.getters[c](row)] = key
 
     def rollback(self) -> None:
-        """Undo every change, newest first."""
+        """Undo every change, newest first.
+
+        A failed reducer must leave no trace, as on the real server.
+        """
         for undo in reversed(self.undo):
             undo()
         self.undo.clear()
@@ -530,7 +575,10 @@ class Transaction:
         self.inserted.clear()
 
     def changes(self) -> dict[str, tuple[list[Any], list[Any]]]:
-        """Net (deleted, inserted) rows per table that changed."""
+        """Net (deleted, inserted) rows per table that changed.
+
+        Subscribers see net deltas: a row inserted and deleted in one transaction is not reported.
+        """
         result: dict[str, tuple[list[Any], list[Any]]] = {}
         for name in dict.fromkeys([*self.deleted, *self.inserted]):
             deleted = list(self.deleted.get(name, ()))
@@ -553,12 +601,18 @@ class TableHandle:
 
     @property
     def name(self) -> str:
-        """The table's name."""
+        """The table's name.
+
+        Convenient in messages and assertions.
+        """
         return self._store.name
 
     @property
     def row_class(self) -> type:
-        """The row dataclass of this table."""
+        """The row dataclass of this table.
+
+        Build rows with it, or ``dataclasses.replace`` existing ones.
+        """
         return self._store.row_class
 
     def _writable(self) -> Transaction:
@@ -573,15 +627,24 @@ class TableHandle:
         return len(self._store.rows)
 
     def count(self) -> int:
-        """Number of rows."""
+        """Number of rows.
+
+        Cheaper and clearer than ``len(list(...))`` in module code.
+        """
         return len(self._store.rows)
 
     def iter(self) -> Iterator[Any]:
-        """Every row (a snapshot list, so the table may change while iterating)."""
+        """Every row (a snapshot list, so the table may change while iterating).
+
+        Module code may delete while iterating.
+        """
         return iter(self)
 
     def find(self, column: str, value: Any) -> Any | None:
-        """The row whose unique (or primary key) ``column`` equals ``value``, or None."""
+        """The row whose unique (or primary key) ``column`` equals ``value``, or None.
+
+        Unique lookups are what real modules do with their indexes.
+        """
         index = self._column(column)
         if index not in self._store.uniques:
             raise ValueError(f"{self.name}.{column} is not unique; use filter()")
@@ -589,7 +652,10 @@ class TableHandle:
         return None if key is None else self._store.rows.get(key)
 
     def filter(self, **equal: Any) -> list[Any]:
-        """Rows whose columns equal the given values."""
+        """Rows whose columns equal the given values.
+
+        A small stand-in for index scans in module code.
+        """
         getters = [(self._store.getters[self._column(k)], v) for k, v in equal.items()]
         return [r for r in self._store.rows.values() if all(g(r) == v for g, v in getters)]
 
@@ -619,7 +685,10 @@ class TableHandle:
         return value
 
     def delete(self, row: Any) -> bool:
-        """Delete a row (by primary key if the table has one, else by value); True if it existed."""
+        """Delete a row (by primary key if the table has one, else by value); True if it existed.
+
+        Tables without a primary key are sets of whole rows.
+        """
         tx = self._writable()
         store = self._store
         value = store.normalize(row) if not isinstance(row, store.row_class) else row
@@ -630,7 +699,10 @@ class TableHandle:
         return True
 
     def delete_by(self, column: str, value: Any) -> int:
-        """Delete every row whose ``column`` equals ``value``; return how many."""
+        """Delete every row whose ``column`` equals ``value``; return how many.
+
+        Saves a loop in module code.
+        """
         rows = self.filter(**{column: value})
         tx = self._writable()
         for row in rows:
@@ -638,7 +710,10 @@ class TableHandle:
         return len(rows)
 
     def update(self, row: Any) -> Any:
-        """Replace the row with the same primary key (must exist); return the new row."""
+        """Replace the row with the same primary key (must exist); return the new row.
+
+        Subscribers see an update as a delete plus an insert with the same key.
+        """
         tx = self._writable()
         store = self._store
         if store.schema.primary_key is None:
@@ -663,7 +738,10 @@ def _duplicate(store: _Store, column: int, row: Any) -> ReducerError:
 
 
 class DbView:
-    """The tables of a database, as ``db["Player"]`` or ``db.Player``."""
+    """The tables of a database, as ``db["Player"]`` or ``db.Player``.
+
+    Reducers read naturally (``ctx.db.Player``) while names that clash with Python still work.
+    """
 
     def __init__(self, db: Database, tx: Transaction | None) -> None:
         self._db = db
@@ -715,7 +793,10 @@ class ProcedureContext:
     _run_tx: Callable[[Callable[[ReducerContext], Any]], Any] = field(repr=False, default=lambda f: None)
 
     def with_tx(self, body: Callable[[ReducerContext], Any]) -> Any:
-        """Run ``body(tx_ctx)`` in a transaction, commit it (or roll back if it raises), return its result."""
+        """Run ``body(tx_ctx)`` in a transaction, commit it (or roll back if it raises), return its result.
+
+        Procedures are not transactional themselves, as on the real server.
+        """
         return self._run_tx(body)
 
 
@@ -731,13 +812,22 @@ class Database:
         self.stores = {name: _Store(t, self.schema) for name, t in module.tables.items()}
 
     def view(self, tx: Transaction | None = None) -> DbView:
-        """Tables for reading (no ``tx``) or for writing inside ``tx``."""
+        """Tables for reading (no ``tx``) or for writing inside ``tx``.
+
+        The same handles serve reducers (writable) and inspection (read-only).
+        """
         return DbView(self, tx)
 
     def begin(self) -> Transaction:
-        """Start a transaction (the emulator runs one at a time)."""
+        """Start a transaction (the emulator runs one at a time).
+
+        Transactions record the net changes subscribers are told about.
+        """
         return Transaction(self)
 
     def rows(self, table: str) -> list[Any]:
-        """Every row of a table, in insertion order."""
+        """Every row of a table, in insertion order.
+
+        Snapshots and queries scan tables in a stable order.
+        """
         return list(self.stores[table].rows.values())

@@ -101,7 +101,7 @@ def _fragments(text: str, size: int) -> list[str]:
     pieces: list[str] = []
     start = 0
     while start < len(data):
-        end = min(start + size, len(data))
+        end = min(start + max(size, 4), len(data))
         while end < len(data) and (data[end] & 0xC0) == 0x80:
             end -= 1
         pieces.append(data[start:end].decode())
@@ -143,14 +143,20 @@ class EmulatedClient:
     _closed: asyncio.Event | None = dataclasses.field(default=None, repr=False)
 
     def messages(self) -> list[m.ServerMessage]:
-        """The decoded server messages sent to this client (for assertions)."""
+        """The decoded server messages sent to this client (for assertions).
+
+        Tests can assert on typed messages instead of raw JSON.
+        """
         from rx_spacetimedb.protocol.codec import decode_server_message
 
         return [decode_server_message(s) for s in self.sent if isinstance(s, str)]
 
     @property
     def subscribed_queries(self) -> list[str]:
-        """Distinct query texts this client holds (query ids and the legacy set together)."""
+        """Distinct query texts this client holds (query ids and the legacy set together).
+
+        Shows what the server would send deltas for.
+        """
         return list(dict.fromkeys([*(t for t, n in self.refs.items() if n > 0), *self.legacy]))
 
 
@@ -317,34 +323,52 @@ class SpacetimeDBEmulator:
 
     @property
     def host(self) -> str:
-        """The listening address (127.0.0.1 by default)."""
+        """The listening address (127.0.0.1 by default).
+
+        Clients need it to build their URL.
+        """
         return self._host
 
     @property
     def port(self) -> int:
-        """The listening port (known once started)."""
+        """The listening port (known once started).
+
+        Ephemeral ports let tests run in parallel.
+        """
         if self._port is None:
             raise RuntimeError("the emulator is not running")
         return self._port
 
     @property
     def url(self) -> str:
-        """The server URL clients are given, ``ws://HOST:PORT`` (the database name is separate)."""
+        """The server URL clients are given, ``ws://HOST:PORT`` (the database name is separate).
+
+        Official SDKs and our client take the host URL and the database name separately.
+        """
         return f"ws://{self.host}:{self.port}"
 
     @property
     def http_url(self) -> str:
-        """The same server for HTTP endpoints, ``http://HOST:PORT``."""
+        """The same server for HTTP endpoints, ``http://HOST:PORT``.
+
+        For the HTTP endpoints (identity, schema, sql, call).
+        """
         return f"http://{self.host}:{self.port}"
 
     @property
     def subscribe_url(self) -> str:
-        """The full WebSocket URL of this database, ``ws://HOST:PORT/v1/database/NAME/subscribe``."""
+        """The full WebSocket URL of this database, ``ws://HOST:PORT/v1/database/NAME/subscribe``.
+
+        Handy for raw WebSocket clients.
+        """
         return f"{self.url}/v1/database/{self.database}/subscribe"
 
     @property
     def database(self) -> str:
-        """The database name."""
+        """The database name.
+
+        Clients connect to ``/v1/database/{database}/subscribe``.
+        """
         return self._database
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -366,7 +390,10 @@ class SpacetimeDBEmulator:
         await self.stop_async()
 
     def start(self) -> SpacetimeDBEmulator:
-        """Start on a background thread with its own event loop; return once it accepts connections."""
+        """Start on a background thread with its own event loop; return once it accepts connections.
+
+        Sync tests (and Rx code) can use the emulator without an event loop of their own.
+        """
         if self._thread is not None or self._loop is not None:
             raise RuntimeError("already started")
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -397,7 +424,10 @@ class SpacetimeDBEmulator:
         return self
 
     def stop(self) -> None:
-        """Stop the background server (closing every connection) and join its thread."""
+        """Stop the background server (closing every connection) and join its thread.
+
+        Frees the port and the thread; the emulator may be started again.
+        """
         thread, loop, stop = self._thread, self._loop, self._stop
         if thread is None or loop is None or stop is None:
             return
@@ -406,7 +436,10 @@ class SpacetimeDBEmulator:
         self._thread = None
 
     async def start_async(self) -> SpacetimeDBEmulator:
-        """Start on the running event loop."""
+        """Start on the running event loop.
+
+        Async tests share one loop with the server, so no thread is needed.
+        """
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._running = asyncio.Event()
@@ -435,7 +468,10 @@ class SpacetimeDBEmulator:
         return self
 
     async def stop_async(self) -> None:
-        """Stop serving (started with ``start_async``) and close every connection."""
+        """Stop serving (started with ``start_async``) and close every connection.
+
+        Connections are cut as if the server went away.
+        """
         if self._thread is not None:
             self.stop()
             return
@@ -519,11 +555,17 @@ class SpacetimeDBEmulator:
         return self._decode_args(params, text)
 
     def table_rows(self, table: str) -> list[Any]:
-        """Every row of a table now (row dataclasses, insertion order)."""
+        """Every row of a table now (row dataclasses, insertion order).
+
+        Tests assert on server state directly, without a client.
+        """
         return self._call(lambda: self.db.rows(table))
 
     def with_tx(self, body: Callable[[ReducerContext], _T]) -> _T:
-        """Run ``body(ctx)`` as a system transaction (rolled back if it raises); return its result."""
+        """Run ``body(ctx)`` as a system transaction (rolled back if it raises); return its result.
+
+        Seeds or changes data outside any reducer, broadcast like a system transaction.
+        """
 
         def run() -> _T:
             return self._system_tx(body, "")
@@ -531,19 +573,28 @@ class SpacetimeDBEmulator:
         return self._call(run)
 
     def sql(self, query: str) -> list[Any]:
-        """Evaluate a SELECT as the owner would (private tables included); raise SqlError on bad SQL."""
+        """Evaluate a SELECT as the owner would (private tables included); raise SqlError on bad SQL.
+
+        A quick look at server state with the same SQL clients use.
+        """
         return self._call(
             lambda: compile_query(query, self.db, sender=self.identity, is_owner=True).rows(self.db)
         )
 
     def mint_token(self, subject: str | None = None) -> tuple[Identity, str]:
-        """A new (identity, token) valid on this emulator (as ``POST /v1/identity`` returns)."""
+        """A new (identity, token) valid on this emulator (as ``POST /v1/identity`` returns).
+
+        Tests can connect several clients as known identities.
+        """
         return self.tokens.mint(subject)
 
     # -- fault injection ---------------------------------------------------------------------
 
     def drop_all(self) -> int:
-        """Drop every connection abruptly (TCP reset, no close frame); return how many."""
+        """Drop every connection abruptly (TCP reset, no close frame); return how many.
+
+        Rehearses network loss: clients see 1006 and must reconnect.
+        """
 
         def run() -> int:
             clients = list(self.clients)
@@ -555,7 +606,10 @@ class SpacetimeDBEmulator:
         return self._call(run)
 
     def close_all(self, code: int = 1001, reason: str = "module exited") -> int:
-        """Close every connection with a Close frame of ``code``/``reason``; return how many."""
+        """Close every connection with a Close frame of ``code``/``reason``; return how many.
+
+        Rehearses a server shutdown or restart (default: 1001 ``module exited``).
+        """
 
         def run() -> int:
             clients = list(self.clients)
@@ -567,7 +621,10 @@ class SpacetimeDBEmulator:
         return self._call(run)
 
     def refuse_connections(self, count: int = 1) -> None:
-        """Answer the next ``count`` WebSocket handshakes with HTTP 503."""
+        """Answer the next ``count`` WebSocket handshakes with HTTP 503.
+
+        Rehearses an unavailable server during reconnects.
+        """
 
         def run() -> None:
             self._refuse += count
@@ -575,7 +632,10 @@ class SpacetimeDBEmulator:
         self._call(run)
 
     def set_delay(self, seconds: float) -> None:
-        """Delay every outgoing message by ``seconds`` (0 to stop)."""
+        """Delay every outgoing message by ``seconds`` (0 to stop).
+
+        Rehearses a slow network without slowing the test's own code.
+        """
 
         def run() -> None:
             self.delay = seconds
@@ -583,7 +643,10 @@ class SpacetimeDBEmulator:
         self._call(run)
 
     def inject(self, frame: str | bytes, client: EmulatedClient | None = None) -> None:
-        """Send a raw frame (text or binary) to one client, or to all, in order with other messages."""
+        """Send a raw frame (text or binary) to one client, or to all, in order with other messages.
+
+        Rehearses unexpected or malformed server messages.
+        """
 
         def run() -> None:
             for target in [client] if client is not None else list(self.clients):
@@ -592,16 +655,25 @@ class SpacetimeDBEmulator:
         self._call(run)
 
     def pause(self) -> None:
-        """Freeze the server: no message is processed or sent, no ping, handshakes wait, until resume()."""
+        """Freeze the server: no message is processed or sent, no ping, handshakes wait, until resume().
+
+        Rehearses a hung server, which only client-side timeouts detect.
+        """
         self._call(self._running.clear)
 
     def resume(self) -> None:
-        """Undo ``pause()``: queued work proceeds in order."""
+        """Undo ``pause()``: queued work proceeds in order.
+
+        Lets a test check what a client does once a hung server recovers.
+        """
         self._call(self._running.set)
 
     @property
     def paused(self) -> bool:
-        """True between ``pause()`` and ``resume()``."""
+        """True between ``pause()`` and ``resume()``.
+
+        Tests and helpers can check the state they left the server in.
+        """
         return not self._running.is_set()
 
     def wait_for_clients(self, count: int, timeout: float = 5.0) -> None:
@@ -616,7 +688,10 @@ class SpacetimeDBEmulator:
                 raise TimeoutError(f"expected {count} connected clients, have {len(self.clients)}")
 
     async def wait_for_clients_async(self, count: int, timeout: float = 5.0) -> None:
-        """Wait until exactly ``count`` clients are connected (on any event loop, without blocking it)."""
+        """Wait until exactly ``count`` clients are connected (on any event loop, without blocking it).
+
+        Async tests wait for (re)connections without sleeping.
+        """
         if self._loop is not None and self._on_loop():
             async with asyncio.timeout(timeout):
                 while len(self.clients) != count:
@@ -736,9 +811,7 @@ class SpacetimeDBEmulator:
             identity, token = self.tokens.mint()
         assert token is not None
         if connection_id is None:
-            connection_id = ConnectionId(
-                secrets.randbits(128) | (1 << 127 if secrets.randbits(4) else 0) or 1
-            )
+            connection_id = ConnectionId(secrets.randbits(128) or 1)  # above 2**64 but for 1 in 2**64
         assert isinstance(connection, _Conn)
         connection.client = EmulatedClient(identity, token, connection_id, flags["light"], flags["confirmed"])
         return None

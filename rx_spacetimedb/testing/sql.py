@@ -55,12 +55,18 @@ class SqlError(Exception):
     """
 
     def subscription_text(self, sql: str) -> str:
-        """The error as the subscription paths report it (with the query appended)."""
+        """The error as the subscription paths report it (with the query appended).
+
+        Subscriptions report errors with the query appended, one-off queries without.
+        """
         return f"{self}, executing: `{sql}`"
 
 
 def is_select_star_from_star(text: str) -> bool:
-    """True for ``SELECT * FROM *`` in any case with any blanks (no ``;``), as §5.7 describes."""
+    """True for ``SELECT * FROM *`` in any case with any blanks (no ``;``), as §5.7 describes.
+
+    That text is expanded only by ``Subscribe`` and ``SubscribeMulti``.
+    """
     return _STAR_STAR.fullmatch(text.strip()) is not None
 
 
@@ -654,20 +660,32 @@ class Query:
 
     @property
     def table_name(self) -> str:
-        """The table whose rows this query returns."""
+        """The table whose rows this query returns.
+
+        Rows are reported per table.
+        """
         return self.table.name
 
     @property
     def is_join(self) -> bool:
-        """True if the query joins other tables."""
+        """True if the query joins other tables.
+
+        Join deltas are computed differently (and written as stored rows).
+        """
         return bool(self.joins)
 
     def matches(self, row: Row) -> bool:
-        """True if a row of the returned table (of a single-table query) matches the WHERE clause."""
+        """True if a row of the returned table (of a single-table query) matches the WHERE clause.
+
+        Transaction deltas of a single-table query are filtered row by row.
+        """
         return self.predicate is None or bool(self.predicate({self.alias: row}))
 
     def rows(self, db: _RowSource | Database) -> list[Row]:
-        """The rows of the returned table this query selects now (joins: each distinct row once)."""
+        """The rows of the returned table this query selects now (joins: each distinct row once).
+
+        Snapshots, unsubscribe answers and one-off queries are evaluated this way.
+        """
         if not self.joins:
             return [r for r in db.rows(self.table.name) if self.matches(r)]
         bindings: list[_Bindings] = [{self.base_alias: r} for r in db.rows(self.base.name)]
@@ -685,7 +703,10 @@ class Query:
         return list(dict.fromkeys(b[self.alias] for b in bindings))
 
     def joined_tables(self) -> set[str]:
-        """Every table this query reads."""
+        """Every table this query reads.
+
+        A query needs re-evaluation only when one of its tables changed.
+        """
         return {self.base.name, *(schema.name for schema, _, _ in self.joins)}
 
 
@@ -757,7 +778,10 @@ def _join_indexed(scope: dict[str, TableSchema], on: _Bin) -> bool:
 
 
 def type_name(ty: AlgebraicType, typespace: Sequence[AlgebraicType]) -> str:
-    """How the server prints a type in errors: ``(__identity__: U256)``, ``(some: I32 | none: ())``."""
+    """How the server prints a type in errors: ``(__identity__: U256)``, ``(some: I32 | none: ())``.
+
+    Error messages must match the server's, types included.
+    """
 
     def resolve(t: AlgebraicType) -> AlgebraicType:
         while isinstance(t, RefType):
