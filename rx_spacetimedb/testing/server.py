@@ -256,6 +256,8 @@ class SpacetimeDBEmulator:
         token_issuer: mints and checks tokens (default: one shared per process, issuer ``localhost``).
         clock: where transaction timestamps come from (default ``Timestamp.now``; tests may pin it).
         max_message_size: largest client message accepted (spec: 32 MiB).
+        queue_limit: unprocessed client messages (then Close 1013) and undelivered server messages (then
+            a drop without Close) allowed per connection (spec: 16384 each).
 
     The module's ``init`` reducer runs when the emulator is created, so rows can be seeded (with
     ``call_reducer``/``with_tx``) before or after starting it.
@@ -276,6 +278,7 @@ class SpacetimeDBEmulator:
         token_issuer: TokenIssuer | None = None,
         clock: Callable[[], Timestamp] = Timestamp.now,
         max_message_size: int = _MAX_MESSAGE,
+        queue_limit: int = _QUEUE_LIMIT,
     ) -> None:
         if module is None:
             from rx_spacetimedb.testing.example import example_module
@@ -313,6 +316,9 @@ class SpacetimeDBEmulator:
         self._clients_changed = threading.Condition()
         self.clock = clock
         self.max_message_size = max_message_size
+        self.queue_limit = queue_limit
+        if fragment_size is not None and fragment_size < 4:
+            raise ValueError("fragment_size must be at least 4 bytes (one UTF-8 character)")
         init = module.lifecycle("Init")
         if init is not None:
             status = self._run_reducer_tx(init.name, (), self.identity, None, 0, "[]")
@@ -863,8 +869,10 @@ class SpacetimeDBEmulator:
             client,
             encode_server_message(m.IdentityToken(client.identity, client.token, client.connection_id)),
         )
+        inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
         sender = asyncio.ensure_future(self._sender(client, ws))
         keepalive = asyncio.ensure_future(self._keepalive(ws))
+        processor = asyncio.ensure_future(self._processor(client, inbox))
         try:
             while True:
                 try:
@@ -872,16 +880,17 @@ class SpacetimeDBEmulator:
                 except wsx.ConnectionClosed:
                     break
                 client.received.append(frame)
-                if not self._running.is_set():
-                    await self._running.wait()
-                if not client.connected:
-                    continue  # closing after a decode error: later frames are ignored
-                self._on_frame(client, frame)
+                if inbox.qsize() >= self.queue_limit:
+                    client.connected = False  # incoming queue overflow (spec §8.1)
+                    self._spawn(ws.close(1013, "too many requests"))
+                    continue
+                inbox.put_nowait(frame)
         finally:
             client.connected = False
             client.close_code = ws.close_code
             keepalive.cancel()
             sender.cancel()
+            processor.cancel()
             if client in self.clients:
                 self.clients.remove(client)
                 self._notify_clients_changed()
@@ -890,11 +899,20 @@ class SpacetimeDBEmulator:
             if disconnected is not None:
                 self._run_reducer_tx(disconnected.name, (), client.identity, client.connection_id, 0, "[]")
 
+    async def _processor(self, client: EmulatedClient, inbox: asyncio.Queue[str | bytes]) -> None:
+        """Handle a client's messages in order, one at a time, waiting while the server is paused."""
+        while True:
+            frame = await inbox.get()
+            if not self._running.is_set():
+                await self._running.wait()
+            if client.connected:  # after a decode error the connection is closing: ignore the rest
+                self._on_frame(client, frame)
+
     def _enqueue(self, client: EmulatedClient, frame: str | bytes | tuple[int, str]) -> None:
         queue = client._queue
         if queue is None or not client.connected:
             return
-        if queue.qsize() >= _QUEUE_LIMIT and client._ws is not None:
+        if queue.qsize() >= self.queue_limit and client._ws is not None:
             client._ws.transport.abort()  # outgoing queue overflow: dropped without a close frame
             return
         queue.put_nowait((time.monotonic(), frame))
@@ -1594,6 +1612,18 @@ class SpacetimeDBEmulator:
                 return reply(405)
             identity, token = self.tokens.mint()
             return reply(200, dumps({"identity": identity.hex, "token": token}), json_body=True)
+        if len(segments) == 5 and segments[:3] == ["", "v1", "identity"] and segments[4] == "verify":
+            if method != "GET":
+                return reply(405)
+            has_credentials = "authorization" in headers or "token" in params
+            auth = self._http_auth(headers, params) if has_credentials else ""
+            if not isinstance(auth, tuple):
+                return reply(401 if auth.startswith("Invalid token") or not auth else 400, auth)
+            try:
+                claimed = Identity.from_hex(segments[3])
+            except ValueError:
+                return reply(400, f"Invalid identity: {segments[3]}")
+            return reply(204) if claimed == auth[0] else reply(400)
         if split.path == "/v1/identity/websocket-token" and method == "POST":
             auth = self._http_auth(headers, params)
             if not isinstance(auth, tuple):
@@ -1723,7 +1753,18 @@ class SpacetimeDBEmulator:
             return reply(400, f"invalid arguments for {kind} {name}: {err}")
         if reducer is not None:
             connection_id = ConnectionId(secrets.randbits(128) or 1)
+            # The call runs in its own short-lived connection: the lifecycle reducers run around it.
+            connected = self.module.lifecycle("OnConnect")
+            if connected is not None:
+                hello = self._run_reducer_tx(connected.name, (), identity, connection_id, 0, "[]")
+                if isinstance(hello, m.Failed):
+                    return reply(403, hello.message, ident_headers)
+                if isinstance(hello, m.OutOfEnergy):
+                    return reply(503, "out of energy", ident_headers)
             status = self._run_reducer_tx(name, values, identity, connection_id, 0, text)
+            disconnected = self.module.lifecycle("OnDisconnect")
+            if disconnected is not None:
+                self._run_reducer_tx(disconnected.name, (), identity, connection_id, 0, "[]")
             extra = {
                 **ident_headers,
                 "spacetime-energy-used": "0",

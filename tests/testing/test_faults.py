@@ -266,3 +266,30 @@ def test_cli_serve_prints_its_url() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_queue_limits() -> None:
+    async def body() -> None:
+        async with SpacetimeDBEmulator(example_module(), queue_limit=5) as server:
+            flooder = await Client.connect(server)
+            server.pause()  # nothing is processed: client messages pile up
+            for i in range(8):
+                await flooder.send(
+                    {"OneOffQuery": {"message_id": f"{i:02x}", "query_string": "SELECT * FROM Note"}}
+                )
+            error = await closed(flooder)
+            assert error.rcvd is not None and (error.rcvd.code, error.rcvd.reason) == (
+                1013,
+                "too many requests",
+            )
+            server.resume()
+            watcher = await Client.connect(server)
+            await watcher.request({"Subscribe": {"query_strings": ["SELECT * FROM Player"], "request_id": 1}})
+            server.pause()  # nothing is sent: server messages pile up
+            for i in range(8):
+                server.call_reducer("CreatePlayer", [f"p{i}"])
+            error = await closed(watcher)
+            assert error.rcvd is None  # outgoing overflow: dropped without a close frame
+            server.resume()
+
+    run(body)

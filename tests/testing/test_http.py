@@ -12,7 +12,14 @@ import pytest
 
 from rx_spacetimedb.protocol.types import STRING
 from rx_spacetimedb.protocol.values import Identity
-from rx_spacetimedb.testing import OutOfEnergyError, ProcedureContext, SpacetimeDBEmulator, example_module
+from rx_spacetimedb.testing import (
+    OutOfEnergyError,
+    ProcedureContext,
+    ReducerContext,
+    ReducerError,
+    SpacetimeDBEmulator,
+    example_module,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +149,35 @@ def test_misc_routes(server: SpacetimeDBEmulator) -> None:
     assert request(server, "GET", "/nothing/here")[0] == 404
     assert request(server, "GET", f"/v1/database/{server.database}/subscribe")[0] == 426
     assert request(server, "OPTIONS", f"/v1/database/{server.database}/sql")[0] == 200
+
+
+def test_identity_verify(server: SpacetimeDBEmulator) -> None:
+    identity, token = server.mint_token()
+    _, other = server.mint_token()
+    path = f"/v1/identity/{identity.hex}/verify"
+    assert request(server, "GET", path, headers={"Authorization": f"Bearer {token}"})[0] == 204
+    assert request(server, "GET", path, headers={"Authorization": f"Bearer {other}"})[0] == 400
+    assert request(server, "GET", path)[0] == 401
+
+
+def test_call_runs_inside_its_own_connection() -> None:
+    module = example_module()
+    seen: list[str] = []
+
+    @module.client_connected
+    def connected(ctx: ReducerContext) -> None:
+        seen.append(f"connected {ctx.connection_id is not None}")
+        if ctx.db.Note.filter(text="closed"):
+            raise ReducerError("we are closed")
+
+    @module.client_disconnected
+    def disconnected(ctx: ReducerContext) -> None:
+        seen.append("disconnected")
+
+    with SpacetimeDBEmulator(module) as emulator:
+        path = f"/v1/database/{emulator.database}/call/AddNote"
+        assert request(emulator, "POST", path, b'["hi"]', {"Content-Type": "application/json"})[0] == 200
+        assert seen == ["connected True", "disconnected"]
+        emulator.call_reducer("AddNote", ["closed"])
+        status, _, body = request(emulator, "POST", path, b'["x"]', {"Content-Type": "application/json"})
+        assert (status, body) == (403, b"we are closed")
