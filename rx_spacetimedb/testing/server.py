@@ -122,12 +122,12 @@ class EmulatedClient:
     """
 
     identity: Identity
-    token: str
+    token: str = dataclasses.field(repr=False)
     connection_id: ConnectionId
     light: bool = False
     confirmed: bool = False
-    received: list[str | bytes] = dataclasses.field(default_factory=list)
-    sent: list[str | bytes] = dataclasses.field(default_factory=list)
+    received: list[str | bytes] = dataclasses.field(default_factory=list, repr=False)
+    sent: list[str | bytes] = dataclasses.field(default_factory=list, repr=False)
     connected: bool = False
     close_code: int | None = None
     legacy: dict[str, Query] = dataclasses.field(default_factory=dict, repr=False)
