@@ -381,6 +381,9 @@ class _Parser:
             if self.at_text("("):
                 self.i += 1
                 right = self.disjunction()
+                if not self.at_text(")"):
+                    tok = self.peek()
+                    raise SqlError(f"sql parser error: Expected ), found: {tok.text if tok else 'EOF'}")
                 self.i += 1
                 return _Bin(op, left, right)
             return _Bin(op, left, self.operand())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rx_spacetimedb.protocol.types import BYTES, STRING, U32, Element, ProductType
 from rx_spacetimedb.protocol.values import Identity, Timestamp
@@ -245,3 +247,57 @@ def test_queries_over_custom_types() -> None:
 def test_reducer_context_is_unused_here() -> None:
     """Keep the import honest: ReducerContext is the type reducers get (checked by mypy)."""
     assert ReducerContext.__name__ == "ReducerContext"
+
+
+_WORDS = [
+    "SELECT",
+    "*",
+    "FROM",
+    "Player",
+    "Note",
+    "p",
+    ".",
+    "WHERE",
+    "JOIN",
+    "ON",
+    "AND",
+    "OR",
+    "NOT",
+    "(",
+    ")",
+    "=",
+    "<>",
+    "<",
+    ">=",
+    "'x'",
+    "1",
+    "-",
+    "1.5e3",
+    "0xff",
+    "X'AB'",
+    ":sender",
+    "TRUE",
+    "name",
+    "score",
+    "identity",
+    ";",
+    ",",
+    "AS",
+    "INNER",
+    "LIMIT",
+    "NULL",
+    "IS",
+    '"Player"',
+    "location",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=60), st.lists(st.sampled_from(_WORDS), max_size=14).map(" ".join)))
+def test_any_text_compiles_or_fails_with_sql_error(text: str) -> None:
+    try:
+        query = compile_query(text, DB, sender=OWNER, subscription=True)
+    except SqlError as err:
+        assert str(err)
+    else:
+        query.rows(DB)
