@@ -74,20 +74,24 @@ class TokenIssuer:
         self.issuer = issuer
         self._secret = secret if secret is not None else _PROCESS_SECRET
 
-    def mint(self, subject: str | None = None) -> tuple[Identity, str]:
+    def mint(
+        self, subject: str | None = None, *, issuer: str | None = None, expires_in: int | None = None
+    ) -> tuple[Identity, str]:
         """A new (identity, token) for ``subject`` (a random UUID by default).
 
         Used for anonymous connections and ``POST /v1/identity``, like the server's minting.
         """
         sub = subject if subject is not None else str(uuid.uuid4())
-        identity = identity_from_claims(self.issuer, sub)
+        iss = issuer if issuer is not None else self.issuer
+        identity = identity_from_claims(iss, sub)
+        now = int(time.time())
         payload = {
             "hex_identity": identity.hex,
             "sub": sub,
-            "iss": self.issuer,
+            "iss": iss,
             "aud": ["spacetimedb"],
-            "iat": int(time.time()),
-            "exp": None,
+            "iat": now,
+            "exp": None if expires_in is None else now + expires_in,
         }
         signing_input = (
             _b64(json.dumps(_HEADER, separators=(",", ":")).encode())

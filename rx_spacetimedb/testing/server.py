@@ -1628,7 +1628,9 @@ class SpacetimeDBEmulator:
             auth = self._http_auth(headers, params)
             if not isinstance(auth, tuple):
                 return reply(401 if auth else 400, auth or "Authorization is invalid: malformed token")
-            return reply(200, dumps({"token": auth[1]}), json_body=True)
+            claims = self.tokens.validate(auth[1])
+            _, short = self.tokens.mint(claims.subject, issuer=claims.issuer, expires_in=60)
+            return reply(200, dumps({"token": short}), json_body=True)
         if len(segments) >= 4 and segments[:3] == ["", "v1", "database"]:
             name = unquote(segments[3])
             problem = self._check_database(name)

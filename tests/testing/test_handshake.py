@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import urllib.request
 
 import pytest
 import websockets
@@ -205,3 +207,27 @@ def test_lifecycle_reducers_run_and_broadcast() -> None:
             assert texts == ["bye", "hello", "hello"]
 
     run(check)
+
+
+def test_short_lived_websocket_token_keeps_the_identity_and_is_echoed() -> None:
+    with SpacetimeDBEmulator(example_module()) as server:
+        identity, token = server.mint_token()
+        request = urllib.request.Request(
+            f"{server.http_url}/v1/identity/websocket-token",
+            data=b"",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            short = json.loads(response.read())["token"]
+        assert short != token
+        claims = json.loads(base64.urlsafe_b64decode(short.split(".")[1] + "=="))
+        assert claims["exp"] - claims["iat"] == 60
+
+        async def body() -> None:
+            client = await Client.connect(server, f"token={short}")
+            assert client.identity == f"0x{identity.hex}"
+            assert client.identity_token["token"] == short  # the short-lived token comes back
+            await client.close()
+
+        run(body)
