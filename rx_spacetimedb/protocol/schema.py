@@ -20,6 +20,7 @@ from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCode
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
     ArrayType,
+    PrimitiveType,
     ProductType,
     RefType,
     SumType,
@@ -81,10 +82,12 @@ def decode_json(text: str | bytes) -> Any:
         raise ProtocolError(f"row is not JSON: {err}", raw=text) from None
 
 
-def _decode_text(decoder: Decoder, text: str | bytes, what: str) -> Any:
+def _decode_text(decoder: Decoder, text: str | bytes, what: str, wide: bool = False) -> Any:
+    """Parse and decode one JSON text; ``wide``: the type has 128-bit integers, check for long ones
+    first rather than let orjson turn them into floats and decode twice."""
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as err:
+        value = loads_exact(text) if wide else orjson.loads(text)
+    except ValueError as err:  # orjson.JSONDecodeError is a ValueError
         raise ProtocolError(f"{what} is not JSON: {err}", raw=text) from None
     try:
         return decoder(value)
@@ -152,6 +155,7 @@ class ModuleSchema:
         self.codec = TypeCodec(self.typespace, names=names, classes=classes)
         self._raw = dict(raw) if raw is not None else None
         self._row_decoders: dict[str, Decoder] = {}
+        self._wide_rows: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         return (f"<ModuleSchema tables={list(self.tables)} reducers={list(self.reducers)} "
@@ -283,14 +287,22 @@ class ModuleSchema:
             self._row_decoders[table] = decoder
         return decoder
 
+    def _has_wide_rows(self, table: str) -> bool:
+        wide = self._wide_rows.get(table)
+        if wide is None:
+            wide = _holds_128_bit(self.codec, RefType(self.table(table).product_type_ref), set())
+            self._wide_rows[table] = wide
+        return wide
+
     def decode_row(self, table: str, text: str | bytes) -> Any:
         """Decode one row string (object-keyed or positional) to the table's row object."""
-        return _decode_text(self.row_decoder(table), text, table)
+        return _decode_text(self.row_decoder(table), text, table, self._has_wide_rows(table))
 
     def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
         """Decode many row strings of one table."""
         decoder = self.row_decoder(table)
-        return [_decode_text(decoder, t, table) for t in texts]
+        wide = self._has_wide_rows(table)
+        return [_decode_text(decoder, t, table, wide) for t in texts]
 
     def encode_row(self, table: str, row: Any, form: Form = "C") -> str:
         """The row string of a row: ``B`` = stored (object keyed), ``C`` = untyped (positional)."""
@@ -316,6 +328,21 @@ class ModuleSchema:
         """Decode a ``ProcedureResult`` ``Returned`` value."""
         return _decode_text(self.codec.decoder(self.procedure(procedure).return_type), text,
                             f"{procedure}.return")
+
+
+def _holds_128_bit(codec: TypeCodec, ty: AlgebraicType, seen: set[int]) -> bool:
+    """Whether values of ``ty`` can hold integers orjson cannot read exactly (u128/i128)."""
+    if isinstance(ty, RefType):
+        if ty.index in seen:
+            return False
+        seen.add(ty.index)
+        return _holds_128_bit(codec, codec.resolve(ty), seen)
+    if isinstance(ty, PrimitiveType):
+        return ty.name in ("U128", "I128")
+    if isinstance(ty, ArrayType):
+        return _holds_128_bit(codec, ty.elem, seen)
+    parts = ty.elements if isinstance(ty, ProductType) else ty.variants
+    return any(_holds_128_bit(codec, part.type, seen) for part in parts)
 
 
 def _reject_recursive_types(typespace: Sequence[AlgebraicType]) -> None:

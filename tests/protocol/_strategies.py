@@ -119,9 +119,9 @@ def values(ty: AlgebraicType, codec: TypeCodec) -> st.SearchStrategy[Any]:
 
 
 def canon(value: Any) -> Any:
-    """A comparable form: NaN equals NaN, -0.0 differs from 0.0."""
+    """A comparable form: -0.0 differs from 0.0; NaN and ±inf are all one value (``null`` on the wire)."""
     if isinstance(value, float):
-        return ("nan",) if math.isnan(value) else ("float", value, math.copysign(1.0, value))
+        return ("null",) if not math.isfinite(value) else ("float", value, math.copysign(1.0, value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value).__name__, *(canon(getattr(value, f.name)) for f in dataclasses.fields(value)))
     if isinstance(value, tuple | list):

@@ -11,6 +11,7 @@ import pytest
 
 from rx_spacetimedb.protocol import (
     ConnectionId,
+    Failed,
     Identity,
     IdentityToken,
     ScheduleAt,
@@ -143,6 +144,30 @@ def test_envelope_wide_integer_with_a_row_mentioning_the_same_key() -> None:
     message = decode_server_message(frame)
     assert isinstance(message, TransactionUpdate)
     assert message.energy_quanta_used.quanta == U128_MAX
+
+
+def test_envelope_wide_integer_when_the_key_is_also_a_string_value() -> None:
+    frame = example("server-TransactionUpdate-failed.json").replace(
+        '"reducer_name":"CreatePlayer"', '"reducer_name":"__connection_id__"').replace(
+        '"name \\"carol\\" is already taken"', '"quanta"')
+    message = decode_server_message(frame)
+    assert isinstance(message, TransactionUpdate)
+    assert message.reducer_call.reducer_name == "__connection_id__"
+    assert message.status == Failed("quanta")
+    assert message.caller_connection_id.value == 41279989226247141793968051798400034689
+    assert encode_server_message(message) == frame
+
+
+def test_rows_of_tables_with_128_bit_columns() -> None:
+    # long digit runs inside strings send the row to the exact parser too: same values
+    schema = wide_schema()
+    big = schema.row_class("big")
+    rows = [big(1, 2, 3, 4, ConnectionId(5)), big(2**64 - 1, U128_MAX, I128_MIN, 0, ConnectionId(U128_MAX))]
+    for row in rows:
+        assert schema.decode_row("big", schema.encode_row("big", row, "C")) == row
+        assert schema.decode_row("big", schema.encode_row("big", row, "B")) == row
+    text = '"' + "1" * 40 + '"'
+    assert SCHEMA.decode_row("wide", SCHEMA.encode_row("wide", wide(text=text, u128=5), "C")).text == text
 
 
 def test_loads_exact_and_decode_json_keep_integers() -> None:
