@@ -270,19 +270,20 @@ class Module:
         self._reducers[name] = _ReducerSpec(name, params, func, lifecycle)
 
     def client_connected(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
-        """Decorator: the ``OnConnect`` lifecycle reducer; raising rejects the connection.
+        """Decorator: the ``OnConnect`` lifecycle reducer (named after the function); raising rejects.
 
-        Lets tests rehearse a module that refuses connections.
+        Lets tests rehearse a module that refuses connections; the name is the function's, as in Rust
+        modules (``#[reducer(client_connected)] fn identity_connected``).
         """
-        self._add_reducer("client_connected", ProductType(()), func, "OnConnect")
+        self._add_reducer(func.__name__, ProductType(()), func, "OnConnect")
         return func
 
     def client_disconnected(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
-        """Decorator: the ``OnDisconnect`` lifecycle reducer, run when a connection ends.
+        """Decorator: the ``OnDisconnect`` lifecycle reducer (named after the function), run on disconnect.
 
         Apps often clean up presence rows here; tests can check that they do.
         """
-        self._add_reducer("client_disconnected", ProductType(()), func, "OnDisconnect")
+        self._add_reducer(func.__name__, ProductType(()), func, "OnDisconnect")
         return func
 
     def init(self, func: Callable[[ReducerContext], Any]) -> Callable[[ReducerContext], Any]:
@@ -290,7 +291,7 @@ class Module:
 
         Seeds initial rows the way a real module's ``init`` does at publish time.
         """
-        self._add_reducer("init", ProductType(()), func, "Init")
+        self._add_reducer(func.__name__, ProductType(()), func, "Init")
         return func
 
     def procedure(

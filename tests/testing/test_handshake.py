@@ -198,11 +198,11 @@ def test_lifecycle_reducers_run_and_broadcast() -> None:
             await watcher.request({"Subscribe": {"query_strings": ["SELECT * FROM Note"], "request_id": 1}})
             other = await Client.connect(server)
             hello = (await watcher.recv())["TransactionUpdate"]
-            assert hello["reducer_call"]["reducer_name"] == "client_connected"
+            assert hello["reducer_call"]["reducer_name"] == "connected"
             assert hello["caller_connection_id"]["__connection_id__"] == other.connection_id
             await other.close()
             bye = (await watcher.recv())["TransactionUpdate"]
-            assert bye["reducer_call"]["reducer_name"] == "client_disconnected"
+            assert bye["reducer_call"]["reducer_name"] == "disconnected"
             texts = sorted(row.text for row in server.table_rows("Note"))
             assert texts == ["bye", "hello", "hello"]
 

@@ -121,9 +121,9 @@ def test_lifecycle_reducer_cannot_be_called() -> None:
     async def body() -> None:
         async with SpacetimeDBEmulator(module) as server:
             client = await Client.connect(server)
-            reply = (await client.request(call("client_connected", "[]")))["TransactionUpdate"]
+            reply = (await client.request(call("connected", "[]")))["TransactionUpdate"]
             assert reply["status"] == {"Failed": "can't directly call special OnConnect lifecycle reducer"}
-            assert reply["reducer_call"]["reducer_id"] == server.schema.reducer_ids["client_connected"]
+            assert reply["reducer_call"]["reducer_id"] == server.schema.reducer_ids["connected"]
 
     run(body)
 

@@ -69,7 +69,7 @@ def test_schema_of_constraints_and_lifecycle() -> None:
     assert [s["column"] for s in table["sequences"]] == [0]
     assert table["table_access"] == {"Private": []}
     assert raw["reducers"] == [
-        {"name": "client_connected", "params": {"elements": []}, "lifecycle": {"some": {"OnConnect": []}}}
+        {"name": "hello", "params": {"elements": []}, "lifecycle": {"some": {"OnConnect": []}}}
     ]
 
 
