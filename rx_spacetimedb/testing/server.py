@@ -626,6 +626,30 @@ class SpacetimeDBEmulator:
 
         return self._call(run)
 
+    def drop_client(self, client: EmulatedClient) -> None:
+        """Drop one connection abruptly (no close frame).
+
+        Rehearses one client losing its network while the others stay connected.
+        """
+
+        def run() -> None:
+            if client._ws is not None:
+                client._ws.transport.abort()
+
+        self._call(run)
+
+    def close_client(self, client: EmulatedClient, code: int = 1001, reason: str = "module exited") -> None:
+        """Close one connection with a Close frame of ``code``/``reason``.
+
+        Rehearses a server-side close aimed at a single client.
+        """
+
+        def run() -> None:
+            if client._ws is not None:
+                self._spawn(client._ws.close(code, reason))
+
+        self._call(run)
+
     def refuse_connections(self, count: int = 1) -> None:
         """Answer the next ``count`` WebSocket handshakes with HTTP 503.
 

@@ -293,3 +293,16 @@ def test_queue_limits() -> None:
             server.resume()
 
     run(body)
+
+
+def test_drop_or_close_one_client() -> None:
+    async def body() -> None:
+        async with SpacetimeDBEmulator(example_module()) as server:
+            first, second = await Client.connect(server), await Client.connect(server)
+            server.drop_client(server.clients[0])
+            assert (await closed(first)).rcvd is None
+            server.close_client(server.clients[0], 4001, "just you")
+            error = await closed(second)
+            assert error.rcvd is not None and (error.rcvd.code, error.rcvd.reason) == (4001, "just you")
+
+    run(body)
