@@ -299,9 +299,10 @@ def test_drop_or_close_one_client() -> None:
     async def body() -> None:
         async with SpacetimeDBEmulator(example_module()) as server:
             first, second = await Client.connect(server), await Client.connect(server)
-            server.drop_client(server.clients[0])
+            on_server = {c.connection_id.value: c for c in server.clients}
+            server.drop_client(on_server[first.connection_id])
             assert (await closed(first)).rcvd is None
-            server.close_client(server.clients[0], 4001, "just you")
+            server.close_client(on_server[second.connection_id], 4001, "just you")
             error = await closed(second)
             assert error.rcvd is not None and (error.rcvd.code, error.rcvd.reason) == (4001, "just you")
 
