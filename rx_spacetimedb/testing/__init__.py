@@ -14,6 +14,22 @@
     async with SpacetimeDBEmulator() as server:              # async: on the running loop
         ...
 
+Public API, in short:
+
+* ``SpacetimeDBEmulator(module, database=, port=, ping_interval=, idle_timeout=, clock=, owner=,
+  hide_reducer_details=, queue_limit=, ...)``: ``start()``/``stop()``, ``with``, ``async with``;
+  ``url``, ``http_url``, ``subscribe_url``, ``host``, ``port``, ``database``, ``identity``.
+* Direct access: ``call_reducer``, ``with_tx``, ``table_rows``, ``sql``, ``mint_token``,
+  ``wait_for_clients`` / ``wait_for_clients_async``, ``clients``, ``history`` (``EmulatedClient``:
+  ``identity``, ``connection_id``, ``received``, ``sent``, ``messages()``).
+* Faults: ``drop_all``, ``drop_client``, ``close_all``, ``close_client``, ``refuse_connections``,
+  ``set_delay``, ``inject``, ``pause``/``resume``, ``break_subscriptions``.
+* Modules: ``Module`` (``table``, ``add_type``, ``reducer``, ``procedure``, ``init``,
+  ``client_connected``, ``client_disconnected``), ``Column``, ``ReducerContext``, ``ProcedureContext``,
+  ``ReducerError``, ``OutOfEnergyError``; ``example_module()`` (the spec's module, ``minimal=True`` for
+  exactly the spec's schema).
+* ``python -m rx_spacetimedb.testing serve [--port N]`` runs the example module.
+
 See ``server.py`` for fault injection and inspection, ``module.py`` for declaring modules.
 """
 
