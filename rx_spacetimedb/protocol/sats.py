@@ -118,6 +118,9 @@ def _str_decoder(v: Any) -> str:
     raise _fail("a string", v)
 
 
+_STR_TYPE = frozenset({str})
+
+
 def _bool_decoder(v: Any) -> bool:
     if type(v) is bool:
         return v
@@ -331,10 +334,15 @@ class TypeCodec:
             if self.resolve(ty.elem) == PrimitiveType("U8"):
                 return _bytes_decoder
             elem = self.decoder(ty.elem)
+            # Arrays of strings are the row lists of every message: check their items' types in one
+            # C-level pass instead of calling the string decoder once per row.
+            strings = elem is _str_decoder
 
             def dec_array(v: Any) -> tuple[Any, ...]:
                 if type(v) is not list:
                     raise _fail("an array", v)
+                if strings and set(map(type, v)) <= _STR_TYPE:
+                    return tuple(v)
                 try:
                     return tuple([elem(x) for x in v])
                 except ProtocolError as err:
