@@ -200,13 +200,19 @@ class _Conn(ServerConnection):
             self._sniff = None
             super().data_received(buffered)
             return
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            length = 0
-        if len(self._sniff) < end + 4 + length:
-            return
-        body = bytes(self._sniff[end + 4 : end + 4 + length])
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            chunked = _dechunk(bytes(self._sniff[end + 4 :]))
+            if chunked is None:
+                return  # wait for the last chunk
+            body = chunked
+        else:
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                length = 0
+            if len(self._sniff) < end + 4 + length:
+                return
+            body = bytes(self._sniff[end + 4 : end + 4 + length])
         self._sniff = None
         target = parts[1] if len(parts) > 1 else "/"
         try:
@@ -223,6 +229,27 @@ class _Conn(ServerConnection):
         out += [f"{k}: {v}" for k, v in extra.items()]
         self.transport.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + payload)
         self.transport.close()
+
+
+def _dechunk(data: bytes) -> bytes | None:
+    """The body of a chunked HTTP request, or None while its last chunk has not arrived."""
+    body = bytearray()
+    position = 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return None
+        try:
+            size = int(data[position:line_end].split(b";")[0], 16)
+        except ValueError:
+            return bytes(body)  # malformed: answer with what there is
+        if size == 0:
+            return bytes(body)
+        start = line_end + 2
+        if len(data) < start + size + 2:
+            return None
+        body += data[start : start + size]
+        position = start + size + 2
 
 
 _REASONS = {

@@ -181,3 +181,19 @@ def test_call_runs_inside_its_own_connection() -> None:
         emulator.call_reducer("AddNote", ["closed"])
         status, _, body = request(emulator, "POST", path, b'["x"]', {"Content-Type": "application/json"})
         assert (status, body) == (403, b"we are closed")
+
+
+def test_chunked_request_body(server: SpacetimeDBEmulator) -> None:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    body = iter([b"SELECT * FROM ", b"Player WHERE name = 'alice'"])
+    connection.request(
+        "POST",
+        f"/v1/database/{server.database}/sql",
+        body=body,
+        headers={"Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read())[0]["rows"][0][2] == "alice"
+    connection.close()
