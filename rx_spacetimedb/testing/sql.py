@@ -685,7 +685,7 @@ class Query:
         return self.predicate is None or bool(self.predicate({self.alias: row}))
 
     def rows(self, db: _RowSource | Database) -> list[Row]:
-        """The rows of the returned table this query selects now (joins: each distinct row once).
+        """The rows of the returned table this query selects now (joins: once per matching pair).
 
         Snapshots, unsubscribe answers and one-off queries are evaluated this way.
         """
@@ -703,7 +703,7 @@ class Query:
             bindings = joined
         if self.predicate is not None:
             bindings = [b for b in bindings if self.predicate(b)]
-        return list(dict.fromkeys(b[self.alias] for b in bindings))
+        return [b[self.alias] for b in bindings]  # a bag: one row per join match, as the server
 
     def joined_tables(self) -> set[str]:
         """Every table this query reads.

@@ -301,3 +301,11 @@ def test_any_text_compiles_or_fails_with_sql_error(text: str) -> None:
         assert str(err)
     else:
         query.rows(DB)
+
+
+def test_joins_are_bags_one_row_per_match() -> None:
+    db = database()
+    tx = db.begin()
+    db.view(tx)["Note"].insert({"author": "alice", "text": "second"})
+    query = compile_query("SELECT p.* FROM Player p JOIN Note n ON p.name = n.author", db)
+    assert [r.name for r in query.rows(db)] == ["alice", "alice"]
