@@ -466,7 +466,7 @@ class _Store:
         pk = self.schema.primary_key
         return row if pk is None else self.getters[pk](row)
 
-    def normalize(self, value: Any) -> Any:
+    def normalize(self, value: Any, sequences: bool = True) -> Any:
         """A canonical row object from a row object, mapping or sequence (auto-inc columns filled).
 
         Storing one canonical form makes equality, keys and encodings reliable.
@@ -481,7 +481,7 @@ class _Store:
         except (TypeError, ValueError, ProtocolError) as err:
             raise TypeError(f"not a valid {self.name} row: {err}") from None
         changes = {}
-        for c in self.schema.auto_inc:
+        for c in self.schema.auto_inc if sequences else ():
             given = self.getters[c](row)
             if given == 0:
                 changes[self.attrs[c]] = self.sequences[c]
@@ -686,15 +686,15 @@ class TableHandle:
         return value
 
     def delete(self, row: Any) -> bool:
-        """Delete a row (by primary key if the table has one, else by value); True if it existed.
+        """Delete a row equal to ``row``; True if there was one (False for a stale copy).
 
-        Tables without a primary key are sets of whole rows.
+        As on the server, the whole row must match, not only its primary key (see ``delete_by``).
         """
         tx = self._writable()
         store = self._store
-        value = store.normalize(row) if not isinstance(row, store.row_class) else row
+        value = store.normalize(row, sequences=False) if not isinstance(row, store.row_class) else row
         existing = store.rows.get(store.key(value))
-        if existing is None or (store.schema.primary_key is None and existing != value):
+        if existing is None or existing != value:
             return False
         tx._delete(store, existing)
         return True

@@ -163,3 +163,16 @@ def test_init_runs_at_creation_and_type_classes() -> None:
     assert module.type_class("Config") is type(row)
     with pytest.raises(KeyError):
         module.type_class("Nope")
+
+
+def test_delete_needs_the_current_row() -> None:
+    db = Database(example_module())
+    tx = db.begin()
+    players = db.view(tx).Player
+    row = players.insert(
+        {"identity": Identity(1), "name": "a", "score": 1, "created_at": Timestamp(0), "location": None}
+    )
+    players.update(dataclasses.replace(row, score=2))
+    assert not players.delete(row)  # a stale copy deletes nothing
+    assert players.delete(dataclasses.replace(row, score=2))
+    assert players.count() == 0
