@@ -29,6 +29,7 @@ Public API, in short:
   ``ReducerError``, ``OutOfEnergyError``; ``example_module()`` (the spec's module, ``minimal=True`` for
   exactly the spec's schema).
 * ``python -m rx_spacetimedb.testing serve [--port N]`` runs the example module.
+* pytest: ``pytest_plugins = ["rx_spacetimedb.testing.pytest_plugin"]`` gives the ``spacetimedb`` fixture.
 
 See ``server.py`` for fault injection and inspection, ``module.py`` for declaring modules.
 """

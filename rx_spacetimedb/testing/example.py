@@ -29,7 +29,7 @@ __all__ = ["example_module"]
 
 
 def example_module(name: str = "quickstart", *, minimal: bool = False) -> Module:
-    """A fresh example module (each emulator needs its own, since modules freeze when served).
+    """A fresh example module (a module may be served by several emulators; each has its own data).
 
     ``minimal=True`` gives exactly the spec's module (``Player``, ``CreatePlayer``, ``SetScore``,
     ``FindPlayer``), whose schema JSON is byte-identical to ``examples/http-schema-v9-response.json``.
