@@ -16,6 +16,15 @@ every client frame is recorded per connection (``server.clients``, ``server.hist
 
 Methods are safe to call from any thread: from a foreign thread they run on the server's loop and
 wait for the result.
+
+Deliberate differences from the real server (all documented in the README):
+
+* tokens are HMAC-signed JWT-shaped tokens of this emulator (others get 401), and identities are
+  derived from ``(iss, sub)`` with BLAKE2b instead of BLAKE3 (same ``c200`` shape, other digits);
+* Close 1011 reasons are cut to 123 bytes (spec §8.3); oversized messages get Close 1009;
+* only ``v1.json.spacetimedb``: an offer including a binary protocol gets HTTP 400 instead of being
+  answered in BSATN; ``confirmed`` is accepted and has no effect (everything is durable at once);
+* no row-level security, views, event tables, private reducers, SQL DML or query row limits.
 """
 
 from __future__ import annotations

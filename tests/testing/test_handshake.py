@@ -231,3 +231,14 @@ def test_short_lived_websocket_token_keeps_the_identity_and_is_echoed() -> None:
             await client.close()
 
         run(body)
+
+
+def test_identity_token_comes_first_even_if_the_client_talks_first() -> None:
+    async def body() -> None:
+        async with SpacetimeDBEmulator(example_module()) as server:
+            client = await Client.connect(server, read_identity=False)
+            await client.send({"OneOffQuery": {"message_id": "01", "query_string": "SELECT * FROM Note"}})
+            assert "IdentityToken" in await client.recv()
+            assert "OneOffQueryResponse" in await client.recv()
+
+    run(body)
