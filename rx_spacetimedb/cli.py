@@ -118,11 +118,27 @@ def _connection_options() -> argparse.ArgumentParser:
                        help="file that keeps the token between runs (read, and written when minted)")
     group.add_argument("--light", action="store_true", help="ask for light transaction updates")
     group.add_argument("--confirmed", action="store_true", help="only durable (confirmed) transactions")
-    group.add_argument("--timeout", type=float, default=10.0,
+    group.add_argument("--timeout", type=_positive_float, default=10.0,
                        help="seconds to wait for the connection and for each answer (default 10)")
     group.add_argument("--json", action="store_true", help="machine output: one JSON object per line")
     group.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
     return parent
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the connection is re-established after transient failures.",
         epilog=_EXIT_CODES_HELP, formatter_class=raw)
     watch.add_argument("queries", nargs="+", metavar="QUERY", help="SQL subscription queries")
-    watch.add_argument("--limit", type=int, default=None, metavar="N",
+    watch.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                        help="exit after N changes (the initial rows count as one)")
     watch.add_argument("--no-reconnect", action="store_true",
                        help=f"exit (code {EXIT_UNREACHABLE}) when the connection is lost")
@@ -182,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"host name or URL (default: ${HOST_ENV} or localhost)")
     identity.add_argument("--port", type=int, default=3000, help="TCP port (default 3000)")
     identity.add_argument("--tls", action="store_true", help="use https")
-    identity.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    identity.add_argument("--timeout", type=_positive_float, default=10.0,
+                          help="seconds to wait (default 10)")
     identity.add_argument("--save", metavar="FILE", default=None,
                           help="write the token to FILE (as --credentials reads it) instead of printing it")
     identity.add_argument("--json", action="store_true", help='print {"identity": ..., "token": ...}')
@@ -218,8 +235,8 @@ def _describe(err: BaseException, target: str) -> CliError:
         return CliError(str(err), EXIT_FAILED)
     if isinstance(err, SchemaError | ValueError | TypeError):
         return CliError(str(err), EXIT_USAGE)
-    if isinstance(err, TimeoutError):
-        return CliError(f"no answer from {target} in time", EXIT_UNREACHABLE)
+    if isinstance(err, TimeoutError):  # Request.result(timeout) ran out
+        return CliError(f"no answer from {target} in time (see --timeout)", EXIT_FAILED)
     if isinstance(err, SpacetimeDBError):
         return CliError(f"{type(err).__name__}: {err}", EXIT_FAILED)
     return CliError(f"{type(err).__name__}: {err}", EXIT_FAILED)

@@ -289,7 +289,7 @@ def test_watch_sql_and_call_never_print_the_token(server: SpacetimeDBEmulator,
                      ["sql", *target(server), *flag, "SELECT * FROM Player"],
                      ["sql", "--json", *target(server), *flag, "SELECT * FROM Player"],
                      ["sql", *target(server), *flag, "SELEC nonsense"],
-                     ["watch", "-v", *target(server), *flag, "--limit", "1", "SELECT * FROM Player"],
+                     ["watch", "-vv", *target(server), *flag, "--limit", "1", "SELECT * FROM Player"],
                      ["watch", "--json", *target(server), *flag, "--limit", "1", "SELECT * FROM Player"]):
             code, out, err = run(*argv)
             assert code in (EXIT_OK, EXIT_FAILED), err

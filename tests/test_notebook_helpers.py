@@ -101,35 +101,43 @@ def test_throttle_latest_keeps_the_last_value_before_an_error() -> None:
     assert result.messages == [on_next(210, 1), on_next(260, 2), on_error(310, boom)]
 
 
-def test_throttle_latest_never_blocks_the_emitting_thread_while_the_loop_is_busy() -> None:
-    """A cell blocked in ``Request.result()`` holds the kernel loop; the I/O thread must go on."""
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
+def test_throttle_latest_never_blocks_the_emitting_loop_while_the_kernel_loop_is_busy() -> None:
+    """A cell blocked in ``Request.result()`` holds the kernel loop; the I/O loop must go on.
+
+    The connection emits from its own running asyncio loop; from there, cancelling an
+    ``AsyncIOThreadSafeScheduler`` timer waits for the kernel loop (``throttle_with_timeout`` does
+    that on every value, and deadlocks here).
+    """
+    kernel, io_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in (kernel, io_loop)]
+    for thread in threads:
+        thread.start()
     try:
-        release, busy = threading.Event(), threading.Event()
-
-        def block() -> None:
-            busy.set()
-            release.wait(WAIT)
-
         seen: list[int] = []
-        done = threading.Event()
+        done, emitted = threading.Event(), threading.Event()
         source: Subject[int] = Subject()
-        source.pipe(throttle_latest(0.01, AsyncIOThreadSafeScheduler(loop))).subscribe(
+        source.pipe(throttle_latest(0.01, AsyncIOThreadSafeScheduler(kernel))).subscribe(
             seen.append, on_completed=done.set)
-        loop.call_soon_threadsafe(block)
-        assert busy.wait(WAIT)
-        for i in range(100):  # would hang here if a timer were cancelled from this thread
-            source.on_next(i)
-        source.on_completed()
-        release.set()
+
+        def emit() -> None:  # on the I/O loop, as the connection does
+            for i in range(100):
+                source.on_next(i)
+            source.on_completed()
+            emitted.set()
+
+        def cell() -> None:  # blocks the kernel loop until the I/O loop has emitted everything
+            io_loop.call_soon_threadsafe(emit)
+            emitted.wait(WAIT)
+
+        kernel.call_soon_threadsafe(cell)
+        assert emitted.wait(WAIT), "the I/O loop was blocked by the busy kernel loop"
         assert done.wait(WAIT)
         assert seen[-1] == 99
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(WAIT)
-        loop.close()
+        for loop, thread in zip((kernel, io_loop), threads, strict=True):
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(WAIT)
+            loop.close()
 
 
 # -- live_table ----------------------------------------------------------------------------------
