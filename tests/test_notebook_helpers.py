@@ -344,3 +344,34 @@ def test_the_module_imports_without_the_optional_packages() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.stdout == "ok\n", done.stderr
+
+
+def test_the_readme_snippet_works_against_a_server(server: SpacetimeDBEmulator) -> None:
+    """The README's Jupyter snippet, with fake displays standing in for the notebook."""
+    pytest.importorskip("matplotlib", reason="live_chart needs matplotlib (the notebook extra)")
+    pytest.importorskip("pandas", reason="to_dataframe needs pandas (the notebook extra)")
+    table_display, chart_display = FakeDisplay(), FakeDisplay()
+    conn = rx_spacetimedb.connect(server.url, server.database)
+    conn.wait_connected(timeout=10)
+    conn.subscribe_single("SELECT * FROM Player").result(timeout=10)
+
+    players = live_table(conn, "Player", columns=["id", "name", "score"], sort_by="id",
+                         display=table_display)
+    scores = live_chart(conn, "Player", value=lambda p: p.score, label=lambda p: p.name, ylabel="score",
+                        display=chart_display)
+
+    async def call() -> None:
+        await conn.call_reducer("CreatePlayer", ["alice"])
+
+    asyncio.run(call())
+    players.wait_until(lambda obj: "<td>alice</td>" in obj.html, WAIT)
+    scores.wait_until(lambda obj: "alice" in repr(obj), WAIT)
+
+    frame = to_dataframe(conn.one_off_query("SELECT * FROM Player").result(timeout=10))
+    assert frame["name"].tolist() == ["alice"]
+
+    players.dispose()
+    scores.dispose()
+    conn.close()
+    assert "<td>alice</td>" in table_display.html[-1]
+    assert chart_display.handles[0].shown[-1]._repr_png_().startswith(b"\x89PNG")
