@@ -288,7 +288,8 @@ class SpacetimeDBEmulator:
         idle_timeout: drop a connection that sent nothing for this long (spec: 30), without a close frame.
         hide_reducer_details: behave like a v10 module: non-callers always get ``TransactionUpdateLight``.
         fragment_size: split outgoing messages into frames of this many bytes (spec: 4096; None: don't).
-        owner: identity allowed to read private tables (as the database owner).
+        owner: the database owner's identity, which may read private tables (default: a minted one,
+            whose token is ``owner_token``).
         token_issuer: mints and checks tokens (default: one shared per process, issuer ``localhost``).
         clock: where transaction timestamps come from (default ``Timestamp.now``; tests may pin it).
         max_message_size: largest client message accepted (spec: 32 MiB).
@@ -331,8 +332,12 @@ class SpacetimeDBEmulator:
         self.idle_timeout = idle_timeout
         self.hide_reducer_details = hide_reducer_details
         self.fragment_size = fragment_size
-        self.owner = owner
         self.tokens = token_issuer or TokenIssuer()
+        self.owner_token: str | None = None
+        """A token of the owner identity (minted when ``owner`` is not given; None otherwise)."""
+        if owner is None:
+            owner, self.owner_token = self.tokens.mint(f"owner:{database}")
+        self.owner: Identity = owner
         self.identity = identity_from_claims("spacetimedb", f"database:{database}")
         self.clients: list[EmulatedClient] = []
         """Connected clients, oldest first."""

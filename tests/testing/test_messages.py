@@ -7,7 +7,13 @@ import json
 from typing import Any
 
 from rx_spacetimedb.protocol.types import STRING, U64
-from rx_spacetimedb.testing import ProcedureContext, ReducerContext, SpacetimeDBEmulator, example_module
+from rx_spacetimedb.testing import (
+    Column,
+    ProcedureContext,
+    ReducerContext,
+    SpacetimeDBEmulator,
+    example_module,
+)
 from tests.testing.helpers import Client, call, rows, run, sub_multi, sub_single
 
 PLAYERS = "SELECT * FROM Player"
@@ -531,5 +537,35 @@ def test_two_clients_see_each_others_transactions_in_order() -> None:
                 for _ in range(2)
             ]
             assert seen_by_a == seen_by_b  # commit order, identical everywhere
+
+    run(body)
+
+
+def test_private_tables_only_for_the_owner() -> None:
+    module = example_module()
+    module.table("Secret", [Column("text", STRING)], public=False)
+
+    async def body() -> None:
+        server = SpacetimeDBEmulator(module)
+        server.with_tx(lambda ctx: ctx.db.Secret.insert({"text": "hidden"}))
+        assert server.owner_token is not None
+        async with server:
+            stranger = await Client.connect(server)
+            owner = await Client.connect(server, token=server.owner_token)
+            assert owner.identity == f"0x{server.owner.hex}"
+            denied = await stranger.request(sub_single("SELECT * FROM Secret", 1))
+            assert denied["SubscriptionError"]["error"].startswith("no such table: `Secret`")
+            allowed = (await owner.request(sub_single("SELECT * FROM Secret", 1)))["SubscribeApplied"]
+            assert rows(allowed["rows"]["table_rows"]) == [{"text": "hidden"}]
+            star = await stranger.request(
+                {"Subscribe": {"query_strings": ["SELECT * FROM *"], "request_id": 2}}
+            )
+            assert "Secret" not in [
+                t["table_name"] for t in star["InitialSubscription"]["database_update"]["tables"]
+            ]
+            star = await owner.request({"Subscribe": {"query_strings": ["SELECT * FROM *"], "request_id": 2}})
+            assert "Secret" in [
+                t["table_name"] for t in star["InitialSubscription"]["database_update"]["tables"]
+            ]
 
     run(body)
