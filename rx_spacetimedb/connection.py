@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import ssl as _ssl
@@ -31,6 +32,7 @@ from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
+    ConnectionClosed,
     ConnectionClosedByUser,
     DatabaseNotFound,
     OutOfEnergy,
@@ -175,6 +177,9 @@ class Connection:
         self._subscriptions: dict[int, _Subscription] = {}
         self._unsubscribes: dict[int, Request[Any]] = {}
         self._identity_token: m.IdentityToken | None = None
+        self._identified = False  # IdentityToken seen on the current socket
+        # Ids whose requests ended without their answer (timeout): a late answer is no stranger.
+        self._settled: deque[str] = deque(maxlen=1024)
         self._connected_once = False
 
         self.errors: GuardedSubject[Exception] = GuardedSubject(self._report_observer_error)
@@ -410,25 +415,30 @@ class Connection:
             self._transport, self._outbox = transport, outbox
         writer = asyncio.ensure_future(self._write(transport, outbox))
         error: Exception | None = None
+        self._identified = False
         try:
-            async for text in transport:
+            while True:
                 try:
-                    message = decode_server_message(text)
-                except ProtocolError as err:
+                    message = decode_server_message(await transport.recv())
+                except ProtocolError as err:  # a malformed or binary frame: report it, read on
                     self._report(err)
                     continue
                 observer.on_next(message)
         except asyncio.CancelledError:
             await transport.close(1000)
             raise
-        except Exception as err:
+        except ConnectionClosed as err:
+            if transport.closing:  # closed by us
+                return
             error = err
+        except Exception as err:  # never leave the socket open behind a failed session
+            error = err
+            with contextlib.suppress(Exception):
+                await transport.close(1011, "client error")
         finally:
             writer.cancel()
             with self._lock:
                 self._transport = self._outbox = None
-        if error is None:  # closed by us
-            return
         self._disconnected(error)
         observer.on_error(error)
 
@@ -465,6 +475,9 @@ class Connection:
 
         In this order, whoever sees the message or a request's outcome also sees current tables.
         """
+        if not self._trusted(message):
+            self._messages.on_next(message)  # still seen on the raw stream, never folded
+            return
         diffs: list[TransactionDiff] = []
         try:
             if self.schema is not None:
@@ -484,6 +497,45 @@ class Connection:
         except Exception as err:
             self._report(err)
         self._messages.on_next(message)
+
+    def _trusted(self, message: m.ServerMessage) -> bool:
+        """Whether a message fits this connection's state; reports those that do not (§6.4, §7.2)."""
+        if isinstance(message, m.IdentityToken):
+            self._identified = True
+            return True
+        if not self._identified:
+            self._report(ProtocolError(f"{type(message).__name__} arrived before IdentityToken, "
+                                       "which is always the first message: ignored"))
+            return False
+        stray = self._stray_answer(message)
+        if stray is not None:
+            self._report(ProtocolError(f"{stray}: ignored"))
+            return False
+        return True
+
+    def _stray_answer(self, message: m.ServerMessage) -> str | None:
+        """Describe an answer to a request this connection never made (or already forgot)."""
+        with self._lock:
+            if isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
+                known = message.query_id in self._subscriptions
+                what = f"query_id {message.query_id}"
+            elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
+                known = message.query_id in self._unsubscribes
+                what = f"query_id {message.query_id}"
+            elif isinstance(message, m.InitialSubscription):
+                known = self._legacy is not None and self._legacy[1].id == message.request_id
+                what = f"request_id {message.request_id}"
+            elif isinstance(message, m.ProcedureResult):
+                known = message.request_id in self._procedure_calls
+                what = f"request_id {message.request_id}"
+            elif isinstance(message, m.OneOffQueryResponse):
+                known = message.message_id in self._one_offs
+                what = f"message_id {message.message_id.hex()}"
+            else:
+                return None
+            if known or what in self._settled:
+                return None
+        return f"{type(message).__name__} for {what}, which this connection never sent"
 
     def _on_fatal(self, error: Exception) -> None:
         with self._lock:
@@ -726,6 +778,8 @@ class Connection:
             request_id = self._new_request_id()
             request: Request[Any] = Request("subscribe", request_id)
             previous = self._legacy
+            if previous is not None:  # its answer may still be on the way: not a stranger then
+                self._settled.append(f"request_id {previous[1].id}")
             self._legacy = (texts, request)
             self.cache.note_subscribe(request_id, texts)
         if previous is not None:
@@ -837,6 +891,9 @@ class Connection:
             if request.fail(RequestTimeout(f"{request!r}: no answer within {timeout} s")):
                 with self._lock:
                     self._forget(request)
+                    key = request.id.hex() if isinstance(request.id, bytes) else request.id
+                    self._settled.append(f"{'message' if isinstance(request.id, bytes) else 'request'}"
+                                         f"_id {key}")
         asyncio.get_running_loop().call_later(timeout, expire)
 
     def _forget(self, request: Request[Any]) -> None:

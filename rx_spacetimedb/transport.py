@@ -186,6 +186,7 @@ class Transport:
         self.frames_sent = 0
         self._last_send: float | None = None
         self._closing = False
+        self._closed_with: tuple[ConnectionClosed, wsx.ConnectionClosed] | None = None
 
     @classmethod
     async def open(
@@ -290,6 +291,11 @@ class Transport:
         return cls(websocket, url)
 
     @property
+    def closing(self) -> bool:
+        """True once ``close()`` was called: an end of the socket is then ours, not the server's."""
+        return self._closing
+
+    @property
     def state(self) -> str:
         """``CONNECTING``, ``OPEN``, ``CLOSING`` or ``CLOSED`` (the WebSocket state)."""
         return self._ws.state.name
@@ -302,10 +308,19 @@ class Transport:
             ConnectionClosed: the socket closed (also after our own ``close()``).
             ProtocolError: the server sent a binary frame (v1.json sends text only).
         """
+        if self._closed_with is not None:
+            # recv_streaming cannot be called again after the end: repeat the end.
+            raise self._closed_with[0] from self._closed_with[1]
         try:
-            frame = await self._ws.recv()
+            # Streamed, not recv(): websockets' recv() refuses a message of 4096 fragments or more
+            # (close 1009), and the server sends 4 KiB fragments, so any message over ~16 MiB would
+            # drop the connection. max_size still bounds the whole message.
+            parts = [part async for part in self._ws.recv_streaming()]
         except wsx.ConnectionClosed as err:
-            raise self._closed_error(err) from err
+            closed = self._closed_error(err)
+            self._closed_with = (closed, err)
+            raise closed from err
+        frame = parts[0] if len(parts) == 1 else parts[0][:0].join(parts)  # type: ignore[arg-type]
         if not isinstance(frame, str):
             raise ProtocolError(f"unexpected binary frame of {len(frame)} bytes", raw=frame)
         self.frames_received += 1
