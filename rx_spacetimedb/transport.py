@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import AsyncIterator, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets import exceptions as wsx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
+from rx_spacetimedb._redact import RedactingLogger
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -61,9 +61,6 @@ the TCP connection, so ``recv()`` raises at most 15 + 15 + 5 = 35 s after the la
 _REJECTED_AFTER_SEND: Final = 5.0
 """A close this soon (seconds) after one of our sends may be the server rejecting it (§8.3)."""
 
-_SENSITIVE_HEADERS: Final = frozenset({"authorization", "spacetime-identity-token", "cookie"})
-_REDACTED: Final = "<redacted>"
-_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 _SCHEMES: Final = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 _log = logging.getLogger("rx_spacetimedb.transport")
@@ -106,43 +103,6 @@ def build_url(host: str, database: str, *, light: bool = False, confirmed: bool 
     path = f"{parts.path.rstrip('/')}/v1/database/{quote(database, safe='')}/subscribe"
     query = f"light={str(light).lower()}&confirmed={str(confirmed).lower()}"
     return urlunsplit((scheme, parts.netloc, path, query, ""))
-
-
-class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """Hand websockets a logger that never writes the token.
-
-    websockets logs every handshake header and frame at DEBUG level: the ``Authorization``
-    header, the 101 response's ``spacetime-identity-token`` and the ``IdentityToken`` frame
-    all carry a token (§1.4: never log tokens).
-    """
-
-    def __init__(self, logger: logging.Logger, token: str | None) -> None:
-        super().__init__(logger, {})
-        self._token = token
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        # Attribute the record to websockets' line, not to this wrapper.
-        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        self.logger.log(level, msg, *self._redact(msg, args), **kwargs)
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return msg, kwargs
-
-    def _redact(self, msg: object, args: tuple[object, ...]) -> tuple[object, ...]:
-        header_line = msg in ("> %s: %s", "< %s: %s") and len(args) == 2
-        if header_line and str(args[0]).lower() in _SENSITIVE_HEADERS:
-            return (args[0], _REDACTED)
-        redacted: list[object] = []
-        for arg in args:
-            if isinstance(arg, Frame) and arg.opcode in _DATA_OPCODES:
-                # Payloads may hold a token (IdentityToken); log only their kind and size.
-                arg = f"{arg.opcode.name} [{len(arg.data)} bytes]"
-            elif self._token and isinstance(arg, str | bytes) and self._token in str(arg):
-                arg = str(arg).replace(self._token, _REDACTED)
-            redacted.append(arg)
-        return tuple(redacted)
 
 
 def _handshake_error(status: int, body: str) -> HandshakeError:
@@ -264,7 +224,7 @@ class Transport:
                 close_timeout=close_timeout,
                 max_size=max_size,
                 proxy=proxy,
-                logger=_RedactingLogger(logging.getLogger("websockets.client"), token),
+                logger=RedactingLogger(logging.getLogger("websockets.client"), token),
                 **kwargs,
             )
         except wsx.InvalidStatus as err:

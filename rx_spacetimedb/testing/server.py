@@ -47,6 +47,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from rx_spacetimedb._redact import RedactingLogger
 from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import decode_client_message, encode_server_message
@@ -507,6 +508,7 @@ class SpacetimeDBEmulator:
             max_queue=None,
             compression=None,
             server_header=None,
+            logger=RedactingLogger(logging.getLogger("websockets.server")),
         )
         self._port = self._server.sockets[0].getsockname()[1]
         for table in self.module.tables.values():
