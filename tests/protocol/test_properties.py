@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import struct
 from typing import Any
 
@@ -46,7 +47,9 @@ from rx_spacetimedb.protocol.sats import Form
 from rx_spacetimedb.protocol.types import AlgebraicType, Element, ProductType, RefType
 from tests.protocol._strategies import I64_MAX, I64_MIN, TEXT, U128_MAX, U256_MAX, canon, types, values
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# PROPERTY_EXAMPLES=3000 for a longer hunt; the default keeps the suite fast
+PROPERTY = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def one_column_schema(ty: AlgebraicType) -> ModuleSchema:
