@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from reactivex import operators as ops
 
-from rx_spacetimedb._rows import plain, row_items, text_table
+from rx_spacetimedb._rows import cell, column_names, plain, row_items, text_table
 from rx_spacetimedb.cache import TableDiff, TransactionDiff
 from rx_spacetimedb.connection import Connection, ConnectionState, connect
 from rx_spacetimedb.errors import (
@@ -321,8 +321,6 @@ def _json_line(out: TextIO, obj: Any) -> None:
 
 def _row_text(table: str, row: Any, columns: Sequence[str] | None = None) -> str:
     """``Player(id=1, name='alice', score=0)``; identities shortened, strings quoted."""
-    from rx_spacetimedb._rows import cell
-
     items = [(n, v) for n, v in row_items(row) if columns is None or n in columns]
     shown = ", ".join(f"{n}={v!r}" if isinstance(v, str) or v is None else f"{n}={cell(v)}"
                       for n, v in items)
@@ -331,8 +329,6 @@ def _row_text(table: str, row: Any, columns: Sequence[str] | None = None) -> str
 
 def _update_text(table: str, old: Any, new: Any, columns: Sequence[str] | None = None) -> str:
     """The new row and what changed: ``Player(...)  score: 0 -> 42``."""
-    from rx_spacetimedb._rows import cell
-
     before = dict(row_items(old))
     changed = [f"{n}: {cell(before.get(n))} -> {cell(v)}" for n, v in row_items(new)
                if before.get(n) != v and (columns is None or n in columns)]
@@ -408,8 +404,6 @@ def _cmd_sql(args: argparse.Namespace, io: _Output) -> int:
             return EXIT_OK
         columns = None
         if not result.rows and conn.schema is not None and result.table_name in conn.schema.tables:
-            from rx_spacetimedb._rows import column_names
-
             columns = column_names([], conn.schema.row_class(result.table_name))
         io.print(text_table(result.rows, columns))
     return EXIT_OK
