@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,29 @@ def test_the_committed_notebook_has_no_outputs() -> None:
             assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
-def test_the_notebook_runs_headless_without_errors(tmp_path: Path) -> None:
+def _kernel_for_this_python(home: Path) -> str:
+    """A kernelspec running this interpreter, so the kernel imports the rx_spacetimedb under test.
+
+    A ``python3`` kernelspec installed elsewhere on the machine may point at another Python.
+    """
+    spec = home / "kernels" / "rx-spacetimedb-test"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps(
+        {"argv": argv, "display_name": "rx_spacetimedb tests", "language": "python"}), encoding="utf-8")
+    return spec.name
+
+
+def test_the_notebook_runs_headless_without_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # no path-migration DeprecationWarning
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    kernel = _kernel_for_this_python(tmp_path / "jupyter")
     extra = "pip install 'rx_spacetimedb[notebook]'"
     nbformat = pytest.importorskip("nbformat", reason=f"running the notebook needs nbformat: {extra}")
     nbclient = pytest.importorskip("nbclient", reason=f"running the notebook needs nbclient: {extra}")
     pytest.importorskip("ipykernel", reason=f"running the notebook needs ipykernel: {extra}")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name="python3",
+    client = nbclient.NotebookClient(notebook, timeout=60, kernel_name=kernel,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError naming the cell if any cell fails
 
