@@ -4,7 +4,9 @@ Frames are injected by the emulator (in order with its own messages) or, for wha
 would never do (a frame before ``IdentityToken``), sent by a scripted WebSocket server. Every wait
 is bounded; a reducer round trip after the bad input proves the connection is still usable.
 
-Known defects are pinned by ``xfail(strict=True)`` tests, each with its reason.
+Five defects these tests found (a 4096-fragment limit, a leaked socket after a binary frame, stray
+answers dropped silently, a snapshot for an unknown query id folded into the cache, a frame before
+``IdentityToken`` folded) are fixed; their tests stay as regression tests.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+import reactivex
+from reactivex import operators as ops
 from reactivex.subject import ReplaySubject
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.typing import Subprotocol
@@ -181,9 +185,10 @@ def recorded(client: Client, kind: type[_M]) -> list[_M]:
 # -- big frames ------------------------------------------------------------------------------------
 
 
-def test_32_mib_frames_are_received_whole_and_a_bad_one_is_reported() -> None:
+@pytest.mark.parametrize("fragment_size", [None, 4096], ids=["one-frame", "4-KiB-fragments"])
+def test_32_mib_messages_are_received_whole_and_a_bad_one_is_reported(fragment_size: int | None) -> None:
     """The server caps what it receives at 32 MiB, not what it sends; the client takes 256 MiB."""
-    with SpacetimeDBEmulator(example_module(), fragment_size=None) as server:
+    with SpacetimeDBEmulator(example_module(), fragment_size=fragment_size) as server:
         client = open_client(server)
         try:
             before = client.conn.connection_id
@@ -218,16 +223,13 @@ def test_a_message_of_4095_fragments_is_received() -> None:
         server.stop()
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "websockets 17 refuses a message of 4096 fragments or more (MAX_FRAGMENTS, env "
-    "WEBSOCKETS_MAX_FRAGMENTS, asyncio/messages.py) with Close 1009 'too many fragments', whatever "
-    "max_size says; the server sends 4 KiB fragments (spec §4), so every message over 16,773,120 bytes "
-    "(4095 x 4096) drops the connection about 5 s later (close_timeout), and an initial "
-    "subscription that big makes it reconnect forever. Shown with 256-byte fragments to be fast"))
 def test_a_message_of_4096_fragments_is_received() -> None:
+    """websockets' recv() refuses 4096 fragments or more (Close 1009, whatever max_size says); the
+    server sends 4 KiB fragments (spec §4), so that was every message over 16,773,120 bytes."""
     client, server = fragmented(4096)
     try:
-        wait_for(client.messages, lambda x: isinstance(x, m.UnknownServerMessage), timeout=1.0)
+        received = client.message(lambda x: isinstance(x, m.UnknownServerMessage))
+        assert isinstance(received, m.UnknownServerMessage) and len(received.raw) == 4096 * 256
     finally:
         client.conn.close()
         server.stop()
@@ -236,25 +238,39 @@ def test_a_message_of_4096_fragments_is_received() -> None:
 # -- binary frames ---------------------------------------------------------------------------------
 
 
-def test_binary_frame_ends_the_socket_with_a_protocol_error_and_the_connection_comes_back(
+def is_disconnected(state: ConnectionState) -> bool:
+    return state.status == "disconnected"
+
+
+def error_of(state: ConnectionState) -> Exception | None:
+    return state.error
+
+
+def binary_frame_reported(client: Client) -> ProtocolError:
+    """The typed error for a binary frame: on ``errors`` (socket kept) or in the state (socket ended)."""
+    ended: reactivex.Observable[Any] = client.states.pipe(ops.filter(is_disconnected), ops.map(error_of))
+    error = wait_for(reactivex.merge(client.errors, ended),
+                     lambda e: isinstance(e, ProtocolError) and "binary" in str(e))
+    assert isinstance(error, ProtocolError)
+    return error
+
+
+def test_binary_frame_is_reported_and_the_connection_stays_usable(
         server: SpacetimeDBEmulator, client: Client) -> None:
-    """v1.json servers send text only: a binary frame means we are not speaking the same protocol."""
-    before = client.conn.connection_id
+    """v1.json servers send text only: a typed error says so, and requests work afterwards (whether
+    the connection reads on, as it does now, or reconnects)."""
     server.inject(b"\x00\x01binary")
-    state = wait_for(client.states, lambda s: s.status == "disconnected")
-    assert isinstance(state.error, ProtocolError) and "binary" in str(state.error)
-    wait_for(client.states, lambda s: s.status == "connected" and s.connection_id != before)
+    binary_frame_reported(client)
+    wait_for(client.conn.states, lambda s: s.status == "connected")
     client.usable("after")
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "after a binary frame (or any non-close error out of the receive loop) Connection._run_session "
-    "forgets the Transport without closing it: the old socket stays open, its keepalive pings keep "
-    "the server from timing it out, and the server holds two connections for one client"))
-def test_binary_frame_does_not_leak_the_old_socket(server: SpacetimeDBEmulator, client: Client) -> None:
-    before = client.conn.connection_id
+def test_binary_frame_leaves_one_socket_open(server: SpacetimeDBEmulator, client: Client) -> None:
+    """The session used to forget the socket on a non-close error and reconnect: the old one stayed
+    open (its keepalive kept the server from timing it out), two connections for one client."""
     server.inject(b"\x00\x01binary")
-    wait_for(client.states, lambda s: s.status == "connected" and s.connection_id != before)
+    binary_frame_reported(client)
+    wait_for(client.conn.states, lambda s: s.status == "connected")
     server.wait_for_clients(1, timeout=1.0)
 
 
@@ -290,21 +306,16 @@ def test_answers_to_unknown_request_ids_settle_nothing_and_disturb_nothing(
     assert sorted(names(client.conn.table("Player").rows())) == ["after", "carol"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Connection._correlate drops answers whose request/query/message id matches nothing without "
-    "a word; issue #7 asks for a typed error on conn.errors (e.g. a ProtocolError naming the id)"))
 def test_answers_to_unknown_request_ids_are_reported(server: SpacetimeDBEmulator, client: Client) -> None:
+    """Issue #7 asks for a typed error; such answers used to be dropped without a word."""
     server.inject(procedure_result(999_999, "null"))
     client.usable("after")  # answered after the stray frame: any report of it has been made
     assert any(isinstance(e, ProtocolError) and "999999" in str(e) for e in client.error_list)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ClientCache folds a SubscribeApplied for a query_id the client never sent: its rows enter the "
-    "cache under a phantom query id that conn.unsubscribe() cannot release (ValueError), so they "
-    "stay for the life of the socket; it should be reported and left out"))
 def test_snapshot_for_a_query_id_never_sent_is_reported_and_not_cached(
         server: SpacetimeDBEmulator, client: Client) -> None:
+    """It used to be folded: rows under a phantom query id that unsubscribe() cannot release."""
     server.inject(encode_server_message(m.SubscribeApplied(77, 1, 4242, m.SubscribeRows(
         4097, "Player", m.TableUpdate(4097, "Player", 1, (m.QueryUpdate((), (GHOST_ROW,)),))))))
     client.usable("after")
@@ -378,10 +389,8 @@ def test_frame_before_identity_token_does_not_stop_the_connection() -> None:
             client.conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Connection._on_message folds and emits a frame that comes before IdentityToken (spec §6.4: it is "
-    "always the first message) without a word: its rows enter the cache (a row of no subscription)"))
 def test_frame_before_identity_token_is_reported_and_not_cached() -> None:
+    """IdentityToken is always the first message (§6.4); a frame before it used to be folded."""
     frames = [light(inserts=[GHOST_ROW]), encode_server_message(IDENTITY), light(inserts=[AFTER_ROW])]
     with ScriptedServer(frames) as server:
         client = scripted_client(server)
