@@ -138,66 +138,68 @@ def throttle_latest(interval: float,
     a steady stream is still drawn every ``interval`` (``throttle_with_timeout`` would wait for a
     pause that never comes) and no timer runs while nothing changes (``sample`` ticks forever).
     Timers are only ever created from the source's thread, never cancelled there: cancelling an
-    ``AsyncIOThreadSafeScheduler`` action from another thread blocks until the loop is free, and a
-    notebook cell blocked in ``Request.result()`` would then deadlock with the I/O thread.
+    ``AsyncIOThreadSafeScheduler`` action from a thread that runs another asyncio loop (the
+    connection's I/O thread does) blocks until the target loop is free, so a notebook cell blocked
+    in ``Request.result()`` would deadlock with it.
 
     ::
 
-        source:  -a-b-c----------d-|
-        result:  -a----c---------d-|     (window = 4 ticks)
+        source:  -a-b-c--------d-|
+        result:  -a----c-------d-|     (interval: 5 ticks)
     """
 
     def _throttle_latest(source: Observable[_T]) -> Observable[_T]:
         def subscribe(observer: abc.ObserverBase[_T],
                       _: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             lock = threading.Lock()
-            empty: list[_T] = []
-            latest = list(empty)  # [] or [value]: a value waiting to be emitted
-            window = [False]  # a timer is pending: later values wait for it
+            latest: list[_T] = []  # [] or [value]: a value waiting for its turn
             ended: list[Exception | None] = []  # [error or None] once the source stopped
+            state = {"window": False, "finished": False}  # a window is open; the end was delivered
             timers: list[abc.DisposableBase] = []
+
+            def keep(timer: abc.DisposableBase) -> None:
+                with lock:
+                    timers[:] = [timer]  # the previous one already ran: nothing to cancel
 
             def emit(_s: abc.SchedulerBase, _st: Any = None) -> None:
                 with lock:
-                    value = latest[:]
+                    if state["finished"]:
+                        return
+                    value, stopped = latest[:], ended[:]
                     latest.clear()
-                    if not value:
-                        window[0] = False
-                        stopped = ended[:]
-                    else:
-                        stopped = []
+                    state["finished"] = bool(stopped)
+                    state["window"] = bool(value) and not stopped
                 if value:
                     observer.on_next(value[0])
-                    with lock:
-                        timers[:] = [scheduler.schedule_relative(interval, emit)]
-                    return
                 if stopped:
                     if stopped[0] is None:
                         observer.on_completed()
                     else:
                         observer.on_error(stopped[0])
+                elif value:
+                    keep(scheduler.schedule_relative(interval, emit))
 
             def on_next(value: _T) -> None:
                 with lock:
                     latest[:] = [value]
-                    if window[0]:
+                    if state["window"]:
                         return
-                    window[0] = True
-                    timers[:] = [scheduler.schedule(emit)]
+                    state["window"] = True
+                keep(scheduler.schedule(emit))
 
             def on_stop(error: Exception | None) -> None:
                 with lock:
                     ended[:] = [error]
-                    if window[0]:
-                        return  # the pending timer emits the last value, then ends
-                    window[0] = True
-                    timers[:] = [scheduler.schedule(emit)]
+                    if latest:
+                        return  # the pending emission delivers the last value, then the end
+                keep(scheduler.schedule(emit))
 
             subscription = source.subscribe(on_next, on_stop, lambda: on_stop(None))
 
             def dispose() -> None:
                 subscription.dispose()
                 with lock:
+                    state["finished"] = True
                     pending = timers[:]
                     timers.clear()
                 for timer in pending:

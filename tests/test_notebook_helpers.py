@@ -98,7 +98,22 @@ def test_throttle_latest_keeps_the_last_value_before_an_error() -> None:
     boom = ValueError("boom")
     source = scheduler.create_hot_observable(on_next(210, 1), on_next(220, 2), on_error(230, boom))
     result = scheduler.start(lambda: source.pipe(throttle_latest(50, scheduler)))
-    assert result.messages == [on_next(210, 1), on_next(260, 2), on_error(310, boom)]
+    assert result.messages == [on_next(210, 1), on_next(260, 2), on_error(260, boom)]
+
+
+def test_throttle_latest_as_in_its_marble_diagram() -> None:
+    scheduler = TestScheduler()
+    source = scheduler.create_hot_observable(
+        on_next(201, "a"), on_next(203, "b"), on_next(205, "c"), on_next(214, "d"), on_completed(216))
+    result = scheduler.start(lambda: source.pipe(throttle_latest(5, scheduler)))
+    assert result.messages == [on_next(201, "a"), on_next(206, "c"), on_next(214, "d"), on_completed(216)]
+
+
+def test_throttle_latest_ends_at_once_when_nothing_waits() -> None:
+    scheduler = TestScheduler()
+    source = scheduler.create_hot_observable(on_next(210, 1), on_completed(220))
+    result = scheduler.start(lambda: source.pipe(throttle_latest(50, scheduler)))
+    assert result.messages == [on_next(210, 1), on_completed(220)]
 
 
 def test_throttle_latest_never_blocks_the_emitting_loop_while_the_kernel_loop_is_busy() -> None:
