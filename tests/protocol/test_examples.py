@@ -200,11 +200,12 @@ def test_subscribe_and_unsubscribe_applied(name: str, schema: ModuleSchema) -> N
     assert schema.decode_rows("Player", rows) == [_alice_row(schema)]
 
 
-@pytest.mark.parametrize("name", ["server-SubscribeMultiApplied.json", "server-UnsubscribeMultiApplied.json"])
-def test_multi_applied_rows(name: str, schema: ModuleSchema) -> None:
+@pytest.mark.parametrize(("name", "request_id"), [("server-SubscribeMultiApplied.json", 4),
+                                                   ("server-UnsubscribeMultiApplied.json", 5)])
+def test_multi_applied_rows(name: str, request_id: int, schema: ModuleSchema) -> None:
     message = decode_server_message(example(name))
     assert isinstance(message, SubscribeMultiApplied | UnsubscribeMultiApplied)
-    assert (message.request_id, message.query_id) == ((4, 2) if "Sub" in name[:10] else (5, 2))
+    assert (message.request_id, message.query_id) == (request_id, 2)
     rows = [
         row
         for table in message.update.tables
