@@ -11,9 +11,11 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from reactivex import abc
+from reactivex.disposable import Disposable
 from reactivex.subject import BehaviorSubject, Subject
 
-__all__ = ["ErrorSink", "GuardedBehaviorSubject", "GuardedSubject"]
+__all__ = ["ErrorSink", "GuardedBehaviorSubject", "GuardedSubject", "LatestSubject"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("rx_spacetimedb")
@@ -58,3 +60,25 @@ class GuardedBehaviorSubject(BehaviorSubject[_T]):
                 observer.on_next(value)
             except Exception as err:
                 self._report(err)
+
+
+class LatestSubject(GuardedBehaviorSubject[_T]):
+    """A guarded ``BehaviorSubject`` that still gives the last value after it ended.
+
+    The final state of a closed connection, or the final rows of a finished table, stay useful; a
+    plain ``BehaviorSubject`` would only say "completed" to a late subscriber.
+    """
+
+    def _subscribe_core(self, observer: abc.ObserverBase[_T],
+                        scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        with self.lock:
+            self.check_disposed()
+            if not self.is_stopped:
+                return super()._subscribe_core(observer, scheduler)
+            error, value = self.exception, self.value
+        observer.on_next(value)
+        if error is not None:
+            observer.on_error(error)
+        else:
+            observer.on_completed()
+        return Disposable()

@@ -26,7 +26,7 @@ from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
 from rx_spacetimedb._ioloop import IoLoop
-from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject
+from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
 from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.errors import (
@@ -184,7 +184,7 @@ class Connection:
 
         self.errors: GuardedSubject[Exception] = GuardedSubject(self._report_observer_error)
         self._messages: GuardedSubject[m.ServerMessage] = GuardedSubject(self._report_observer_error)
-        self._states: GuardedBehaviorSubject[ConnectionState] = GuardedBehaviorSubject(
+        self._states: LatestSubject[ConnectionState] = LatestSubject(
             ConnectionState("connecting"), self._report_observer_error)
         self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
             None, self._report_observer_error)

@@ -405,3 +405,15 @@ def test_wait_connected_fails_when_the_first_failure_is_final(server: SpacetimeD
     with pytest.raises(rx_spacetimedb.HandshakeError, match="503"):
         conn.wait_connected(WAIT)
     conn.close()
+
+
+def test_a_late_subscriber_still_gets_the_final_state(server: SpacetimeDBEmulator) -> None:
+    conn = rx_spacetimedb.connect(server.url, "nope")
+    with pytest.raises(DatabaseNotFound):
+        conn.wait_connected(WAIT)
+    seen: list[ConnectionState] = []
+    done = threading.Event()
+    conn.states.subscribe(seen.append, on_completed=done.set)
+    assert done.is_set()
+    assert [s.status for s in seen] == ["closed"] and isinstance(seen[0].error, DatabaseNotFound)
+    conn.close()

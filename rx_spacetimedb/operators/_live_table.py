@@ -12,9 +12,9 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable, SerialDisposable
+from reactivex.disposable import SerialDisposable
 
-from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject
+from rx_spacetimedb._streams import GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, SchemaSource, TableDiff, primary_key_getter, resolve_schema
 from rx_spacetimedb.operators._row_type import row_converter
 from rx_spacetimedb.operators._table_diffs import table_diffs
@@ -23,27 +23,6 @@ __all__ = ["LiveTable", "live_table"]
 
 Row = TypeVar("Row")
 _S = TypeVar("_S")
-
-
-class _Latest(GuardedBehaviorSubject[_S]):
-    """A guarded ``BehaviorSubject`` that still gives the last value after the source ended.
-
-    The final rows of a finished stream stay useful; a plain one would only say "completed".
-    """
-
-    def _subscribe_core(self, observer: abc.ObserverBase[_S],
-                        scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-        with self.lock:
-            self.check_disposed()
-            if not self.is_stopped:
-                return super()._subscribe_core(observer, scheduler)
-            error, value = self.exception, self.value
-        observer.on_next(value)
-        if error is not None:
-            observer.on_error(error)
-        else:
-            observer.on_completed()
-        return Disposable()
 
 
 class LiveTable(Generic[Row]):
@@ -76,7 +55,7 @@ class LiveTable(Generic[Row]):
         self._key_of: Callable[[Any], Any] | None = None
         self._subscription = SerialDisposable()
         self._connected = False
-        self._snapshots: _Latest[tuple[Row, ...]] = _Latest(())
+        self._snapshots: LatestSubject[tuple[Row, ...]] = LatestSubject(())
         self._diffs: GuardedSubject[TableDiff[Row]] = GuardedSubject()
         self._inserts: GuardedSubject[Row] = GuardedSubject()
         self._updates: GuardedSubject[tuple[Row, Row]] = GuardedSubject()
