@@ -150,8 +150,11 @@ _CLIENT_SUM = _define(SumType(tuple(Variant(name, _CLIENT_REFS[name]) for name, 
 _VARIANTS[_CLIENT_SUM.index] = [VariantClass(cls, _identity, _identity) for _, cls, _ in CLIENT_VARIANTS]
 
 _CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS)
+# A newer server may add fields to its messages: read what we know, ignore the rest. Client frames
+# stay strict, as the server is (every field required, none unknown).
+_SERVER_CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS, ignore_unknown_fields=True)
 _SERVER_DECODERS: Final[dict[str, Callable[[Any], Any]]] = {
-    name: _CODEC.decoder(ref) for name, ref in _SERVER_REFS.items()
+    name: _SERVER_CODEC.decoder(ref) for name, ref in _SERVER_REFS.items()
 }
 _SERVER_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_SERVER_REFS[name], "A")) for name, cls, _ in SERVER_VARIANTS
@@ -241,8 +244,20 @@ def decode_server_message(data: str | bytes) -> m.ServerMessage:
         result: m.ServerMessage = decoder(body)
     except ProtocolError as err:
         path = f"{tag}.{err.path}" if err.path else tag
-        raise ProtocolError(err.reason, path=path, raw=data) from None
+        raw = _without_token(data) if tag == "IdentityToken" else data
+        raise ProtocolError(err.reason, path=path, raw=raw) from None
     return result
+
+
+_TOKEN_STR: Final = re.compile(r'("token"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_TOKEN_BYTES: Final = re.compile(rb'("token"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def _without_token(data: str | bytes) -> str | bytes:
+    """The frame with its token blanked, so an error about it can be logged (§1.4)."""
+    if isinstance(data, bytes):
+        return _TOKEN_BYTES.sub(rb'\1"<redacted>"', data)
+    return _TOKEN_STR.sub(r'\1"<redacted>"', data)
 
 def encode_client_message(message: m.ClientMessage) -> str:
     """The text frame for a client message, byte-identical to what official clients send."""

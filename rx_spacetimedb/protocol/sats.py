@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from rx_spacetimedb.errors import ProtocolError
-from rx_spacetimedb.protocol.jsontext import RawJson, format_f32
+from rx_spacetimedb.protocol.jsontext import F32_MAX, RawJson, format_f32
 from rx_spacetimedb.protocol.types import (
     INT_RANGES,
     AlgebraicType,
@@ -112,6 +112,13 @@ def _float_decoder(v: Any) -> float:
     raise _fail("a number", v)
 
 
+def _f32_decoder(v: Any) -> float:
+    value = _float_decoder(v)
+    if -F32_MAX <= value <= F32_MAX or value != value:
+        return value
+    return math.copysign(math.inf, value)  # an f32 cannot hold it: it is ±inf, as on the server
+
+
 def _str_decoder(v: Any) -> str:
     if type(v) is str:
         return v
@@ -143,7 +150,7 @@ def _bytes_decoder(v: Any) -> bytes:
 
 _PRIMITIVE_DECODERS: dict[str, Decoder] = {
     "Bool": _bool_decoder,
-    "F32": _float_decoder,
+    "F32": _f32_decoder,
     "F64": _float_decoder,
     "String": _str_decoder,
     **{name: _int_decoder(name) for name in INT_RANGES},
@@ -217,13 +224,16 @@ class TypeCodec:
 
     ``classes`` maps typespace indexes of product types to the Python classes their values
     decode to (row dataclasses); other products get a generated frozen dataclass.
+    ``ignore_unknown_fields`` lets objects carry fields the type does not have (a newer server's).
     """
 
     def __init__(self, typespace: Sequence[AlgebraicType] = (),
                  names: Mapping[int, str] | None = None,
                  classes: Mapping[int, type] | None = None,
-                 variants: Mapping[int, Sequence[VariantClass]] | None = None) -> None:
+                 variants: Mapping[int, Sequence[VariantClass]] | None = None,
+                 ignore_unknown_fields: bool = False) -> None:
         self.typespace = tuple(typespace)
+        self.ignore_unknown_fields = ignore_unknown_fields
         self._variants = dict(variants or {})
         self._names = dict(names or {})
         self._classes: dict[int, type] = dict(classes or {})
@@ -379,6 +389,8 @@ class TypeCodec:
             if type(v) is dict:
                 missing = [n for n in names if n not in v]
                 unknown = [k for k in v if k not in names]
+                if self.ignore_unknown_fields and not missing:
+                    return dec_product({n: v[n] for n in names})
                 raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 

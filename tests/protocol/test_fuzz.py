@@ -83,7 +83,8 @@ def check_server_frame(frame: str | bytes) -> None:
     try:
         message = decode_server_message(frame)
     except ProtocolError as err:
-        assert err.raw == frame  # every error keeps the frame for logging
+        # every error keeps the frame for logging (an IdentityToken's with its token blanked)
+        assert err.raw == frame or err.path.startswith("IdentityToken")
         return
     if message is not None:
         # whatever decodes must encode, and decode again to the same thing
@@ -201,9 +202,12 @@ PLAYER_ROWS = [
 def check_row(schema: ModuleSchema, table: str, text: str | bytes) -> None:
     row = only_protocol_errors(lambda t: schema.decode_row(table, t), text)
     if row is not None:
-        again = schema.decode_row(table, schema.encode_row(table, row, "C"))
-        assert canon(again) == canon(row)
-        assert canon(schema.decode_row(table, schema.encode_row(table, row, "B"))) == canon(row)
+        # One trip may round an f32 the input wrote beyond f32 precision (16777217 -> 16777216) or
+        # range (-> inf); from then on the row must survive every trip unchanged.
+        once = schema.decode_row(table, schema.encode_row(table, row, "C"))
+        again = schema.decode_row(table, schema.encode_row(table, once, "C"))
+        assert canon(again) == canon(once)
+        assert canon(schema.decode_row(table, schema.encode_row(table, once, "B"))) == canon(once)
 
 
 def test_player_rows_found() -> None:
