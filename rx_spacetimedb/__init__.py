@@ -6,9 +6,11 @@ dataclasses that survives reconnects; requests return ``Request`` handles; opera
 protocol-faithful SpacetimeDB for tests and demos.
 """
 
-from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
-from rx_spacetimedb.connection import Connection, ConnectionState, OneOffResult, connect
-from rx_spacetimedb.credentials import CredentialStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -30,10 +32,44 @@ from rx_spacetimedb.errors import (
     SubscriptionFailed,
     TransportError,
 )
-from rx_spacetimedb.operators import LiveTable, ReducerResult
 from rx_spacetimedb.protocol.messages import FULL_UPDATE, NO_SUCCESS_NOTIFY
 from rx_spacetimedb.protocol.schema import ModuleSchema
-from rx_spacetimedb.requests import Request
+
+if TYPE_CHECKING:
+    from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
+    from rx_spacetimedb.connection import Connection, ConnectionState, OneOffResult, connect
+    from rx_spacetimedb.credentials import CredentialStore
+    from rx_spacetimedb.operators import LiveTable, ReducerResult
+    from rx_spacetimedb.requests import Request
+
+# The I/O layers (asyncio, websockets, reactivex) load on first use, so that importing the sans-I/O
+# protocol layer (``rx_spacetimedb.protocol``) pulls in none of them.
+_LAZY = {
+    "ClientCache": "rx_spacetimedb.cache",
+    "TableDiff": "rx_spacetimedb.cache",
+    "TransactionDiff": "rx_spacetimedb.cache",
+    "Connection": "rx_spacetimedb.connection",
+    "ConnectionState": "rx_spacetimedb.connection",
+    "OneOffResult": "rx_spacetimedb.connection",
+    "connect": "rx_spacetimedb.connection",
+    "CredentialStore": "rx_spacetimedb.credentials",
+    "LiveTable": "rx_spacetimedb.operators",
+    "ReducerResult": "rx_spacetimedb.operators",
+    "Request": "rx_spacetimedb.requests",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rx_spacetimedb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

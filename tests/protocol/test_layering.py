@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import rx_spacetimedb
 import rx_spacetimedb.protocol
 
@@ -45,9 +43,6 @@ def test_protocol_modules_import_no_io_or_rx() -> None:
     assert _imported_in_fresh_interpreter(stub_package=True) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rx_spacetimedb/__init__.py imports connection (asyncio, websockets, reactivex) eagerly, so "
-    "`import rx_spacetimedb.protocol` pulls them in; needs lazy imports in the package root"))
 def test_importing_rx_spacetimedb_protocol_imports_no_io_or_rx() -> None:
     assert _imported_in_fresh_interpreter(stub_package=False) == []
 
