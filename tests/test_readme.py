@@ -26,7 +26,7 @@ def test_readme_snippets_run_in_order(capsys: pytest.CaptureFixture[str]) -> Non
     namespace: dict[str, Any] = {"__name__": "__readme__"}
     try:
         for index, code in enumerate(snippets()):
-            exec(compile(code, f"README.md[python block {index}]", "exec"), namespace)
+            exec(compile(code, f"README.md[python block {index}]", "exec", dont_inherit=True), namespace)
     finally:
         with contextlib.suppress(Exception):
             namespace["conn"].close()
