@@ -1,0 +1,340 @@
+"""End-to-end benchmark: our whole pipeline against a bare websockets + orjson receive loop.
+
+Run on demand (not a test):  python benchmarks/e2e.py [--quick] [--profile] [--calls 500]
+
+A replay server, in its own process on loopback, answers a ``SubscribeSingle`` with a snapshot of K
+``Player`` rows, then blasts N pre-encoded ``TransactionUpdate`` frames (built with
+``rx_spacetimedb.protocol`` encoders; each updates all K rows: K deletes + K inserts, positional
+rows as in real deltas) as fast as TCP takes them. The same frames are received by:
+
+  a  the transport floor: a bare ``websockets`` client, ``orjson.loads`` of every frame and of
+     every row string it carries, counting rows (no types, no cache, no Rx)
+  b  our full pipeline: ``rx_spacetimedb.connect`` (schema given) -> ``conn.messages`` -> the
+     client cache -> ``conn.table_diffs("Player")`` -> a counting observer
+
+Times run from the end of the snapshot to the last row counted; best of R interleaved rounds.
+Printed: rows/s and messages/s of a and b, and b/a (target from the issue: >= 0.8).
+
+Then the latency of a reducer round trip through the emulator (``SetScore`` on one player,
+``call_reducer(...).result()`` one after another; median and p99), with the emulator in another
+process (``python -m rx_spacetimedb.testing serve``) and in this one (sharing the GIL).
+
+``--profile`` runs cProfile on the connection's I/O thread during one pipeline run and prints where
+the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import multiprocessing
+import platform
+import pstats
+import random
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.typing import Subprotocol
+from websockets.version import version as websockets_version
+
+import rx_spacetimedb
+from rx_spacetimedb.cache import TableDiff
+from rx_spacetimedb.protocol import messages as m
+from rx_spacetimedb.protocol.codec import encode_server_message
+from rx_spacetimedb.protocol.schema import ModuleSchema
+from rx_spacetimedb.protocol.types import RefType, SumType
+from rx_spacetimedb.protocol.values import (
+    ConnectionId,
+    EnergyQuanta,
+    Identity,
+    TimeDuration,
+    Timestamp,
+)
+from rx_spacetimedb.testing import Database, SpacetimeDBEmulator, example_module
+
+SUBPROTOCOL = "v1.json.spacetimedb"
+QUERY = "SELECT * FROM Player"
+OTHER_CALLER = ConnectionId(41279989226247141793968051798400034689)  # above 2^64, as on the wire
+
+
+@dataclass(frozen=True)
+class Workload:
+    rows: int  # K rows per message (each updated: K deletes + K inserts)
+    messages: int  # N transaction messages
+
+    @property
+    def name(self) -> str:
+        return f"k{self.rows}-n{self.messages}"
+
+    @property
+    def row_strings(self) -> int:
+        return 2 * self.rows * self.messages
+
+
+WORKLOADS = [Workload(1, 20_000), Workload(10, 5_000), Workload(100, 600), Workload(1_000, 60)]
+
+
+def example_schema() -> ModuleSchema:
+    return Database(example_module()).schema
+
+
+# -- the frames ------------------------------------------------------------------------------------
+
+
+def players(schema: ModuleSchema, k: int, rng: random.Random) -> list[Any]:
+    player = schema.row_class("Player")
+    option = schema.row_product("Player").elements[5].type
+    assert isinstance(option, SumType) and isinstance(option.variants[0].type, RefType)
+    location = schema.codec.class_for(option.variants[0].type)
+    return [
+        player(i + 1, Identity(rng.getrandbits(256)), f"player-{i}-{rng.getrandbits(20):x}",
+               rng.randrange(-5000, 5000), Timestamp(1787217300123456 + i * 1_000_003),
+               location(rng.uniform(-500, 500), rng.uniform(-500, 500)) if i % 3 else None)
+        for i in range(k)
+    ]
+
+
+def build_frames(workload: Workload) -> tuple[list[str], list[str]]:
+    """Snapshot rows (object-shaped) and N TransactionUpdate frames (positional rows)."""
+    schema = example_schema()
+    rows = players(schema, workload.rows, random.Random(workload.rows))
+    snapshot = [schema.encode_row("Player", row, "B") for row in rows]
+    # Version v of the rows has score v; message j turns version j into version j + 1.
+    versions = [[schema.encode_row("Player", replace(row, score=v), "C") for row in rows]
+                for v in range(workload.messages + 1)]
+    frames = []
+    for j in range(workload.messages):
+        update = m.DatabaseUpdate((m.TableUpdate(4097, "Player", 2 * workload.rows, (
+            m.QueryUpdate(tuple(versions[j]), tuple(versions[j + 1])),)),))
+        frames.append(encode_server_message(m.TransactionUpdate(
+            m.Committed(update), Timestamp(1787409005250000 + j), Identity(0xC200EA03), OTHER_CALLER,
+            m.ReducerCallInfo("SetScore", 1, "[1,2]", j + 1), EnergyQuanta(1843200), TimeDuration(131))))
+    return snapshot, frames
+
+
+# -- the replay server (own process) ---------------------------------------------------------------
+
+
+def replay_server(port_out: Any, ready: Any) -> None:
+    cache: dict[str, tuple[list[str], list[str]]] = {}
+    identity = encode_server_message(m.IdentityToken(Identity(5), "token", ConnectionId(7)))
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        name = ws.request.path.split("/")[3]  # /v1/database/{workload}/subscribe
+        k, n = (int(x[1:]) for x in name.split("-"))
+        if name not in cache:
+            cache[name] = build_frames(Workload(k, n))
+        snapshot, frames = cache[name]
+        await ws.send(identity)
+        request = orjson.loads(await ws.recv())
+        ((_, body),) = request.items()
+        rows = m.TableUpdate(4097, "Player", len(snapshot), (m.QueryUpdate((), tuple(snapshot)),))
+        applied = m.SubscribeApplied(body["request_id"], 10, body["query_id"]["id"],
+                                     m.SubscribeRows(4097, "Player", rows))
+        await ws.send(encode_server_message(applied))
+        for frame in frames:
+            await ws.send(frame)
+        await ws.wait_closed()
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, subprotocols=[Subprotocol(SUBPROTOCOL)],
+                         compression=None, max_size=None, ping_interval=None) as server:
+            port_out.value = server.sockets[0].getsockname()[1]
+            ready.set()
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def prebuild(port: int, workloads: Sequence[Workload]) -> None:
+    """Let the server build each workload's frames once, before anything is timed."""
+    for workload in workloads:
+        asyncio.run(floor(port, workload))
+
+
+# -- (a) the floor and (b) the pipeline ------------------------------------------------------------
+
+
+async def floor(port: int, workload: Workload) -> float:
+    url = f"ws://127.0.0.1:{port}/v1/database/{workload.name}/subscribe"
+    loads = orjson.loads
+    async with ws_connect(url, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None, max_size=None,
+                          ping_interval=None) as ws:
+        loads(await ws.recv())
+        await ws.send(orjson.dumps({"SubscribeSingle": {"query": QUERY, "request_id": 1,
+                                                        "query_id": {"id": 1}}}).decode())
+        for row in loads(await ws.recv())["SubscribeApplied"]["rows"]["table_rows"]["updates"][0]["inserts"]:
+            loads(row)
+        start = time.perf_counter()
+        counted = 0
+        for _ in range(workload.messages):
+            message = loads(await ws.recv())
+            for table in message["TransactionUpdate"]["status"]["Committed"]["tables"]:
+                for update in table["updates"]:
+                    for row in update["deletes"]:
+                        loads(row)
+                        counted += 1
+                    for row in update["inserts"]:
+                        loads(row)
+                        counted += 1
+        elapsed = time.perf_counter() - start
+    assert counted == workload.row_strings
+    return elapsed
+
+
+def pipeline(port: int, workload: Workload, schema: ModuleSchema,
+             profile: cProfile.Profile | None = None) -> float:
+    conn = rx_spacetimedb.connect(f"ws://127.0.0.1:{port}", workload.name, schema=schema, fetch_schema=False,
+                                  reconnect=False, ping_interval=None)
+    done = threading.Event()
+    marks: dict[str, float] = {}
+    counted = 0
+
+    def on_diff(diff: TableDiff[Any]) -> None:
+        nonlocal counted
+        if diff.cause == "subscribe":
+            marks["start"] = time.perf_counter()
+            if profile is not None:
+                profile.enable()  # on the I/O thread: cProfile follows the thread that enables it
+            return
+        counted += len(diff.inserts) + len(diff.deletes) + 2 * len(diff.updates)
+        if counted >= workload.row_strings:
+            marks["end"] = time.perf_counter()
+            if profile is not None:
+                profile.disable()
+            done.set()
+
+    try:
+        conn.table_diffs("Player").subscribe(on_diff)
+        conn.subscribe_single(QUERY)
+        if not done.wait(300):
+            raise TimeoutError(f"{workload.name}: counted {counted} of {workload.row_strings} rows")
+    finally:
+        conn.close()
+    assert counted == workload.row_strings
+    return marks["end"] - marks["start"]
+
+
+# -- reducer round trips ---------------------------------------------------------------------------
+
+
+def round_trips(url: str, database: str, calls: int) -> list[float]:
+    with rx_spacetimedb.connect(url, database) as conn:
+        conn.subscribe_single(QUERY).result(30)
+        conn.call_reducer("CreatePlayer", ["bench"]).result(30)
+        player: Any = conn.table("Player").rows()[0]
+        for i in range(20):  # warm up
+            conn.call_reducer("SetScore", [player.id, i]).result(30)
+        times = []
+        for i in range(calls):
+            start = time.perf_counter()
+            conn.call_reducer("SetScore", [player.id, 1000 + i]).result(30)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def external_emulator() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen([sys.executable, "-m", "rx_spacetimedb.testing", "serve", "--port", "0"],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    found = re.search(r"at (ws://\S+) ", line)
+    if found is None:
+        process.kill()
+        raise RuntimeError(f"unexpected emulator banner: {line!r}")
+    return process, found.group(1)
+
+
+def latency_line(label: str, times: list[float]) -> str:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return (f"| {label} | {len(times)} | {statistics.median(ordered) * 1e3:.2f} ms | {p99 * 1e3:.2f} ms "
+            f"| {ordered[0] * 1e3:.2f} ms |")
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def fmt_rate(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M"
+    return f"{value / 1e3:.0f} k" if value >= 1e4 else f"{value:,.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and messages (noisier)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=500, help="reducer round trips per emulator")
+    parser.add_argument("--profile", action="store_true", help="cProfile the I/O thread (K=100)")
+    args = parser.parse_args()
+    workloads = WORKLOADS
+    rounds = args.rounds
+    if args.quick:
+        workloads = [Workload(w.rows, max(10, w.messages // 5)) for w in WORKLOADS]
+        rounds = 2
+    schema = example_schema()
+
+    context = multiprocessing.get_context("spawn")
+    port, ready = context.Value("i", 0), context.Event()
+    server = context.Process(target=replay_server, args=(port, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("replay server did not start")
+        prebuild(port.value, workloads)
+        print(f"End to end: CPython {platform.python_version()}, websockets {websockets_version}, "
+              f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds\n")
+        print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for workload in workloads:
+            floor_times, pipeline_times = [], []
+            for _ in range(rounds):
+                floor_times.append(asyncio.run(floor(port.value, workload)))
+                pipeline_times.append(pipeline(port.value, workload, schema))
+            a, b = min(floor_times), min(pipeline_times)
+            rows = workload.row_strings
+            print(f"| {workload.rows:,} | {workload.messages:,} | {fmt_rate(rows / a)} | "
+                  f"{fmt_rate(workload.messages / a)} | {fmt_rate(rows / b)} | "
+                  f"{fmt_rate(workload.messages / b)} | {a / b:.2f} |", flush=True)
+        if args.profile:
+            workload = next(w for w in workloads if w.rows == 100)
+            profile = cProfile.Profile()
+            pipeline(port.value, workload, schema, profile)
+            out = io.StringIO()
+            stats = pstats.Stats(profile, stream=out)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(30)
+            print(f"\ncProfile of the I/O thread, {workload.name}:\n{out.getvalue()}")
+    finally:
+        server.kill()
+
+    print("\nReducer round trip (SetScore, call_reducer(...).result(), one after another):\n")
+    print("| emulator | calls | median | p99 | min |")
+    print("|---|---:|---:|---:|---:|")
+    process, url = external_emulator()
+    try:
+        print(latency_line("another process", round_trips(url, "quickstart", args.calls)), flush=True)
+    finally:
+        process.kill()
+        process.wait()
+    with SpacetimeDBEmulator(example_module()) as emulator:
+        print(latency_line("this process (shares the GIL)", round_trips(emulator.url, emulator.database,
+                                                                        args.calls)))
+
+
+if __name__ == "__main__":
+    main()
