@@ -16,8 +16,9 @@ tables), one after another, in subscription order, before it reads the next fram
   reconnects and resyncs, and the cache and live tables come out right.
 * With ``observe_on(scheduler)`` a slow consumer gets its own thread and queue: the others run at
   full speed. But reactivex's ``observe_on`` queue has no bound, so a consumer that stays slower
-  than the stream holds every message it has not handled yet: memory grows without limit. That is
-  pinned below as a strict xfail: the library offers no bounded per-subscriber buffer.
+  than the stream holds every message it has not handled yet: memory grows without limit (64
+  blocked one-MiB messages held 129 MiB: frame text plus decoded payload). That is pinned below as a
+  strict xfail: the library offers no bounded per-subscriber buffer.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def test_observe_on_gives_a_slow_consumer_its_own_queue(server: SpacetimeDBEmula
 @pytest.mark.xfail(strict=True, reason=(
     "no bounded per-subscriber buffer: observe_on (the library's advice for moving work off the I/O "
     "thread) queues without limit, so a consumer slower than the stream holds every message it has "
-    "not handled yet (here all 201 transactions; with 1 MiB frames, 1 MiB each)"))
+    "not handled yet (here all 201 transactions; 64 blocked 1 MiB frames held 129 MiB: text + payload)"))
 def test_a_slow_consumer_on_its_own_thread_holds_a_bounded_backlog(server: SpacetimeDBEmulator,
                                                                   conn: Connection) -> None:
     gate = Gate(is_transaction)
