@@ -28,7 +28,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 from rx_spacetimedb._ioloop import IoLoop
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
-from rx_spacetimedb.credentials import CredentialStore
+from rx_spacetimedb.credentials import CredentialStore, default_credentials_path
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -69,8 +69,9 @@ __all__ = ["Connection", "ConnectionState", "OneOffResult", "connect"]
 _log = logging.getLogger("rx_spacetimedb")
 Row = TypeVar("Row")
 _U32 = 1 << 32
-# Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database.
-_FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound)
+# Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database, and a
+# row_types= class that does not fit the module's schema.
+_FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound, SchemaError)
 
 Status = Literal["connecting", "connected", "disconnected", "reconnecting", "closed"]
 
@@ -1022,7 +1023,7 @@ def connect(
     fetch_schema: bool = True,
     schema: ModuleSchema | None = None,
     row_types: Mapping[str, type] | None = None,
-    credentials: CredentialStore | str | os.PathLike[str] | None = None,
+    credentials: CredentialStore | str | os.PathLike[str] | bool | None = None,
     request_timeout: float | None = 30.0,
     max_queued_requests: int = 1000,
     ping_interval: float | None = 15.0,
@@ -1051,7 +1052,9 @@ def connect(
         fetch_schema: Fetch the module schema over HTTP before connecting (typed rows and args).
         schema: A schema to use instead of fetching it.
         row_types: Table name → your own row class (positional constructor, columns in order).
-        credentials: A ``CredentialStore`` or a file path where the token is kept between runs.
+        credentials: Where the token is kept between runs, so a restarted app keeps its identity:
+            ``True`` for one file per host and database under ``~/.config/rx_spacetimedb``, a file
+            path, or a ``CredentialStore``.
         request_timeout: Default seconds a request waits for its answer (``None``: forever).
         max_queued_requests: Requests kept while disconnected; more fail at once.
         ping_interval: Keepalive ping period (and pong timeout) in seconds; ``None`` disables.
@@ -1093,8 +1096,16 @@ def connect(
     scheme = "wss" if tls or ssl_context is not None else "ws"
     url = host if "://" in host else f"{scheme}://{host}:{port}"
     build_url(url, database)  # validates host and database now, at the call
-    store = credentials if isinstance(credentials, CredentialStore) or credentials is None \
-        else CredentialStore(credentials)
+    store: CredentialStore | None
+    if credentials is True:
+        store = CredentialStore(default_credentials_path(url, database))
+    elif credentials is None or credentials is False or isinstance(credentials, CredentialStore):
+        store = credentials or None
+    elif isinstance(credentials, str | os.PathLike):
+        store = CredentialStore(credentials)
+    else:
+        raise TypeError("credentials: must be True, a path or a CredentialStore, "
+                        f"not {type(credentials).__name__}")
     conn = Connection(
         url, database, token=token, reconnect=reconnect,
         reconnect_delay=reconnect_delay_ms / 1000, max_reconnect_delay=max_reconnect_delay_ms / 1000,

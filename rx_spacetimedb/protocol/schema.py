@@ -8,6 +8,7 @@ caller supplies its own.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import orjson
 
 from rx_spacetimedb.errors import ProtocolError, SchemaError
 from rx_spacetimedb.protocol.jsontext import dumps, loads_exact, parse_exact
-from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec
+from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec, field_name
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
     ArrayType,
@@ -151,7 +152,9 @@ class ModuleSchema:
             names.setdefault(table.product_type_ref, table.name)
         classes: dict[int, type] = {}
         for table_name, cls in (row_classes or {}).items():
-            classes[self.table(table_name).product_type_ref] = cls
+            table = self.table(table_name)
+            _check_row_class(table_name, cls, self.typespace[table.product_type_ref])
+            classes[table.product_type_ref] = cls
         self.codec = TypeCodec(self.typespace, names=names, classes=classes)
         self._raw = dict(raw) if raw is not None else None
         self._row_decoders: dict[str, Decoder] = {}
@@ -368,6 +371,20 @@ def _reject_recursive_types(typespace: Sequence[AlgebraicType]) -> None:
 
     for index in range(len(typespace)):
         visit(RefType(index), ())
+
+
+def _check_row_class(table: str, cls: type, row_type: AlgebraicType) -> None:
+    """A user row class must take the table's columns positionally, in order, by the same names."""
+    if dataclasses.is_dataclass(cls):
+        fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    elif issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
+        fields = tuple(str(f) for f in cls._fields)  # type: ignore[attr-defined]
+    else:
+        raise SchemaError(f"row class {cls.__name__} for table {table!r} must be a dataclass or NamedTuple")
+    columns = tuple(field_name(n) for n in row_type.names) if isinstance(row_type, ProductType) else ()
+    if fields != columns:
+        raise SchemaError(f"row class {cls.__name__} of table {table!r} has fields {list(fields)}, "
+                          f"the table has columns {list(columns)} (same names, same order)")
 
 
 def _table_json(schema: ModuleSchema, table: TableDef) -> dict[str, Any]:
