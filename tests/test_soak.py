@@ -163,7 +163,7 @@ def inflict(server: SpacetimeDBEmulator, fault: str, rng: random.Random) -> None
     if fault == "drop":
         server.drop_all()
     elif fault == "refuse":
-        server.refuse_connections(rng.randint(1, 3))
+        server.refuse_connections(rng.randint(2, 4))  # shared with the writer: enough for both
         server.drop_all()
     else:
         code = int(fault.split()[1])
