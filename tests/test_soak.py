@@ -154,9 +154,9 @@ def mutation(server: SpacetimeDBEmulator, rng: random.Random, tag: str) -> tuple
     return "AddNote", [f"n-{tag}"]
 
 
-def connect(server: SpacetimeDBEmulator) -> Connection:
+def connect(server: SpacetimeDBEmulator, *, light: bool = False) -> Connection:
     return rx_spacetimedb.connect(server.url, server.database, reconnect_delay_ms=1,
-                                  max_reconnect_delay_ms=20)
+                                  max_reconnect_delay_ms=20, light=light)
 
 
 def inflict(server: SpacetimeDBEmulator, fault: str, rng: random.Random) -> None:
@@ -177,13 +177,16 @@ def reconnected(conn: Connection, before: ConnectionId, *, resynced: bool) -> Ca
     return check
 
 
-def soak(server: SpacetimeDBEmulator, disconnects: int, seed: int) -> dict[str, Any]:
+def soak(server: SpacetimeDBEmulator, disconnects: int, seed: int,
+         mode: str = "multi+single") -> dict[str, Any]:
+    """``mode``: ``multi+single`` (SubscribeMulti and an overlapping SubscribeSingle), ``light``
+    (the same with ``TransactionUpdateLight`` for others' transactions), ``legacy`` (one Subscribe)."""
     rng = random.Random(seed)
     for i in range(12):
         server.call_reducer("CreatePlayer", [f"seed-{i}"])
         server.call_reducer("AddNote", [f"seed-note-{i}"])
     started = time.perf_counter()
-    conn = connect(server)
+    conn = connect(server, light=mode == "light")
     replay = Replay(KEYS)
     players_only = Replay({"Player": KEYS["Player"]})
     states: list[ConnectionState] = []
@@ -191,8 +194,11 @@ def soak(server: SpacetimeDBEmulator, disconnects: int, seed: int) -> dict[str, 
     conn.diffs.subscribe(replay.transaction)
     conn.table_diffs("Player").subscribe(players_only.table)
     watch = Watch(conn)
-    conn.subscribe_multi(list(QUERIES)).result(WAIT)
-    conn.subscribe_single(HIGH_QUERY).result(WAIT)
+    if mode == "legacy":
+        conn.subscribe([*QUERIES, HIGH_QUERY]).result(WAIT)
+    else:
+        conn.subscribe_multi(list(QUERIES)).result(WAIT)
+        conn.subscribe_single(HIGH_QUERY).result(WAIT)
     live: dict[str, LiveTable[Any]] = {name: conn.table(name) for name in KEYS}
     writer = Writer(server, seed + 1)
     writer.start()
@@ -229,7 +235,7 @@ def soak(server: SpacetimeDBEmulator, disconnects: int, seed: int) -> dict[str, 
         assert replay.problems == [] and players_only.problems == []
         for player in server.table_rows("Player"):  # the overlapping query counts a row twice
             held = 2 if player.score > HIGH_SCORE else 1
-            assert conn.cache.ref_count("Player", player.id) == held, player
+            assert conn.cache.ref_count("Player", player.id) == held, (mode, player)
         connected = [s for s in states if s.status == "connected"]
         assert len({s.connection_id for s in connected}) == disconnects + 1
         assert len({s.identity for s in connected}) == 1  # the same identity throughout
@@ -253,8 +259,9 @@ def soak(server: SpacetimeDBEmulator, disconnects: int, seed: int) -> dict[str, 
     }
 
 
-def test_soak_short(server: SpacetimeDBEmulator) -> None:
-    report = soak(server, disconnects=30, seed=7)
+@pytest.mark.parametrize("mode", ["multi+single", "light", "legacy"])
+def test_soak_short(server: SpacetimeDBEmulator, mode: str) -> None:
+    report = soak(server, disconnects=30, seed=7, mode=mode)
     assert report["diffs"] > 25
 
 
