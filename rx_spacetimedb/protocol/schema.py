@@ -8,7 +8,7 @@ caller supplies its own.
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -374,13 +374,16 @@ def _reject_recursive_types(typespace: Sequence[AlgebraicType]) -> None:
 
 
 def _check_row_class(table: str, cls: type, row_type: AlgebraicType) -> None:
-    """A user row class must take the table's columns positionally, in order, by the same names."""
-    if dataclasses.is_dataclass(cls):
-        fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
-    elif issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
-        fields = tuple(str(f) for f in cls._fields)  # type: ignore[attr-defined]
-    else:
-        raise SchemaError(f"row class {cls.__name__} for table {table!r} must be a dataclass or NamedTuple")
+    """A user row class must take the table's columns positionally, in order, by the same names.
+
+    Its constructor's parameters are compared with the columns, so a dataclass, a NamedTuple or a
+    plain class with a matching ``__init__`` all fit.
+    """
+    try:
+        fields = tuple(inspect.signature(cls).parameters)
+    except (TypeError, ValueError):
+        raise SchemaError(f"row class {cls.__name__} for table {table!r}: its constructor "
+                          "cannot be inspected") from None
     columns = tuple(field_name(n) for n in row_type.names) if isinstance(row_type, ProductType) else ()
     if fields != columns:
         raise SchemaError(f"row class {cls.__name__} of table {table!r} has fields {list(fields)}, "
