@@ -20,6 +20,7 @@ Every error the library raises or emits on a stream derives from ``SpacetimeDBEr
     │   ├── QueryFailed            a one-off query came back with an error
     │   ├── RequestTimeout         no answer in time
     │   └── RequestAborted         the connection went away before the answer came
+    ├── SlowConsumer               a subscriber fell too far behind (observe_on_bounded)
     └── ConnectionClosedByUser     the connection was closed with close(); no more requests
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "SchemaError",
+    "SlowConsumer",
     "SpacetimeDBError",
     "SubscriptionFailed",
     "TransportError",
@@ -165,6 +167,10 @@ class RequestTimeout(RequestError):
 
 class RequestAborted(RequestError):
     """The connection was lost or closed before the answer arrived."""
+
+
+class SlowConsumer(SpacetimeDBError):
+    """A subscriber fell more than ``max_pending`` items behind (``observe_on_bounded``, overflow "error")."""
 
 
 class ConnectionClosedByUser(SpacetimeDBError):

@@ -26,6 +26,7 @@ def test_operator_names() -> None:
         "ExponentialBackoff", "RetryAttempt", "exponential_backoff", "retry_when", "LiveTable",
         "ReducerResult", "ReducerStatus", "cache_diffs", "identity_tokens", "live_table", "of_type",
         "one_off_results", "reducer_results", "subscription_errors", "table_diffs", "transactions",
+        "SlowConsumer", "observe_on_bounded",
     ])
 
 

@@ -16,9 +16,10 @@ tables), one after another, in subscription order, before it reads the next fram
   reconnects and resyncs, and the cache and live tables come out right.
 * With ``observe_on(scheduler)`` a slow consumer gets its own thread and queue: the others run at
   full speed. But reactivex's ``observe_on`` queue has no bound, so a consumer that stays slower
-  than the stream holds every message it has not handled yet: memory grows without limit (64
-  blocked one-MiB messages held 129 MiB: frame text plus decoded payload). That is pinned below as a
-  strict xfail: the library offers no bounded per-subscriber buffer.
+  than the stream holds every message it has not handled yet (64 blocked one-MiB messages held
+  129 MiB: frame text plus decoded payload). ``observe_on_bounded(scheduler, max_pending, overflow)``
+  is the bounded hop: the I/O thread never waits, and at most ``max_pending`` items wait for the
+  consumer (dropping the oldest or newest, or ending that subscriber with ``SlowConsumer``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from websockets.typing import Subprotocol
 import rx_spacetimedb
 from rx_spacetimedb import ConnectionState
 from rx_spacetimedb.connection import Connection
-from rx_spacetimedb.operators import LiveTable
+from rx_spacetimedb.operators import LiveTable, observe_on_bounded
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import encode_server_message
 from rx_spacetimedb.protocol.values import ConnectionId, Identity
@@ -164,10 +165,6 @@ def test_observe_on_gives_a_slow_consumer_its_own_queue(server: SpacetimeDBEmula
     assert [t.reducer_call.args for t in slow_done.values] == ['["a"]', '["b"]', '["c"]']
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no bounded per-subscriber buffer: observe_on (the library's advice for moving work off the I/O "
-    "thread) queues without limit, so a consumer slower than the stream holds every message it has "
-    "not handled yet (here all 201 transactions; 64 blocked 1 MiB frames held 129 MiB: text + payload)"))
 def test_a_slow_consumer_on_its_own_thread_holds_a_bounded_backlog(server: SpacetimeDBEmulator,
                                                                   conn: Connection) -> None:
     gate = Gate(is_transaction)
@@ -177,7 +174,11 @@ def test_a_slow_consumer_on_its_own_thread_holds_a_bounded_backlog(server: Space
         gate(message)
         handled(message)
 
-    conn.messages.pipe(ops.filter(is_transaction), ops.observe_on(NewThreadScheduler())).subscribe(slow)
+    dropped: list[Any] = []
+    conn.messages.pipe(
+        ops.filter(is_transaction),
+        observe_on_bounded(NewThreadScheduler(), max_pending=16, on_drop=dropped.append),
+    ).subscribe(slow)
     fast = Counter()
     conn.messages.pipe(ops.filter(is_transaction)).subscribe(fast)
     try:
@@ -188,10 +189,13 @@ def test_a_slow_consumer_on_its_own_thread_holds_a_bounded_backlog(server: Space
             server.call_reducer("SetScore", [i + 1, i + 1])
         assert fast.wait_for(201), len(fast.values)
         gate.wait_entered()
-        backlog = len(fast.values) - len(handled.values)
+        backlog = len(fast.values) - len(handled.values) - len(dropped) - 1  # 1: the one it is on
         assert backlog <= 16, f"{backlog} messages queued for the slow consumer"
+        assert len(dropped) >= 201 - 1 - 16  # the oldest went; the fast observer saw all of them
     finally:
         gate.release()
+    assert handled.wait_for(201 - len(dropped))
+    assert handled.values[-1] is fast.values[-1]  # drop_oldest: the newest state always arrives
 
 
 # -- the I/O thread blocked: memory and the socket -------------------------------------------------
