@@ -239,6 +239,7 @@ class ClientCache:
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
         self._keys: dict[tuple[ModuleSchema, str], Callable[[Any], Any] | None] = {}
+        self._delete_keys: dict[tuple[ModuleSchema, str], Callable[[str], Any]] = {}
         self._warned_tables: set[str] = set()
 
     # -- what the connection sends ---------------------------------------------------------
@@ -502,13 +503,13 @@ class ClientCache:
                 continue
             decoder = schema.decode_row
             key_of = self._key_of(schema, name)
+            # A deleted row is looked up by key (its value comes from the cache): decode only the key.
+            delete_key = self._delete_key(schema, name)
             per_key = changes.setdefault(name, {})
             for query in update.updates:
                 if deletes:
                     for text in query.deletes:
-                        row = decoder(name, text)
-                        key = row if key_of is None else key_of(row)
-                        per_key.setdefault(key, _Change()).deleted += 1
+                        per_key.setdefault(delete_key(text), _Change()).deleted += 1
                 if inserts:
                     for text in query.inserts:
                         row = decoder(name, text)
@@ -518,6 +519,14 @@ class ClientCache:
         if changes:
             self._ensure_tables(schema, changes)
         return changes
+
+    def _delete_key(self, schema: ModuleSchema, table: str) -> Callable[[str], Any]:
+        """Row string -> cache key: the decoded primary key, or the whole row without one."""
+        found = self._delete_keys.get((schema, table))
+        if found is None:
+            found = schema.key_decoder(table) or (lambda text: schema.decode_row(table, text))
+            self._delete_keys[(schema, table)] = found
+        return found
 
     def _ensure_tables(self, schema: ModuleSchema, names: Iterable[str]) -> None:
         for name in names:

@@ -101,13 +101,13 @@ def format_f64(value: float) -> str:
     return _rust_float(repr(float(value)))
 
 
-F32_MAX = 3.4028234663852886e38
-"""The largest finite f32; a larger number rounds to infinity as an f32."""
+F32_OVERFLOW = 2.0**128 - 2.0**103
+"""Numbers at least this large round to infinity as an f32 (f32::MAX is just below it)."""
 
 
 def format_f32(value: float) -> str:
     """Shortest decimal that round-trips through f32 (``0.1``, not ``0.10000000149011612``)."""
-    if not math.isfinite(value) or abs(value) > F32_MAX:
+    if not math.isfinite(value) or abs(value) >= F32_OVERFLOW:
         return "null"  # beyond f32's range the value is ±inf as an f32, and non-finite is null
     (single,) = struct.unpack("<f", struct.pack("<f", value))
     for digits in range(1, 10):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from rx_spacetimedb.errors import ProtocolError
-from rx_spacetimedb.protocol.jsontext import F32_MAX, RawJson, format_f32
+from rx_spacetimedb.protocol.jsontext import F32_OVERFLOW, RawJson, format_f32
 from rx_spacetimedb.protocol.types import (
     INT_RANGES,
     AlgebraicType,
@@ -114,7 +114,7 @@ def _float_decoder(v: Any) -> float:
 
 def _f32_decoder(v: Any) -> float:
     value = _float_decoder(v)
-    if -F32_MAX <= value <= F32_MAX or value != value:
+    if -F32_OVERFLOW < value < F32_OVERFLOW or value != value:
         return value
     return math.copysign(math.inf, value)  # an f32 cannot hold it: it is ±inf, as on the server
 

@@ -9,7 +9,7 @@ caller supplies its own.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +300,33 @@ class ModuleSchema:
     def decode_row(self, table: str, text: str | bytes) -> Any:
         """Decode one row string (object-keyed or positional) to the table's row object."""
         return _decode_text(self.row_decoder(table), text, table, self._has_wide_rows(table))
+
+    def key_decoder(self, table: str) -> Callable[[str | bytes], Any] | None:
+        """A function from a row string to its primary-key value alone (a tuple for a composite key).
+
+        Decoding only the key is what a cache needs for a deleted row; None if the table has none.
+        """
+        columns = self.primary_key(table)
+        if not columns:
+            return None
+        product = self.row_product(table)
+        parts = [(c, product.names[c], self.codec.decoder(product.elements[c].type)) for c in columns]
+        count = len(product.elements)
+
+        def key_of(value: Any) -> Any:
+            if type(value) is list and len(value) == count:
+                keys = [dec(value[c]) for c, _, dec in parts]
+            elif type(value) is dict:
+                try:
+                    keys = [dec(value[name]) for _, name, dec in parts]
+                except KeyError as err:
+                    raise ProtocolError(f"missing key column {err.args[0]!r}") from None
+            else:
+                raise ProtocolError(f"expected a row of {count} columns, object or array")
+            return keys[0] if len(keys) == 1 else tuple(keys)
+
+        wide = self._has_wide_rows(table)
+        return lambda text: _decode_text(key_of, text, table, wide)
 
     def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
         """Decode many row strings of one table."""

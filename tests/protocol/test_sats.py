@@ -328,5 +328,6 @@ def test_an_f32_beyond_its_range_is_infinity_as_on_the_server() -> None:
     decode = TypeCodec().decoder(F32)
     assert decode(1e300) == math.inf and decode(-1e39) == -math.inf
     assert decode(3.4028234663852886e38) == 3.4028234663852886e38  # f32::MAX itself stays
+    assert format_f32(3.4028235e38) == "3.4028235e38"  # its shortest text, a hair above it, too
     assert format_f32(1e300) == "null" and format_f32(-1e39) == "null"
     assert TypeCodec().decoder(F64)(1e300) == 1e300  # f64 is not clamped

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.errors import ProtocolError, SchemaError
 from rx_spacetimedb.protocol import (
     Identity,
     ModuleSchema,
@@ -146,3 +146,14 @@ def test_schedule_table_schema_shape() -> None:
     row = schema.decode_row("tick", '{"id":1,"at":[0,{"__time_duration_micros__":60000000}]}')
     assert row.at == ScheduleAt(TimeDuration(60_000_000))
     assert schema.encode_row("tick", row) == "[1,[0,[60000000]]]"
+
+
+def test_key_decoder_reads_only_the_primary_key(schema: ModuleSchema) -> None:
+    key_of = schema.key_decoder("Player")
+    assert key_of is not None
+    assert key_of(ALICE_B) == key_of(ALICE_C) == schema.decode_row("Player", ALICE_B).id == 1
+    assert key_of('[2,"the","other","columns","are not","decoded"]') == 2  # only the key is read
+    with pytest.raises(ProtocolError):
+        key_of("[7]")  # not a row of this table
+    with pytest.raises(ProtocolError):
+        key_of('{"name": "no id"}')
