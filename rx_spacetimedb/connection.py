@@ -954,8 +954,8 @@ class Connection:
         return (token.identity, token.connection_id) if token else (None, None)
 
     def _set_state(self, state: ConnectionState) -> None:
-        if self._states.is_stopped:
-            return
+        if self._states.is_stopped or state == self._states.value:
+            return  # e.g. "connecting" at creation and again when the first socket opens
         self._states.on_next(state)
 
     def _report(self, error: Exception) -> None:

@@ -417,3 +417,16 @@ def test_a_late_subscriber_still_gets_the_final_state(server: SpacetimeDBEmulato
     assert done.is_set()
     assert [s.status for s in seen] == ["closed"] and isinstance(seen[0].error, DatabaseNotFound)
     conn.close()
+
+
+def test_states_tell_each_step_once(server: SpacetimeDBEmulator) -> None:
+    states: list[str] = []
+    with open_conn(server) as conn:
+        conn.states.subscribe(lambda s: states.append(s.status))
+        conn.wait_connected(WAIT)
+        server.drop_all()
+        # The list's observer subscribed first, so it has the state this predicate is looking at.
+        wait_for(conn.states, lambda s: states.count("connected") == 2)
+    assert states[:2] == ["connecting", "connected"]
+    assert states[2:6] == ["disconnected", "reconnecting", "connecting", "connected"]
+    assert states[-1] == "closed"
