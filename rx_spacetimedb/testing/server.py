@@ -1232,16 +1232,21 @@ class SpacetimeDBEmulator:
             ),
         )
 
-    def _on_unsubscribe(self, client: EmulatedClient, msg: m.Unsubscribe) -> None:
-        start = time.perf_counter()
+    def _can_unsubscribe(self, client: EmulatedClient, msg: m.Unsubscribe | m.UnsubscribeMulti,
+                         start: float) -> bool:
+        """Answer the unsubscribes the server refuses (§5.6, §7.3) with their SubscriptionError."""
         if client.dropped:
             error = f"Client not found: {self._client_debug(client)}"
-            self._subscription_error(client, error, msg.request_id, msg.query_id, start)
-            return
-        if msg.query_id not in client.query_sets:
-            self._subscription_error(
-                client, self._not_found_text(client, msg.query_id), msg.request_id, msg.query_id, start
-            )
+        elif msg.query_id not in client.query_sets:
+            error = self._not_found_text(client, msg.query_id)
+        else:
+            return True
+        self._subscription_error(client, error, msg.request_id, msg.query_id, start)
+        return False
+
+    def _on_unsubscribe(self, client: EmulatedClient, msg: m.Unsubscribe) -> None:
+        start = time.perf_counter()
+        if not self._can_unsubscribe(client, msg, start):
             return
         released = self._release(client, msg.query_id)
         if len(released) != 1:
@@ -1264,14 +1269,7 @@ class SpacetimeDBEmulator:
 
     def _on_unsubscribe_multi(self, client: EmulatedClient, msg: m.UnsubscribeMulti) -> None:
         start = time.perf_counter()
-        if client.dropped:
-            error = f"Client not found: {self._client_debug(client)}"
-            self._subscription_error(client, error, msg.request_id, msg.query_id, start)
-            return
-        if msg.query_id not in client.query_sets:
-            self._subscription_error(
-                client, self._not_found_text(client, msg.query_id), msg.request_id, msg.query_id, start
-            )
+        if not self._can_unsubscribe(client, msg, start):
             return
         released = self._release(client, msg.query_id)
         self._send(
