@@ -163,7 +163,7 @@ class Connection:
         self._reconnect = reconnect
         self.schema: ModuleSchema | None = schema
 
-        self._io = IoLoop(f"rx-spacetimedb-io[{database}]")
+        self._io = IoLoop(f"rx-spacetimedb-io[{name or database}]")
         self._lock = threading.RLock()
         self._closed = False
         self._transport: Transport | None = None
@@ -338,7 +338,8 @@ class Connection:
 
     def __repr__(self) -> str:
         identity = self._identity_token.identity.hex if self._identity_token else None
-        return (f"<Connection [{self.host!r}, database={self.database!r}, {self.state.status}, "
+        label = f"{self.name!r} " if self.name else ""
+        return (f"<Connection {label}[{self.host!r}, database={self.database!r}, {self.state.status}, "
                 f"identity={identity}]>")
 
     async def connected(self, timeout: float | None = None) -> m.IdentityToken:

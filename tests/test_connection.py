@@ -50,7 +50,7 @@ def record(conn: Connection) -> ReplaySubject[m.ServerMessage]:
 
 
 def test_connect_gives_identity_and_a_repr_without_the_token(server: SpacetimeDBEmulator) -> None:
-    with open_conn(server) as conn:
+    with open_conn(server, name="lobby") as conn:
         token = conn.wait_connected(WAIT)
         assert conn.state.status == "connected"
         assert conn.state.identity == token.identity
@@ -58,6 +58,7 @@ def test_connect_gives_identity_and_a_repr_without_the_token(server: SpacetimeDB
         assert conn.token == token.token
         text = repr(conn)
         assert server.database in text and "connected" in text and token.identity.hex in text
+        assert text.startswith("<Connection 'lobby' [")
         assert token.token not in text
         assert token.token not in repr(token)
     assert conn.state.status == "closed"
