@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,3 +280,27 @@ def test_qt_example_shows_rows_the_server_changes_and_its_button_adds_one(
         window.dispose()
         conn.close()
         window.deleteLater()
+
+
+def test_the_readme_qt_snippet_shows_the_connection_state(
+        qapp: QCoreApplication, server: SpacetimeDBEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Qt snippet as pasted, pointed at the emulator, its event loop bounded."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("#### Qt (PySide6)"):]
+    start = section.index("```python\n") + len("```python\n")
+    snippet = section[start:section.index("```", start)]
+    real_connect = rx_spacetimedb.connect
+    namespace: dict[str, Any] = {}
+
+    def exec_until_connected() -> int:
+        label = namespace["label"]
+        assert pump_until(lambda: label.text() == "connected"), label.text()
+        return 0
+
+    monkeypatch.setattr(rx_spacetimedb, "connect",
+                        lambda *args, **kwargs: real_connect(server.url, server.database))
+    monkeypatch.setattr("PySide6.QtWidgets.QApplication", lambda *args: qapp)
+    monkeypatch.setattr(qapp, "exec", exec_until_connected)
+    exec(compile(snippet, "README.md[Qt]", "exec", dont_inherit=True), namespace)
+    assert namespace["conn"].state.status == "closed"  # the snippet closes it after exec()
+    namespace["label"].deleteLater()

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +204,44 @@ def test_main_starts_the_emulator_shows_its_rows_and_closes_cleanly(
         windows[0].winfo_exists()  # destroyed after the connection closed
     windows.clear()
     gc.collect()
+
+
+def readme_snippet(heading: str) -> str:
+    """The first Python block after ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(heading):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+def test_the_readme_tk_snippet_shows_the_connection_state(
+        root: tk.Tk, server: SpacetimeDBEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Tk snippet as pasted, pointed at the emulator, its main loop bounded."""
+    made: list[rx_spacetimedb.Connection] = []
+    real_connect = rx_spacetimedb.connect
+
+    def connect(*args: Any, **kwargs: Any) -> rx_spacetimedb.Connection:
+        made.append(real_connect(server.url, server.database))
+        return made[-1]
+
+    namespace: dict[str, Any] = {}
+
+    real_mainloop = root.mainloop
+
+    def mainloop(n: int = 0) -> None:
+        label = namespace["label"]
+        monkeypatch.setattr(root, "mainloop", real_mainloop)  # pump_until runs the real one
+        assert pump_until(root, lambda: label.cget("text") == "connected"), label.cget("text")
+
+    monkeypatch.setattr(rx_spacetimedb, "connect", connect)
+    monkeypatch.setattr(tk, "Tk", lambda *args, **kwargs: root)
+    monkeypatch.setattr(root, "mainloop", mainloop)
+    try:
+        exec(compile(readme_snippet("#### Tk"), "README.md[Tk]", "exec", dont_inherit=True), namespace)
+    finally:
+        namespace["states"].dispose()
+        monkeypatch.undo()
+        closed: list[bool] = []
+        tk_players.close_then(root, made[0], lambda: closed.append(True))
+        assert pump_until(root, lambda: bool(closed))
+    assert made and made[0].state.status == "closed"
