@@ -305,6 +305,7 @@ class Connection:
                 return
             self._closed = True
             pending = self._take_all_pending()
+        self._schema_ready.set()
         self._pipeline.dispose()
         transport = self._transport
         if transport is not None and self._io.running:
@@ -404,11 +405,7 @@ class Connection:
                 self.host, self.database, token=self._token, light=self._light,
                 confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
                 ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
-        except SpacetimeDBError as err:
-            self._disconnected(err)
-            observer.on_error(err)
-            return
-        except Exception as err:  # a bug or an unmapped failure: still a disconnect, never silent
+        except Exception as err:  # mapped errors, and anything unmapped: a disconnect, never silent
             self._disconnected(err)
             observer.on_error(err)
             return
@@ -540,6 +537,7 @@ class Connection:
         return f"{type(message).__name__} for {what}, which this connection never sent"
 
     def _on_fatal(self, error: Exception) -> None:
+        self._schema_ready.set()  # nobody waits for a schema that will never come
         with self._lock:
             pending = self._take_all_pending()
         for request in pending:
