@@ -180,6 +180,31 @@ _SPECIAL_CLASSES: dict[str, type[Identity | ConnectionId | Timestamp | TimeDurat
 }
 
 
+def _trusting_constructor(cls: type) -> Callable[[Any], Any]:
+    """Build a one-field special value (``Identity``...) from an integer the decoder has checked.
+
+    The class's ``__init__`` would store the field with ``object.__setattr__`` (it is frozen) and
+    check the range again in ``__post_init__``; a special product's inner type is always the integer
+    type of exactly that range (``ProductType.special``), whose decoder has made the check. Storing
+    through the slot descriptor directly takes half the time.
+    """
+    new = object.__new__
+    (field,) = dataclasses.fields(cls)
+    store = getattr(cls, field.name).__set__
+
+    def make(value: int) -> Any:
+        obj: Any = new(cls)
+        store(obj, value)
+        return obj
+
+    return make
+
+
+_SPECIAL_MAKERS: dict[str, Callable[[int], Any]] = {
+    special: _trusting_constructor(cls) for special, cls in _SPECIAL_CLASSES.items()
+}
+
+
 def _unit_decoder(v: Any) -> tuple[()]:
     if (type(v) is list or type(v) is dict) and not v:
         return ()
@@ -219,6 +244,10 @@ class VariantClass:
     payload: Callable[[Any], Any]
 
 
+class _Fallback(Exception):
+    """Raised by a generated decoder for a value its fast path does not take (see below)."""
+
+
 class TypeCodec:
     """Compiled decoders and encoders for the types of one typespace.
 
@@ -240,6 +269,7 @@ class TypeCodec:
         self._decoders: dict[int, Decoder] = {}
         self._encoders: dict[tuple[int, str], Encoder] = {}
         self._anon_classes: dict[ProductType, type] = {}
+        self._generated: set[type] = set()  # the classes made here, whose fields we may store directly
 
     # -- types ---------------------------------------------------------------------------
 
@@ -276,6 +306,7 @@ class TypeCodec:
         except TypeError as err:  # e.g. two columns that map to one attribute name ("a b", "_a_b")
             raise ProtocolError(f"no Python class for {cls_name} {list(product.names)}: {err}") from None
         cls.__module__ = "rx_spacetimedb.rows"
+        self._generated.add(cls)
         if index is not None:
             self._classes[index] = cls
         else:
@@ -362,7 +393,7 @@ class TypeCodec:
         if isinstance(ty, ProductType):
             special = ty.special
             if special is not None:
-                return _special_decoder(special, _SPECIAL_CLASSES[special],
+                return _special_decoder(special, _SPECIAL_MAKERS[special],
                                         self.decoder(ty.elements[0].type))
             if not ty.elements:
                 return _unit_decoder
@@ -394,7 +425,88 @@ class TypeCodec:
                 raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 
-        return dec_product
+        return self._fast_product_decoder(ty, cls, decs, dec_product)
+
+    def _fast_product_decoder(self, ty: ProductType, cls: type, decs: Sequence[Decoder],
+                              slow: Decoder) -> Decoder:
+        """A decoder specialised to one product type, generated as Python source (as ``dataclasses``
+        generates ``__init__``): rows are decoded by the thousand, and the closure decoder spends
+        most of its time calling one closure per field and building argument lists.
+
+        It is a fast path only. It reads the fields straight from the array or object, checks
+        integers, strings and booleans in line, unwraps Identity/Timestamp/... in line, calls the
+        field decoders for everything else, and builds a generated row class through its slots
+        (``_trusting_constructor``'s reasoning). Anything it does not accept as it is (another
+        shape, a wrong type, a value out of range, an error of a field decoder) goes to ``slow``,
+        the closure decoder of the same type, which decodes it or raises the ProtocolError with the
+        field's path. So the generated code decides nothing of its own about what is valid, and
+        schema text (field names) never enters it: names and decoders are passed in as globals.
+        """
+        count = len(ty.elements)
+        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls,
+                               "ProtocolError": ProtocolError, "Fallback": _Fallback,
+                               "F32_OVERFLOW": F32_OVERFLOW}
+        lines = []
+        for i, element in enumerate(ty.elements):
+            env[f"k{i}"] = ty.names[i]
+            env[f"d{i}"] = decs[i]
+            lines += self._field_code(f"x{i}", f"d{i}", element.type, env)
+        xs = [f"x{i}" for i in range(count)]
+        if cls in self._generated:
+            for i, f in enumerate(dataclasses.fields(cls)):
+                env[f"s{i}"] = getattr(cls, f.name).__set__
+            build = ["row = new(cls)", *(f"s{i}(row, x{i})" for i in range(count)), "return row"]
+        else:  # a user's class (or an envelope class, or int for a one-field product): its constructor
+            build = [f"return cls({', '.join(xs)})"]
+        source = "\n".join([
+            "def decode(v):",
+            "    try:",
+            f"        if type(v) is list and len(v) == {count}:",
+            f"            {', '.join(xs)}, = v",
+            f"        elif type(v) is dict and len(v) == {count}:",
+            *(f"            x{i} = v[k{i}]" for i in range(count)),
+            "        else:",
+            "            raise Fallback",
+            *(f"        {line}" for line in lines + build),
+            "    except (ProtocolError, KeyError, Fallback):",
+            "        return slow(v)",
+        ])
+        exec(source, env)  # our own template, no schema text in it: see the docstring
+        decode: Decoder = env["decode"]
+        decode.__qualname__ = f"decode_{cls.__name__}"
+        return decode
+
+    def _field_code(self, x: str, d: str, ty: AlgebraicType, env: dict[str, Any]) -> list[str]:
+        """Lines that replace the JSON value in variable ``x`` by its decoded value (``d``: its decoder).
+
+        A line may raise ``Fallback`` or ProtocolError: the value is not one the fast path takes.
+        """
+        target = self.resolve(ty) if isinstance(ty, RefType) else ty
+        if isinstance(target, PrimitiveType):
+            name = target.name
+            if name in INT_RANGES and not name.endswith("256"):  # 256-bit ones may be hex strings
+                low, high = INT_RANGES[name]
+                return [f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"]
+            if name in ("String", "Bool"):
+                return [f"if type({x}) is not {'str' if name == 'String' else 'bool'}: raise Fallback"]
+            if name == "F64":
+                return [f"if type({x}) is not float: {x} = {d}({x})"]
+            if name == "F32":
+                return [f"if type({x}) is not float or not -F32_OVERFLOW < {x} < F32_OVERFLOW:"
+                        f" {x} = {d}({x})"]
+        if isinstance(target, ProductType) and target.special is not None:
+            special = target.special
+            key, make, inner = f"{x}_key", f"{x}_make", f"{x}_inner"
+            env[key], env[make] = special, _SPECIAL_MAKERS[special]
+            env[inner] = self.decoder(target.elements[0].type)
+            return [
+                f"if type({x}) is list and len({x}) == 1: {x} = {x}[0]",
+                f"elif type({x}) is dict and len({x}) == 1: {x} = {x}[{key}]",
+                "else: raise Fallback",
+                *self._field_code(x, inner, target.elements[0].type, env),
+                f"{x} = {make}({x})",
+            ]
+        return [f"{x} = {d}({x})"]
 
     def _sum_decoder(self, ty: SumType) -> Decoder:
         names = [v.name for v in ty.variants]
