@@ -484,9 +484,13 @@ class TypeCodec:
         target = self.resolve(ty) if isinstance(ty, RefType) else ty
         if isinstance(target, PrimitiveType):
             name = target.name
-            if name in INT_RANGES and not name.endswith("256"):  # 256-bit ones may be hex strings
+            if name in INT_RANGES:
                 low, high = INT_RANGES[name]
-                return [f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"]
+                check = f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"
+                if not name.endswith("256"):
+                    return [check]
+                env["hex_256"] = _BIG_HEX.fullmatch  # 256-bit integers are usually "0x..." strings
+                return [f"if type({x}) is str and hex_256({x}) is not None: {x} = int({x}, 16)", check]
             if name in ("String", "Bool"):
                 return [f"if type({x}) is not {'str' if name == 'String' else 'bool'}: raise Fallback"]
             if name == "F64":
@@ -496,7 +500,8 @@ class TypeCodec:
                         f" {x} = {d}({x})"]
         if isinstance(target, ProductType) and target.special is not None:
             special = target.special
-            key, make, inner = f"{x}_key", f"{x}_make", f"{x}_inner"
+            n = len(env)  # a fresh suffix: x may be unwrapped again inside (Option<Option<T>>)
+            key, make, inner = f"key{n}", f"make{n}", f"inner{n}"
             env[key], env[make] = special, _SPECIAL_MAKERS[special]
             env[inner] = self.decoder(target.elements[0].type)
             return [
@@ -505,6 +510,19 @@ class TypeCodec:
                 "else: raise Fallback",
                 *self._field_code(x, inner, target.elements[0].type, env),
                 f"{x} = {make}({x})",
+            ]
+        if isinstance(target, SumType) and target.is_option:  # some: in line; none and the rest: d
+            some, payload = f"some{len(env)}", target.variants[0].type
+            env[some] = self.decoder(payload)
+            return [
+                f"if {x} is None: pass",
+                f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
+                f"    {x} = {x}[1]",
+                *(f"    {line}" for line in self._field_code(x, some, payload, env)),
+                f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
+                f"    {x} = {x}['some']",
+                *(f"    {line}" for line in self._field_code(x, some, payload, env)),
+                f"else: {x} = {d}({x})",
             ]
         return [f"{x} = {d}({x})"]
 

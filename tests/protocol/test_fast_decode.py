@@ -184,3 +184,16 @@ def test_a_plain_codec_uses_generated_decoders_and_the_reference_does_not() -> N
     ty: AlgebraicType = ProductType((Element("a", U64),))
     assert TypeCodec([ty]).decoder(RefType(0)).__qualname__.startswith("decode_")
     assert not ClosureCodec([ty]).decoder(RefType(0)).__qualname__.startswith("decode_")
+
+
+def test_nested_options_and_specials_keep_their_own_decoders() -> None:
+    pair = ProductType((Element("s", STRING), Element("p", option_of(IDENTITY))))
+    ty = ProductType((Element("o", option_of(option_of(RefType(1)))), Element("i", option_of(IDENTITY))))
+    fast = TypeCodec([ty, pair]).decoder(RefType(0))
+    slow = ClosureCodec([ty, pair]).decoder(RefType(0))
+    for value in [
+        [[0, [0, ["a", None]]], None], [[0, [1, []]], [0, ["0x1"]]], [[0, ["some", ["a", [0, [2]]]]], None],
+        [{"some": {"some": {"s": "b", "p": {"some": {"__identity__": "0x3"}}}}}, {"none": []}],
+        [[0, {"0": ["a", None]}], ["none", []]], [[0, [2, []]], None], [[0, [0, ["a", [0, [-1]]]]], None],
+    ]:
+        assert outcome(fast, value) == outcome(slow, value), value
