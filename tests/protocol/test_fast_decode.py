@@ -20,6 +20,7 @@ from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import Identity, ModuleSchema, TableDef, Timestamp
 from rx_spacetimedb.protocol.jsontext import dumps, loads_exact
 from rx_spacetimedb.protocol.sats import Decoder, Form, TypeCodec
+from rx_spacetimedb.protocol.schema import _loads_wide
 from rx_spacetimedb.protocol.types import (
     CONNECTION_ID,
     F32,
@@ -197,3 +198,23 @@ def test_nested_options_and_specials_keep_their_own_decoders() -> None:
         [[0, {"0": ["a", None]}], ["none", []]], [[0, [2, []]], None], [[0, [0, ["a", [0, [-1]]]]], None],
     ]:
         assert outcome(fast, value) == outcome(slow, value), value
+
+
+@pytest.mark.parametrize("text", [
+    "[1,340282366920938463463374607431768211455]", ' [1, 2] ', b"[1,2]",
+    '{"a":-170141183460469231731687303715884105728}', '"x"', "[1.5e300]", "[]",
+])
+def test_rows_with_128_bit_columns_parse_as_loads_exact_does(text: str | bytes) -> None:
+    value = _loads_wide(text)
+    assert value == loads_exact(text) and json.dumps(value) == json.dumps(loads_exact(text))
+
+
+@pytest.mark.parametrize("text", ["[NaN]", "[Infinity]", "[-Infinity]", "[1] x", "[1,", "", " ", "[1]]",
+                                  "[" * 100_000, "{'a':1}"])
+def test_rows_with_128_bit_columns_reject_what_loads_exact_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        loads_exact(text)
+    with pytest.raises(ValueError):
+        _loads_wide(text)
+    with pytest.raises(ProtocolError, match="is not JSON"):
+        player_schema().decode_row("player", text)
