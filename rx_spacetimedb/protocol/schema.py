@@ -326,7 +326,11 @@ class ModuleSchema:
 
     def decode_row(self, table: str, text: str | bytes) -> Any:
         """Decode one row string (object-keyed or positional) to the table's row object."""
-        return _decode_text(self.row_decoder(table), text, table, self._has_wide_rows(table))
+        decoder = self._row_decoders.get(table)  # row_decoder() and _has_wide_rows() fill both
+        wide = self._wide_rows.get(table)
+        if decoder is None or wide is None:
+            decoder, wide = self.row_decoder(table), self._has_wide_rows(table)
+        return _decode_text(decoder, text, table, wide)
 
     def key_decoder(self, table: str) -> Callable[[str | bytes], Any] | None:
         """A function from a row string to its primary-key value alone (a tuple for a composite key).
@@ -340,17 +344,24 @@ class ModuleSchema:
         parts = [(c, product.names[c], self.codec.decoder(product.elements[c].type)) for c in columns]
         count = len(product.elements)
 
+        single = len(parts) == 1  # the usual case: one key column, no list or tuple to build
+        column0, name0, dec0 = parts[0]
+
         def key_of(value: Any) -> Any:
             if type(value) is list and len(value) == count:
+                if single:
+                    return dec0(value[column0])
                 keys = [dec(value[c]) for c, _, dec in parts]
             elif type(value) is dict:
                 try:
+                    if single:
+                        return dec0(value[name0])
                     keys = [dec(value[name]) for _, name, dec in parts]
                 except KeyError as err:
                     raise ProtocolError(f"missing key column {err.args[0]!r}") from None
             else:
                 raise ProtocolError(f"expected a row of {count} columns, object or array")
-            return keys[0] if len(keys) == 1 else tuple(keys)
+            return tuple(keys)
 
         wide = self._has_wide_rows(table)
         return lambda text: _decode_text(key_of, text, table, wide)

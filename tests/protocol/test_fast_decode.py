@@ -218,3 +218,19 @@ def test_rows_with_128_bit_columns_reject_what_loads_exact_rejects(text: str) ->
         _loads_wide(text)
     with pytest.raises(ProtocolError, match="is not JSON"):
         player_schema().decode_row("player", text)
+
+
+def test_key_decoders_of_one_and_of_several_columns() -> None:
+    one = player_schema().key_decoder("player")
+    several = ModuleSchema([PLAYER, POINT], tables=[TableDef("player", 0, (2, 0))]).key_decoder("player")
+    assert one is not None and several is not None
+    positional, keyed = '[7,["0xff"],"ann",[5],[1,[]],[3]]', '{"id":7,"name":"ann","rest":"not read"}'
+    assert one(positional) == one(keyed) == 7
+    assert several(positional) == several(keyed) == ("ann", 7)
+    for key_of in (one, several):
+        with pytest.raises(ProtocolError, match="missing key column 'id'"):
+            key_of('{"name":"ann"}')
+        with pytest.raises(ProtocolError, match="expected a row of 6 columns"):
+            key_of("[7]")
+        with pytest.raises(ProtocolError, match="U64 in range"):
+            key_of('[-7,["0xff"],"ann",[5],[1,[]],[3]]')
