@@ -269,6 +269,7 @@ class TypeCodec:
         self._decoders: dict[int, Decoder] = {}
         self._encoders: dict[tuple[int, str], Encoder] = {}
         self._anon_classes: dict[ProductType, type] = {}
+        self._anon_decoders: dict[AlgebraicType, Decoder] = {}
         self._generated: set[type] = set()  # the classes made here, whose fields we may store directly
 
     # -- types ---------------------------------------------------------------------------
@@ -361,10 +362,18 @@ class TypeCodec:
             holder.append(dec)
             self._decoders[ty.index] = dec
             return dec
+        # Types without a Ref are decoded the same wherever they appear (their classes are shared,
+        # see class_for); keep one decoder each, so that the generated decoders, which look up the
+        # decoder of an Option's payload again, do not build nested types twice per level.
+        cached = self._anon_decoders.get(ty)
+        if cached is not None:
+            return cached
         cls = None
         if isinstance(ty, ProductType) and ty.special is None and ty.elements:
             cls = self.class_for(ty, name)
-        return self._build_decoder(ty, cls)
+        dec = self._build_decoder(ty, cls)
+        self._anon_decoders[ty] = dec
+        return dec
 
     def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
         if isinstance(ty, PrimitiveType):
@@ -514,14 +523,15 @@ class TypeCodec:
         if isinstance(target, SumType) and target.is_option:  # some: in line; none and the rest: d
             some, payload = f"some{len(env)}", target.variants[0].type
             env[some] = self.decoder(payload)
+            lines = [f"    {line}" for line in self._field_code(x, some, payload, env)]
             return [
                 f"if {x} is None: pass",
                 f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
                 f"    {x} = {x}[1]",
-                *(f"    {line}" for line in self._field_code(x, some, payload, env)),
+                *lines,
                 f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
                 f"    {x} = {x}['some']",
-                *(f"    {line}" for line in self._field_code(x, some, payload, env)),
+                *lines,
                 f"else: {x} = {d}({x})",
             ]
         return [f"{x} = {d}({x})"]

@@ -234,3 +234,15 @@ def test_key_decoders_of_one_and_of_several_columns() -> None:
             key_of("[7]")
         with pytest.raises(ProtocolError, match="U64 in range"):
             key_of('[-7,["0xff"],"ann",[5],[1,[]],[3]]')
+
+
+def test_decoders_of_types_without_a_ref_are_built_once() -> None:
+    # reducer arguments and procedure returns ask the codec for their decoder on every call
+    schema = player_schema()
+    params = ProductType((Element("id", U64), Element("at", option_of(TIMESTAMP))))
+    assert schema.codec.decoder(params, "SetArgs") is schema.codec.decoder(params, "SetArgs")
+    nested: AlgebraicType = U64
+    for _ in range(40):  # each Option level looks up its payload's decoder again: linear, not 2^40
+        nested = option_of(ProductType((Element("a", nested),)))
+    decode = TypeCodec([ProductType((Element("v", nested),))]).decoder(RefType(0))
+    assert decode([[0, [None]]]).v.a is None
