@@ -558,15 +558,15 @@ class Connection:
         self._backoff.reset()
         reconnect = self._connected_once
         self._connected_once = True
-        self._identity_token = token
         if self._user_token is None:
             # Anonymous: keep the minted token so reconnects keep this identity (§1.4).
             self._token = token.token
             if self._credentials is not None:
                 self._credentials.save(token.token)
-        self._set_state(ConnectionState("connected", token.identity, token.connection_id))
-        self._identity.on_next(token)
+        # Under the lock, "connected" and the list of what to (re)send change together: a request
+        # made meanwhile on another thread is either in this list or sent by its caller, never both.
         with self._lock:
+            self._identity_token = token
             if reconnect:
                 # Rebuild from the fresh snapshots; only the net change since the drop comes out.
                 self.cache.begin_resync()
@@ -590,6 +590,8 @@ class Connection:
             queued = list(self._queued)
             self._queued.clear()
             finished = self.cache.end_resync_when_applied() if reconnect else None
+        self._set_state(ConnectionState("connected", token.identity, token.connection_id))
+        self._identity.on_next(token)
         for frame in frames:
             self._send_now(frame)
         for frame, queued_request in queued:
@@ -774,6 +776,7 @@ class Connection:
     def subscribe(self, queries: str | Sequence[str]) -> Request[m.InitialSubscription]:
         """Legacy subscribe: replace the whole legacy set; re-sent after every reconnect."""
         texts = _dedupe(_check_queries(queries))
+        self._check_open()
         with self._lock:
             request_id = self._new_request_id()
             request: Request[Any] = Request("subscribe", request_id)
@@ -782,33 +785,33 @@ class Connection:
                 self._settled.append(f"request_id {previous[1].id}")
             self._legacy = (texts, request)
             self.cache.note_subscribe(request_id, texts)
+            self._submit_subscription(m.Subscribe(texts, request_id), request)
         if previous is not None:
             previous[1].fail(SubscriptionFailed("replaced by a newer subscribe()"))
-        self._submit_subscription(m.Subscribe(texts, request_id), request)
         return request
 
     def subscribe_single(self, query: str) -> Request[m.SubscribeApplied]:
         """Add one query; ``.id`` is its query id (for ``unsubscribe``); re-sent on reconnect."""
         (text,) = _check_queries([query])
+        self._check_open()
         with self._lock:
             query_id = self._new_query_id()
             request: Request[Any] = Request("subscribe_single", query_id, text)
             self._subscriptions[query_id] = _Subscription(query_id, (text,), False, request)
             self.cache.note_subscribe_single(query_id, text)
-            request_id = self._new_request_id()
-        self._submit_subscription(m.SubscribeSingle(text, request_id, query_id), request)
+            self._submit_subscription(m.SubscribeSingle(text, self._new_request_id(), query_id), request)
         return request
 
     def subscribe_multi(self, queries: Sequence[str]) -> Request[m.SubscribeMultiApplied]:
         """Add several queries under one query id (``.id``); re-sent on reconnect."""
         texts = _dedupe(_check_queries(queries))
+        self._check_open()
         with self._lock:
             query_id = self._new_query_id()
             request: Request[Any] = Request("subscribe_multi", query_id)
             self._subscriptions[query_id] = _Subscription(query_id, texts, True, request)
             self.cache.note_subscribe_multi(query_id, texts)
-            request_id = self._new_request_id()
-        self._submit_subscription(m.SubscribeMulti(texts, request_id, query_id), request)
+            self._submit_subscription(m.SubscribeMulti(texts, self._new_request_id(), query_id), request)
         return request
 
     def unsubscribe(self, query_id: int | Request[Any]) -> Request[Any]:
@@ -833,12 +836,11 @@ class Connection:
                 del self._unsubscribes[query_id]
             else:
                 self.cache.note_unsubscribe(query_id)
+                frame: m.ClientMessage = (m.UnsubscribeMulti(request_id, query_id) if sub.multi
+                                          else m.Unsubscribe(request_id, query_id))
+                self._submit(frame, request, None)  # connected, under the same lock: sent now
         if not connected:
             request.settle(None)
-            return request
-        frame: m.ClientMessage = (m.UnsubscribeMulti(request_id, query_id) if sub.multi
-                                  else m.Unsubscribe(request_id, query_id))
-        self._submit(frame, request, None)
         return request
 
     def _encode_args(self, kind: str, name: str, args: Sequence[Any] | Mapping[str, Any]) -> str:
@@ -854,34 +856,37 @@ class Connection:
             raise ValueError(f"{kind}: unknown {kind} {name!r}; the module has {sorted(table)}")
         return dumps(list(args) if not isinstance(args, Mapping) else dict(args))
 
-    def _submit_subscription(self, frame: m.ClientMessage, request: Request[Any]) -> None:
-        """Send now if connected; otherwise the (re)connect sends every live subscription."""
+    def _check_open(self) -> None:
         if self._closed:
             raise ConnectionClosedByUser("the connection is closed")
-        with self._lock:
-            connected = self._outbox is not None and self._identity_token is not None
-        if connected:
+
+    def _submit_subscription(self, frame: m.ClientMessage, request: Request[Any]) -> None:
+        """Send now if connected; otherwise the (re)connect sends every live subscription.
+
+        Called with the lock held, in the same critical section that registered the subscription.
+        """
+        if self._outbox is not None and self._identity_token is not None:
             request.sent = True
             self._send_now(frame)
 
     def _submit(self, frame: m.ClientMessage, request: Request[Any], timeout: float | None) -> None:
+        """Send now, or queue until connected; the decision and the send share the lock with the
+        socket's end, so a request is either aborted with its socket or sent on the next one."""
         if self._closed:
             self._forget(request)
             raise ConnectionClosedByUser("the connection is closed")
         with self._lock:
-            connected = self._outbox is not None and self._identity_token is not None
-            if not connected:
-                if not self._reconnect and self.state.status in ("disconnected", "closed"):
-                    self._forget(request)
-                    raise RequestAborted("not connected and reconnect=False")
-                if len(self._queued) >= self._max_queued:
-                    self._forget(request)
-                    raise RequestAborted(
-                        f"not connected and {self._max_queued} requests are already queued")
+            if self._outbox is not None and self._identity_token is not None:
+                request.sent = True
+                self._send_now(frame)
+            elif not self._reconnect and self.state.status in ("disconnected", "closed"):
+                self._forget(request)
+                raise RequestAborted("not connected and reconnect=False")
+            elif len(self._queued) >= self._max_queued:
+                self._forget(request)
+                raise RequestAborted(f"not connected and {self._max_queued} requests are already queued")
+            else:
                 self._queued.append((frame, request))
-        if connected:
-            request.sent = True
-            self._send_now(frame)
         timeout = self._request_timeout if timeout is None else timeout
         if timeout is not None and not request.done:
             self._io.loop.call_soon_threadsafe(self._arm_timeout, request, timeout)

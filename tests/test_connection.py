@@ -26,6 +26,7 @@ from rx_spacetimedb import (
 )
 from rx_spacetimedb.connection import Connection
 from rx_spacetimedb.protocol import messages as m
+from rx_spacetimedb.protocol.codec import decode_client_message
 from rx_spacetimedb.testing import SpacetimeDBEmulator
 from tests.conftest import WAIT, wait_for
 
@@ -431,3 +432,33 @@ def test_states_tell_each_step_once(server: SpacetimeDBEmulator) -> None:
     assert states[:2] == ["connecting", "connected"]
     assert states[2:6] == ["disconnected", "reconnecting", "connecting", "connected"]
     assert states[-1] == "closed"
+
+
+def test_subscriptions_made_while_connecting_are_sent_exactly_once(server: SpacetimeDBEmulator) -> None:
+    """Subscribing races the IdentityToken's resend: each query must reach the server once."""
+    conn = open_conn(server)
+    requests = [conn.subscribe_single(f"SELECT * FROM Player WHERE score = {i}") for i in range(150)]
+    for request in requests:
+        assert isinstance(request.result(WAIT), m.SubscribeApplied)
+    received = [decode_client_message(text) for text in server.clients[-1].received]
+    sent = [frame for frame in received if isinstance(frame, m.SubscribeSingle)]
+    assert sorted(f.query_id for f in sent) == sorted(r.id for r in requests)
+    conn.close()
+
+
+def test_a_subscription_made_in_a_connected_callback_is_sent_once(server: SpacetimeDBEmulator) -> None:
+    """The callback runs on the I/O thread right as the resend list is made: it must not be in both."""
+    conn = open_conn(server)
+    made: list[Any] = []
+
+    def on_state(state: ConnectionState) -> None:
+        if state.status == "connected" and not made:
+            made.append(conn.subscribe_single("SELECT * FROM Player"))
+
+    conn.states.subscribe(on_state)
+    conn.wait_connected(WAIT)
+    assert isinstance(made[0].result(WAIT), m.SubscribeApplied)
+    conn.call_reducer("CreatePlayer", ["once"]).result(WAIT)  # after it: every earlier frame is in
+    received = [decode_client_message(text) for text in server.clients[-1].received]
+    assert [f.query_id for f in received if isinstance(f, m.SubscribeSingle)] == [made[0].id]
+    conn.close()
