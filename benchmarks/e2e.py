@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from _players import player_rows
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.typing import Subprotocol
@@ -54,7 +55,6 @@ from rx_spacetimedb.cache import TableDiff
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import encode_server_message
 from rx_spacetimedb.protocol.schema import ModuleSchema
-from rx_spacetimedb.protocol.types import RefType, SumType
 from rx_spacetimedb.protocol.values import (
     ConnectionId,
     EnergyQuanta,
@@ -93,23 +93,10 @@ def example_schema() -> ModuleSchema:
 # -- the frames ------------------------------------------------------------------------------------
 
 
-def players(schema: ModuleSchema, k: int, rng: random.Random) -> list[Any]:
-    player = schema.row_class("Player")
-    option = schema.row_product("Player").elements[5].type
-    assert isinstance(option, SumType) and isinstance(option.variants[0].type, RefType)
-    location = schema.codec.class_for(option.variants[0].type)
-    return [
-        player(i + 1, Identity(rng.getrandbits(256)), f"player-{i}-{rng.getrandbits(20):x}",
-               rng.randrange(-5000, 5000), Timestamp(1787217300123456 + i * 1_000_003),
-               location(rng.uniform(-500, 500), rng.uniform(-500, 500)) if i % 3 else None)
-        for i in range(k)
-    ]
-
-
 def build_frames(workload: Workload) -> tuple[list[str], list[str]]:
     """Snapshot rows (object-shaped) and N TransactionUpdate frames (positional rows)."""
     schema = example_schema()
-    rows = players(schema, workload.rows, random.Random(workload.rows))
+    rows = player_rows(schema, workload.rows, random.Random(workload.rows))
     snapshot = [schema.encode_row("Player", row, "B") for row in rows]
     # Version v of the rows has score v; message j turns version j into version j + 1.
     versions = [[schema.encode_row("Player", replace(row, score=v), "C") for row in rows]

@@ -25,14 +25,12 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from _players import player_rows
 from reactivex.subject import Subject
 
 from rx_spacetimedb.cache import ClientCache
 from rx_spacetimedb.operators import LiveTable
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.schema import ModuleSchema
-from rx_spacetimedb.protocol.types import RefType, SumType
-from rx_spacetimedb.protocol.values import Identity, Timestamp
 from rx_spacetimedb.testing import Database, example_module
 
 _T = TypeVar("_T")
@@ -48,20 +46,6 @@ def measure(build: Callable[[], _T]) -> tuple[int, _T]:
     return tracemalloc.get_traced_memory()[0] - before, result
 
 
-def player_rows(schema: ModuleSchema, n: int, seed: int = 1) -> list[Any]:
-    rng = random.Random(seed)
-    player = schema.row_class("Player")
-    option = schema.row_product("Player").elements[5].type
-    assert isinstance(option, SumType) and isinstance(option.variants[0].type, RefType)
-    location = schema.codec.class_for(option.variants[0].type)
-    return [
-        player(i + 1, Identity(rng.getrandbits(256)), f"player-{i}-{rng.getrandbits(20):x}",
-               rng.randrange(-5000, 5000), Timestamp(1787217300123456 + i * 1_000_003),
-               location(rng.uniform(-500, 500), rng.uniform(-500, 500)) if i % 3 else None)
-        for i in range(n)
-    ]
-
-
 def snapshot(texts: tuple[str, ...]) -> m.SubscribeApplied:
     table = m.TableUpdate(4097, "Player", len(texts), (m.QueryUpdate((), texts),))
     return m.SubscribeApplied(1, 10, 1, m.SubscribeRows(4097, "Player", table))
@@ -73,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.rows
     schema = Database(example_module()).schema
-    texts = tuple(schema.encode_row("Player", row, "B") for row in player_rows(schema, n))
+    texts = tuple(schema.encode_row("Player", row, "B") for row in player_rows(schema, n, random.Random(1)))
     names = [str(e.name) for e in schema.row_product("Player").elements]
     tracemalloc.start()
 
