@@ -1147,17 +1147,13 @@ class SpacetimeDBEmulator:
             )
             return
         self._hold(client, msg.query_id, [query])
-        rows = self._rows_b(query, query.rows(self.db))
-        table = m.TableUpdate(
-            query.table.table_id, query.table_name, len(rows), (m.QueryUpdate(inserts=rows),)
-        )
         self._send(
             client,
             m.SubscribeApplied(
                 msg.request_id,
                 _micros_since(start),
                 msg.query_id,
-                m.SubscribeRows(query.table.table_id, query.table_name, table),
+                self._query_rows(query, deletes=False),
             ),
         )
 
@@ -1232,6 +1228,13 @@ class SpacetimeDBEmulator:
             ),
         )
 
+    def _query_rows(self, query: Query, *, deletes: bool) -> m.SubscribeRows:
+        """A query's current rows (stored form), as ``SubscribeApplied``/``UnsubscribeApplied`` carry them."""
+        rows = self._rows_b(query, query.rows(self.db))
+        update = m.QueryUpdate(deletes=rows) if deletes else m.QueryUpdate(inserts=rows)
+        table = m.TableUpdate(query.table.table_id, query.table_name, len(rows), (update,))
+        return m.SubscribeRows(query.table.table_id, query.table_name, table)
+
     def _can_unsubscribe(self, client: EmulatedClient, msg: m.Unsubscribe | m.UnsubscribeMulti,
                          start: float) -> bool:
         """Answer the unsubscribes the server refuses (§5.6, §7.3) with their SubscriptionError."""
@@ -1253,17 +1256,13 @@ class SpacetimeDBEmulator:
             self._subscription_error(client, "Internal error", msg.request_id, msg.query_id, start)
             return
         query = released[0]
-        rows = self._rows_b(query, query.rows(self.db))
-        table = m.TableUpdate(
-            query.table.table_id, query.table_name, len(rows), (m.QueryUpdate(deletes=rows),)
-        )
         self._send(
             client,
             m.UnsubscribeApplied(
                 msg.request_id,
                 _micros_since(start),
                 msg.query_id,
-                m.SubscribeRows(query.table.table_id, query.table_name, table),
+                self._query_rows(query, deletes=True),
             ),
         )
 
