@@ -536,6 +536,48 @@ class TypeCodec:
             ]
         return [f"{x} = {d}({x})"]
 
+    def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
+        """The decoding of ``ty`` as nested tuples, for the C row parser (``_rowparser.c``).
+
+        It mirrors the decoders above node for node: the same classes, ranges and slot setters.
+        Sums other than Option (and byte arrays) are left to their Python decoder ("call").
+        """
+        if isinstance(ty, RefType):
+            if ty.index in self._variants:
+                return ("call", self.decoder(ty))
+            target = self.resolve(ty)
+            if isinstance(target, ProductType) and target.special is None and target.elements:
+                return self._product_plan(target, self.class_for(ty))
+            return self.plan(target)
+        if isinstance(ty, PrimitiveType):
+            if ty.name in INT_RANGES:
+                low, high = INT_RANGES[ty.name]
+                return ("int", low, high, ty.name.endswith("256"))
+            return {"String": ("str",), "Bool": ("bool",), "F64": ("f64",),
+                    "F32": ("f32", F32_OVERFLOW)}[ty.name]
+        if isinstance(ty, ArrayType):
+            if self.resolve(ty.elem) == PrimitiveType("U8"):
+                return ("call", _bytes_decoder)
+            return ("array", self.plan(ty.elem))
+        if isinstance(ty, ProductType):
+            special = ty.special
+            if special is not None:
+                cls = _SPECIAL_CLASSES[special]
+                (field,) = dataclasses.fields(cls)
+                return ("special", special, cls, getattr(cls, field.name), self.plan(ty.elements[0].type))
+            if not ty.elements:
+                return ("unit",)
+            return self._product_plan(ty, self.class_for(ty))
+        if ty.is_option:
+            return ("option", self.plan(ty.variants[0].type))
+        return ("call", self.decoder(ty))
+
+    def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
+        setters = None
+        if cls in self._generated:  # built through its slots, as the generated decoder does
+            setters = tuple(getattr(cls, f.name) for f in dataclasses.fields(cls))
+        return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
+
     def _sum_decoder(self, ty: SumType) -> Decoder:
         names = [v.name for v in ty.variants]
         decs = [self.decoder(v.type) for v in ty.variants]

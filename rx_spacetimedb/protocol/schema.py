@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,26 @@ class ProcedureDef:
     name: str
     params: ProductType
     return_type: AlgebraicType
+
+
+_FALLBACK = object()  # the C row parser's answer for a row it leaves to the Python decoder
+
+
+def _load_row_parser() -> Any:
+    """The optional C row parser (``_rowparser.c``), or None: not built here (no C compiler at
+    install), or switched off with ``RX_SPACETIMEDB_PURE_PYTHON=1``. It is a fast path only: any
+    row it does not take goes to the Python decoders, which stay the reference."""
+    if os.environ.get("RX_SPACETIMEDB_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from rx_spacetimedb.protocol import _rowparser
+    except ImportError:
+        return None
+    _rowparser.configure(_FALLBACK, (ProtocolError, KeyError), loads_exact)
+    return _rowparser
+
+
+_ROW_PARSER = _load_row_parser()
 
 
 def parse_json_exact(text: str | bytes) -> Any:
@@ -186,6 +207,7 @@ class ModuleSchema:
         self._raw = dict(raw) if raw is not None else None
         self._row_decoders: dict[str, Decoder] = {}
         self._wide_rows: dict[str, bool] = {}
+        self._row_plans: dict[str, Any] = {}  # table -> compiled plan of the C row parser, or None
 
     def __repr__(self) -> str:
         return (f"<ModuleSchema tables={list(self.tables)} reducers={list(self.reducers)} "
@@ -324,8 +346,30 @@ class ModuleSchema:
             self._wide_rows[table] = wide
         return wide
 
+    def _row_plan(self, table: str) -> Any:
+        """The C row parser's compiled plan for this table's rows (None without the parser)."""
+        try:
+            return self._row_plans[table]
+        except KeyError:
+            pass
+        plan = None
+        if _ROW_PARSER is not None:
+            plan = _ROW_PARSER.compile(self.codec.plan(RefType(self.table(table).product_type_ref)))
+        self._row_plans[table] = plan
+        return plan
+
     def decode_row(self, table: str, text: str | bytes) -> Any:
         """Decode one row string (object-keyed or positional) to the table's row object."""
+        plan = self._row_plans.get(table, _FALLBACK)
+        if plan is _FALLBACK:
+            plan = self._row_plan(table)
+        if plan is not None:
+            row = _ROW_PARSER.decode(plan, text)
+            if row is not _FALLBACK:
+                return row
+        return self._decode_row_python(table, text)
+
+    def _decode_row_python(self, table: str, text: str | bytes) -> Any:
         decoder = self._row_decoders.get(table)  # row_decoder() and _has_wide_rows() fill both
         wide = self._wide_rows.get(table)
         if decoder is None or wide is None:
@@ -364,13 +408,30 @@ class ModuleSchema:
             return tuple(keys)
 
         wide = self._has_wide_rows(table)
-        return lambda text: _decode_text(key_of, text, table, wide)
+
+        def slow(text: str | bytes) -> Any:
+            return _decode_text(key_of, text, table, wide)
+
+        if _ROW_PARSER is None:
+            return slow
+        parser = _ROW_PARSER
+        skip = ("skip",)
+        plan = parser.compile(("key", tuple(product.names), tuple(
+            self.codec.plan(e.type) if c in columns else skip for c, e in enumerate(product.elements)),
+            columns))
+
+        def fast(text: str | bytes) -> Any:
+            key = parser.decode(plan, text)
+            return slow(text) if key is _FALLBACK else key
+
+        return fast
 
     def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
         """Decode many row strings of one table."""
-        decoder = self.row_decoder(table)
-        wide = self._has_wide_rows(table)
-        return [_decode_text(decoder, t, table, wide) for t in texts]
+        plan = self._row_plan(table)
+        if plan is not None:
+            return _ROW_PARSER.decode_all(plan, texts, lambda text: self._decode_row_python(table, text))  # type: ignore[no-any-return]
+        return [self._decode_row_python(table, t) for t in texts]
 
     def encode_row(self, table: str, row: Any, form: Form = "C") -> str:
         """The row string of a row: ``B`` = stored (object keyed), ``C`` = untyped (positional)."""

@@ -1,0 +1,922 @@
+/* Schema-directed row parser: JSON row text straight to typed Python values, without the lists,
+ * dicts and strings a generic parser builds first.
+ *
+ * An optional accelerator for rx_spacetimedb.protocol.schema; the pure-Python path is the
+ * reference. It is a fast path only, like the generated decoders in sats.py: it takes the values
+ * the server writes in the shapes it writes them, and for anything else (another field order, an
+ * escape in a string, a value out of range, invalid JSON, ...) it answers FALLBACK and the caller
+ * decodes that row with the Python decoder, which decodes it or raises the right ProtocolError.
+ * So this file decides nothing about what is valid: where it answers, it must answer exactly what
+ * the Python decoder answers (tests/protocol/test_rowparser.py checks that).
+ *
+ * A plan (nested tuples built by TypeCodec.row_plan) is compiled once into a tree of nodes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#ifndef Py_T_OBJECT_EX
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#include <structmember.h>
+#endif
+#ifndef Py_READONLY
+#define Py_READONLY READONLY
+#endif
+
+enum {
+    OP_INT, OP_STR, OP_BOOL, OP_F64, OP_F32, OP_SPECIAL, OP_OPTION, OP_PRODUCT, OP_ARRAY,
+    OP_UNIT, OP_CALL, OP_SKIP, OP_KEY
+};
+
+typedef struct Node {
+    int op;
+    /* OP_INT */
+    int wide;                   /* 128/256 bits: compare with lo_obj/hi_obj */
+    int hex_ok;                 /* 256 bits: "0x..." strings are taken */
+    int unsigned_256;           /* u256: any hex of at most 64 digits is in range */
+    int int128, signed128;      /* u128/i128 */
+    long long lo;               /* narrow: the range, as lo..hi (hi_u for unsigned 64) */
+    unsigned long long hi;
+    PyObject *lo_obj, *hi_obj;
+    /* OP_F32 */
+    double f32_max;
+    /* OP_SPECIAL: key; OP_PRODUCT / OP_KEY: names */
+    PyObject *key;
+    PyObject *cls;              /* OP_SPECIAL, OP_PRODUCT */
+    PyObject **setters;         /* OP_SPECIAL (one), OP_PRODUCT: slot descriptors, or NULL: call cls(*fields) */
+    Py_ssize_t *offsets;        /* where each slot lives in the object, or -1: use its descriptor */
+    Py_ssize_t nsetters;
+    PyObject **names;           /* OP_PRODUCT, OP_KEY */
+    struct Node **fields;       /* OP_PRODUCT, OP_KEY */
+    Py_ssize_t n;
+    Py_ssize_t *columns;        /* OP_KEY: the key columns */
+    Py_ssize_t ncolumns;
+    struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
+    PyObject *decoder;          /* OP_CALL */
+} Node;
+
+typedef struct {
+    PyObject *fallback;         /* answered for a row the fast path does not take */
+    PyObject *catch;            /* exceptions of a decoder or row class that mean "fall back" */
+    PyObject *parse;            /* exact JSON parser, for OP_CALL values */
+} State;
+
+static State S;
+
+/* The internal "fall back" answer: never reaches Python. */
+static char fallback_marker;
+#define FB ((PyObject *)&fallback_marker)
+
+/* ---- compiling a plan ---------------------------------------------------------------------- */
+
+static void free_node(Node *node) {
+    if (node == NULL) return;
+    Py_XDECREF(node->lo_obj);
+    Py_XDECREF(node->hi_obj);
+    Py_XDECREF(node->key);
+    Py_XDECREF(node->cls);
+    Py_XDECREF(node->decoder);
+    for (Py_ssize_t i = 0; i < node->nsetters; i++) Py_XDECREF(node->setters[i]);
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        if (node->names) Py_XDECREF(node->names[i]);
+        if (node->fields) free_node(node->fields[i]);
+    }
+    PyMem_Free(node->setters);
+    PyMem_Free(node->offsets);
+    PyMem_Free(node->names);
+    PyMem_Free(node->fields);
+    PyMem_Free(node->columns);
+    free_node(node->inner);
+    PyMem_Free(node);
+}
+
+/* Slot descriptors of a generated class, and their offsets when they are plain object slots. */
+static int compile_setters(Node *node, PyObject *setters, Py_ssize_t n) {
+    node->setters = PyMem_Calloc(n, sizeof(PyObject *));
+    node->offsets = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    if (!node->setters || !node->offsets) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *descr = PyTuple_GET_ITEM(setters, i);
+        node->setters[i] = Py_NewRef(descr);
+        node->nsetters = i + 1;
+        if (Py_TYPE(descr)->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_ValueError, "plan: a setter is not a data descriptor");
+            return -1;
+        }
+        node->offsets[i] = -1;
+        if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            if (member->type == Py_T_OBJECT_EX && !(member->flags & Py_READONLY)
+                    && PyObject_TypeCheck(descr, &PyMemberDescr_Type)
+                    && PyType_IsSubtype((PyTypeObject *)node->cls, PyDescr_TYPE(descr)))
+                node->offsets[i] = member->offset;
+        }
+    }
+    return 0;
+}
+
+static int tag_is(PyObject *tag, const char *name) {
+    return PyUnicode_Check(tag) && PyUnicode_CompareWithASCIIString(tag, name) == 0;
+}
+
+static Node *compile_node(PyObject *plan, int depth);
+
+static int compile_fields(Node *node, PyObject *names, PyObject *fields, int depth) {
+    if (!PyTuple_Check(names) || !PyTuple_Check(fields) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(fields)) {
+        PyErr_SetString(PyExc_ValueError, "plan: names and fields must be tuples of one length");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    node->names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    node->fields = PyMem_Calloc(n ? n : 1, sizeof(Node *));
+    if (!node->names || !node->fields) { PyErr_NoMemory(); return -1; }
+    node->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) { PyErr_SetString(PyExc_ValueError, "plan: field names are str"); return -1; }
+        Py_INCREF(name);
+        node->names[i] = name;
+        node->fields[i] = compile_node(PyTuple_GET_ITEM(fields, i), depth + 1);
+        if (!node->fields[i]) return -1;
+    }
+    return 0;
+}
+
+static Node *compile_node(PyObject *plan, int depth) {
+    if (depth > 200) { PyErr_SetString(PyExc_ValueError, "plan nested too deeply"); return NULL; }
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) < 1) {
+        PyErr_SetString(PyExc_ValueError, "plan: every node is a tuple (tag, ...)");
+        return NULL;
+    }
+    Node *node = PyMem_Calloc(1, sizeof(Node));
+    if (!node) { PyErr_NoMemory(); return NULL; }
+    PyObject *tag = PyTuple_GET_ITEM(plan, 0);
+    Py_ssize_t size = PyTuple_GET_SIZE(plan);
+#define ARG(i) PyTuple_GET_ITEM(plan, (i))
+#define NEED(count) if (size != (count)) goto bad
+    if (tag_is(tag, "int")) {               /* ("int", low, high, hex_ok) */
+        NEED(4);
+        node->op = OP_INT;
+        node->lo_obj = Py_NewRef(ARG(1));
+        node->hi_obj = Py_NewRef(ARG(2));
+        node->hex_ok = PyObject_IsTrue(ARG(3));
+        int overflow = 0;
+        long long lo = PyLong_AsLongLongAndOverflow(ARG(1), &overflow);
+        if (overflow || (lo == -1 && PyErr_Occurred())) { PyErr_Clear(); node->wide = 1; }
+        node->unsigned_256 = node->hex_ok && lo == 0 && !overflow;
+        node->int128 = !node->hex_ok && _PyLong_NumBits(ARG(2)) == (lo < 0 || overflow ? 127 : 128);
+        node->signed128 = node->int128 && (lo < 0 || overflow);
+        unsigned long long hi = PyLong_AsUnsignedLongLong(ARG(2));
+        if (hi == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); node->wide = 1; }
+        node->lo = lo;
+        node->hi = hi;
+    } else if (tag_is(tag, "str")) {
+        NEED(1); node->op = OP_STR;
+    } else if (tag_is(tag, "bool")) {
+        NEED(1); node->op = OP_BOOL;
+    } else if (tag_is(tag, "f64")) {
+        NEED(1); node->op = OP_F64;
+    } else if (tag_is(tag, "f32")) {        /* ("f32", overflow): |x| >= overflow is not an f32 */
+        NEED(2);
+        node->op = OP_F32;
+        node->f32_max = PyFloat_AsDouble(ARG(1));
+        if (node->f32_max == -1.0 && PyErr_Occurred()) goto fail;
+    } else if (tag_is(tag, "unit")) {
+        NEED(1); node->op = OP_UNIT;
+    } else if (tag_is(tag, "skip")) {
+        NEED(1); node->op = OP_SKIP;
+    } else if (tag_is(tag, "special")) {    /* ("special", key, cls, slot descriptor, inner) */
+        NEED(5);
+        node->op = OP_SPECIAL;
+        if (!PyUnicode_Check(ARG(1)) || !PyType_Check(ARG(2))) goto bad;
+        node->key = Py_NewRef(ARG(1));
+        node->cls = Py_NewRef(ARG(2));
+        PyObject *one = PyTuple_Pack(1, ARG(3));
+        if (!one) goto fail;
+        int err = compile_setters(node, one, 1);
+        Py_DECREF(one);
+        if (err < 0) goto fail;
+        if (!(node->inner = compile_node(ARG(4), depth + 1))) goto fail;
+    } else if (tag_is(tag, "option") || tag_is(tag, "array")) {   /* (tag, inner) */
+        NEED(2);
+        node->op = tag_is(tag, "option") ? OP_OPTION : OP_ARRAY;
+        if (!(node->inner = compile_node(ARG(1), depth + 1))) goto fail;
+    } else if (tag_is(tag, "call")) {       /* ("call", decoder) */
+        NEED(2);
+        node->op = OP_CALL;
+        if (!PyCallable_Check(ARG(1))) goto bad;
+        node->decoder = Py_NewRef(ARG(1));
+    } else if (tag_is(tag, "product")) {    /* ("product", cls, names, slot descriptors | None, fields) */
+        NEED(5);
+        node->op = OP_PRODUCT;
+        if (!PyCallable_Check(ARG(1))) goto bad;
+        node->cls = Py_NewRef(ARG(1));
+        if (compile_fields(node, ARG(2), ARG(4), depth) < 0) goto fail;
+        if (node->n == 0) goto bad;
+        if (ARG(3) != Py_None) {
+            if (!PyType_Check(ARG(1)) || !PyTuple_Check(ARG(3)) || PyTuple_GET_SIZE(ARG(3)) != node->n) goto bad;
+            if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
+        }
+    } else if (tag_is(tag, "key")) {        /* ("key", names, fields, columns): a row's key alone */
+        NEED(4);
+        node->op = OP_KEY;
+        if (compile_fields(node, ARG(1), ARG(2), depth) < 0) goto fail;
+        PyObject *columns = ARG(3);
+        if (!PyTuple_Check(columns) || PyTuple_GET_SIZE(columns) == 0) goto bad;
+        node->ncolumns = PyTuple_GET_SIZE(columns);
+        node->columns = PyMem_Calloc(node->ncolumns, sizeof(Py_ssize_t));
+        if (!node->columns) { PyErr_NoMemory(); goto fail; }
+        for (Py_ssize_t i = 0; i < node->ncolumns; i++) {
+            Py_ssize_t c = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, i));
+            if (c == -1 && PyErr_Occurred()) goto fail;
+            if (c < 0 || c >= node->n || node->fields[c]->op == OP_SKIP) goto bad;
+            node->columns[i] = c;
+        }
+    } else {
+        goto bad;
+    }
+    return node;
+#undef ARG
+#undef NEED
+bad:
+    if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "plan: bad node %R", plan);
+fail:
+    free_node(node);
+    return NULL;
+}
+
+/* ---- the parser ---------------------------------------------------------------------------- */
+
+/* The text as UTF-8 bytes: an ASCII str's own buffer, else its cached UTF-8 form. */
+typedef struct {
+    PyObject *text;
+    const unsigned char *s;
+    Py_ssize_t pos, len;
+    int ascii;                  /* byte offsets are character offsets */
+} Parser;
+
+#define MAX_DEPTH 512
+
+static signed char HEX[256];   /* hex digit values, -1 for other bytes (filled at import) */
+#define PEEK(p) ((p)->pos < (p)->len ? (Py_UCS4)(p)->s[(p)->pos] : (Py_UCS4)0xFFFFFFFF)
+
+static inline void skip_ws(Parser *p) {
+    while (p->pos < p->len) {
+        Py_UCS4 c = p->s[p->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        p->pos++;
+    }
+}
+
+/* Skip white space, then take character c; 0 if it is not there. */
+static inline int take(Parser *p, Py_UCS4 c) {
+    skip_ws(p);
+    if (PEEK(p) != c) return 0;
+    p->pos++;
+    return 1;
+}
+
+static int take_word(Parser *p, const char *word) {
+    skip_ws(p);
+    Py_ssize_t n = (Py_ssize_t)strlen(word);
+    if (p->len - p->pos < n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (p->s[p->pos + i] != (unsigned char)word[i]) return 0;
+    p->pos += n;
+    return 1;
+}
+
+/* A string without escapes: [start, end) of its content, after the closing quote. 0: not one. */
+static int scan_plain_string(Parser *p, Py_ssize_t *start, Py_ssize_t *end) {
+    if (!take(p, '"')) return 0;
+    *start = p->pos;
+    while (p->pos < p->len) {
+        Py_UCS4 c = p->s[p->pos];
+        if (c == '"') { *end = p->pos++; return 1; }
+        if (c == '\\' || c < 0x20) return 0;
+        p->pos++;
+    }
+    return 0;
+}
+
+/* The next token is the object key `name` (no escapes), then a colon. */
+static int take_key(Parser *p, PyObject *name) {
+    Py_ssize_t start, end, n;
+    if (!scan_plain_string(p, &start, &end)) return 0;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &n);   /* cached in the name */
+    if (utf8 == NULL) { PyErr_Clear(); return 0; }
+    return end - start == n && memcmp(p->s + start, utf8, (size_t)n) == 0 && take(p, ':');
+}
+
+/* A new str of the bytes [start, end) of the text. */
+static PyObject *slice(Parser *p, Py_ssize_t start, Py_ssize_t end) {
+    if (!p->ascii) return PyUnicode_DecodeUTF8((const char *)p->s + start, end - start, NULL);
+    PyObject *str = PyUnicode_New(end - start, 127);
+    if (str != NULL) memcpy(PyUnicode_DATA(str), p->s + start, (size_t)(end - start));
+    return str;
+}
+
+/* A JSON number token, by the grammar. *is_int: no fraction, no exponent. 0: not a number. */
+static int scan_number(Parser *p, Py_ssize_t *start, int *is_int) {
+    skip_ws(p);
+    *start = p->pos;
+    *is_int = 1;
+    if (PEEK(p) == '-') p->pos++;
+    Py_UCS4 c = PEEK(p);
+    if (c == '0') {
+        p->pos++;
+    } else if (c >= '1' && c <= '9') {
+        while ((c = PEEK(p)) >= '0' && c <= '9') p->pos++;
+    } else {
+        return 0;
+    }
+    if (PEEK(p) == '.') {
+        *is_int = 0;
+        p->pos++;
+        if (!((c = PEEK(p)) >= '0' && c <= '9')) return 0;
+        while ((c = PEEK(p)) >= '0' && c <= '9') p->pos++;
+    }
+    c = PEEK(p);
+    if (c == 'e' || c == 'E') {
+        *is_int = 0;
+        p->pos++;
+        c = PEEK(p);
+        if (c == '+' || c == '-') p->pos++;
+        if (!((c = PEEK(p)) >= '0' && c <= '9')) return 0;
+        while ((c = PEEK(p)) >= '0' && c <= '9') p->pos++;
+    }
+    c = PEEK(p);  /* "1x", "12a": not a number token the way a JSON parser reads it */
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' || c == '-' || c == '+')
+        return 0;
+    return 1;
+}
+
+/* Copy [start, end) (ASCII only) into buf of size cap, NUL-terminated; 0 if it does not fit. */
+static int copy_ascii(Parser *p, Py_ssize_t start, Py_ssize_t end, char *buf, Py_ssize_t cap) {
+    if (end - start >= cap) return 0;
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 c = p->s[i];
+        if (c > 127) return 0;
+        buf[i - start] = (char)c;
+    }
+    buf[end - start] = '\0';
+    return 1;
+}
+
+static PyObject *in_range(Node *node, PyObject *value) {
+    int ok = PyObject_RichCompareBool(node->lo_obj, value, Py_LE);
+    if (ok > 0) ok = PyObject_RichCompareBool(value, node->hi_obj, Py_LE);
+    if (ok > 0) return value;
+    Py_DECREF(value);
+    return ok < 0 ? NULL : FB;
+}
+
+static PyObject *parse_int(Parser *p, Node *node) {
+    Py_ssize_t start;
+    int is_int;
+    char buf[100];
+    skip_ws(p);
+    if (node->hex_ok && PEEK(p) == '"') {   /* 256-bit: "[+-]?0[xX][0-9a-fA-F]+", from its bytes */
+        Py_ssize_t s, e;
+        if (!scan_plain_string(p, &s, &e)) return FB;
+        const unsigned char *h = p->s + s, *stop = p->s + e;
+        int minus = 0, plain = 1;
+        if (h < stop && (*h == '+' || *h == '-')) { minus = *h == '-'; plain = 0; h++; }
+        if (stop - h < 3 || h[0] != '0' || (h[1] != 'x' && h[1] != 'X')) return FB;
+        h += 2;
+        while (stop - h > 1 && *h == '0') h++;
+        Py_ssize_t n = stop - h;
+        if (n > 64) return FB;                 /* beyond 256 bits: out of range, Python says so */
+        unsigned char bytes[32] = {0};
+        for (Py_ssize_t k = 0; k < n; k++) {
+            int nibble = HEX[stop[-1 - k]];
+            if (nibble < 0) return FB;
+            bytes[31 - k / 2] |= (unsigned char)(k % 2 ? nibble << 4 : nibble);
+        }
+        PyObject *value = _PyLong_FromByteArray(bytes, 32, 0, 0);
+        if (value != NULL && minus) Py_SETREF(value, PyNumber_Negative(value));
+        if (value == NULL) return NULL;
+        if (node->unsigned_256 && plain) return value;   /* at most 64 digits: always a u256 */
+        return in_range(node, value);
+    }
+    if (!scan_number(p, &start, &is_int) || !is_int) return FB;
+    Py_ssize_t end = p->pos;
+    int negative = p->s[start] == '-';
+    Py_ssize_t digits = end - start - negative;
+#ifdef __SIZEOF_INT128__
+    if (node->int128) {                     /* u128/i128 in 128-bit arithmetic, range and all */
+        const unsigned __int128 all = ~(unsigned __int128)0;
+        static const unsigned long long tens[] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
+            1000000ULL, 10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+            1000000000000ULL, 10000000000000ULL, 100000000000000ULL, 1000000000000000ULL,
+            10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL};
+        unsigned __int128 magnitude = 0;
+        if (digits > 39) return FB;
+        /* 18 digits at a time in 64 bits; one 128-bit step per chunk */
+        for (Py_ssize_t i = start + negative; i < end;) {
+            Py_ssize_t stop = end - i > 18 ? i + 18 : end;
+            unsigned long long chunk = 0;
+            unsigned long long scale = tens[stop - i];
+            for (; i < stop; i++) chunk = chunk * 10 + (unsigned)(p->s[i] - '0');
+            if (__builtin_mul_overflow(magnitude, (unsigned __int128)scale, &magnitude)
+                    || __builtin_add_overflow(magnitude, (unsigned __int128)chunk, &magnitude))
+                return FB;
+        }
+        if (magnitude == 0) negative = 0;
+        unsigned __int128 limit = node->signed128 ? ((unsigned __int128)1 << 127) - !negative
+                                                  : (negative ? 0 : all);
+        if (magnitude > limit) return FB;
+        if (magnitude <= (unsigned __int128)LLONG_MAX)
+            return PyLong_FromLongLong(negative ? -(long long)magnitude : (long long)magnitude);
+        unsigned __int128 bits = negative ? ~magnitude + 1 : magnitude;   /* two's complement */
+        unsigned char bytes[16];
+        for (int k = 0; k < 16; k++, bits >>= 8) bytes[k] = (unsigned char)bits;
+        return _PyLong_FromByteArray(bytes, 16, 1, node->signed128);
+    }
+#endif
+    if (digits <= 19) {
+        unsigned long long magnitude = 0;
+        for (Py_ssize_t i = start + negative; i < end; i++) {
+            unsigned long long d = p->s[i] - '0';
+            if (magnitude > (ULLONG_MAX - d) / 10) return FB;
+            magnitude = magnitude * 10 + d;
+        }
+        if (negative && magnitude == 0) negative = 0;   /* "-0" is 0 */
+        if (!node->wide) {
+            if (negative) {
+                if (node->lo >= 0 || magnitude > (unsigned long long)(-(node->lo + 1)) + 1) return FB;
+                return PyLong_FromLongLong(magnitude == (unsigned long long)LLONG_MAX + 1 ? LLONG_MIN : -(long long)magnitude);
+            }
+            if (magnitude > node->hi) return FB;
+            return PyLong_FromUnsignedLongLong(magnitude);
+        }
+        PyObject *value = negative
+            ? (magnitude <= (unsigned long long)LLONG_MAX ? PyLong_FromLongLong(-(long long)magnitude) : NULL)
+            : PyLong_FromUnsignedLongLong(magnitude);
+        if (value == NULL && !PyErr_Occurred()) {
+            if (!copy_ascii(p, start, end, buf, sizeof buf)) return FB;
+            value = PyLong_FromString(buf, NULL, 10);
+        }
+        return value ? in_range(node, value) : NULL;
+    }
+    if (!node->wide || !copy_ascii(p, start, end, buf, sizeof buf)) return FB;
+    PyObject *value = PyLong_FromString(buf, NULL, 10);
+    return value ? in_range(node, value) : NULL;
+}
+
+/* Clinger's fast path: a decimal of at most 19 significant digits whose mantissa is exact in a
+ * double (< 2^53) and whose power of ten is exact too (|e| <= 22) converts with one correctly
+ * rounded multiplication or division, so the result is what strtod gives. Else -1. */
+static int fast_decimal(Parser *p, Py_ssize_t start, Py_ssize_t end, double *out) {
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+    static const double powers[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    unsigned long long mantissa = 0;
+    int digits = 0, exponent = 0, negative = 0;
+    Py_ssize_t i = start;
+    Py_UCS4 c = p->s[i];
+    if (c == '-') { negative = 1; i++; }
+    int fraction = 0;
+    for (; i < end; i++) {
+        c = p->s[i];
+        if (c == '.') { fraction = 1; continue; }
+        if (c == 'e' || c == 'E') break;
+        if (mantissa == 0 && c == '0') { if (fraction) exponent--; continue; }
+        if (++digits > 19) return -1;
+        mantissa = mantissa * 10 + (c - '0');
+        if (fraction) exponent--;
+    }
+    if (i < end) {   /* the exponent */
+        int sign = 1, value = 0;
+        c = p->s[++i];
+        if (c == '+' || c == '-') { sign = c == '-' ? -1 : 1; i++; }
+        for (; i < end; i++) {
+            if (value > 10000) return -1;
+            value = value * 10 + (int)(p->s[i] - '0');
+        }
+        exponent += sign * value;
+    }
+    double value;
+    if (mantissa == 0) value = 0.0;
+    else if (mantissa > (1ULL << 53) || exponent < -22 || exponent > 22) return -1;
+    else value = exponent < 0 ? (double)mantissa / powers[-exponent] : (double)mantissa * powers[exponent];
+    *out = negative ? -value : value;
+    return 0;
+#else
+    (void)p; (void)start; (void)end; (void)out;
+    return -1;
+#endif
+}
+
+static PyObject *parse_float(Parser *p, Node *node) {
+    Py_ssize_t start;
+    int is_int;
+    char buf[64];
+    double value;
+    skip_ws(p);
+    if (PEEK(p) == 'n') return take_word(p, "null") ? PyFloat_FromDouble(Py_NAN) : FB;
+    if (!scan_number(p, &start, &is_int)) return FB;
+    Py_ssize_t end = p->pos;
+    if (is_int && end - start > 15) return FB;   /* float(int): leave huge integers to Python */
+    if (fast_decimal(p, start, end, &value) < 0) {
+        if (!copy_ascii(p, start, end, buf, sizeof buf)) return FB;
+        char *stop;
+        value = PyOS_string_to_double(buf, &stop, NULL);
+        if (value == -1.0 && PyErr_Occurred()) { PyErr_Clear(); return FB; }
+        if (*stop != '\0') return FB;
+    }
+    if (isinf(value)) return FB;
+    if (is_int && value == 0.0) value = 0.0;        /* float(int("-0")) is 0.0, not -0.0 */
+    if (node->op == OP_F32 && !(value > -node->f32_max && value < node->f32_max)) return FB;
+    return PyFloat_FromDouble(value);
+}
+
+/* A JSON value of any shape, checked by the grammar and skipped; 0 if it is not one. */
+static int skip_value(Parser *p, int depth) {
+    if (depth > MAX_DEPTH) return 0;
+    skip_ws(p);
+    Py_UCS4 c = PEEK(p);
+    if (c == '"') {
+        p->pos++;
+        while (p->pos < p->len) {
+            c = p->s[p->pos++];
+            if (c == '"') return 1;
+            if (c < 0x20) return 0;
+            if (c == '\\') {
+                c = PEEK(p);
+                p->pos++;
+                if (c == 'u') {
+                    for (int i = 0; i < 4; i++, p->pos++) {
+                        Py_UCS4 h = PEEK(p);
+                        if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F'))) return 0;
+                    }
+                } else if (c > 127 || c == 0 || !strchr("\"\\/bfnrt", (int)c)) {
+                    return 0;
+                }
+            }
+        }
+        return 0;
+    }
+    if (c == '[' || c == '{') {
+        Py_UCS4 close = c == '[' ? ']' : '}';
+        p->pos++;
+        if (take(p, close)) return 1;
+        do {
+            if (close == '}') {
+                skip_ws(p);
+                if (PEEK(p) != '"' || !skip_value(p, depth + 1) || !take(p, ':')) return 0;
+            }
+            if (!skip_value(p, depth + 1)) return 0;
+        } while (take(p, ','));
+        return take(p, close);
+    }
+    if (c == 't') return take_word(p, "true");
+    if (c == 'f') return take_word(p, "false");
+    if (c == 'n') return take_word(p, "null");
+    Py_ssize_t start;
+    int is_int;
+    return scan_number(p, &start, &is_int);
+}
+
+static PyObject *parse(Parser *p, Node *node);
+
+/* Build an instance of a generated (slotted) class: object.__new__ and the slot descriptors. */
+static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
+    PyTypeObject *type = (PyTypeObject *)node->cls;
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (obj == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (node->offsets[i] >= 0) {   /* what the descriptor's __set__ does, without the calls */
+            PyObject **slot = (PyObject **)((char *)obj + node->offsets[i]);
+            Py_XSETREF(*slot, Py_NewRef(values[i]));
+            continue;
+        }
+        PyObject *setter = node->setters[i];
+        if (Py_TYPE(setter)->tp_descr_set(setter, obj, values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+/* An exception of a decoder or row class: ProtocolError/KeyError mean "fall back", as in sats.py. */
+static PyObject *fallback_or_raise(void) {
+    if (PyErr_ExceptionMatches(S.catch)) { PyErr_Clear(); return FB; }
+    return NULL;
+}
+
+static PyObject *parse_product(Parser *p, Node *node) {
+    PyObject *small[16];
+    PyObject **values = node->n <= 16 ? small : PyMem_Calloc(node->n, sizeof(PyObject *));
+    PyObject *result = FB;
+    Py_ssize_t got = 0;
+    if (values == NULL) return PyErr_NoMemory();
+    skip_ws(p);
+    Py_UCS4 open = PEEK(p), close = open == '[' ? ']' : '}';
+    if (open != '[' && open != '{') goto done;
+    p->pos++;
+    for (; got < node->n; got++) {
+        if (got > 0 && !take(p, ',')) goto done;
+        if (open == '{' && !take_key(p, node->names[got])) goto done;
+        PyObject *v = parse(p, node->fields[got]);
+        if (v == NULL || v == FB) { result = v; goto done; }
+        values[got] = v;
+    }
+    if (!take(p, close)) goto done;
+    if (node->setters) {
+        result = build_slots(node, values, node->n);
+    } else {
+        result = PyObject_Vectorcall(node->cls, values, node->n, NULL);
+        if (result == NULL) result = fallback_or_raise();
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) Py_DECREF(values[i]);
+    if (values != small) PyMem_Free(values);
+    return result;
+}
+
+static PyObject *parse_key(Parser *p, Node *node) {
+    PyObject *key = NULL;
+    PyObject *result = FB;
+    Py_ssize_t found = 0;
+    skip_ws(p);
+    Py_UCS4 open = PEEK(p), close = open == '[' ? ']' : '}';
+    if (open != '[' && open != '{') return FB;
+    if (node->ncolumns > 1 && !(key = PyTuple_New(node->ncolumns))) return NULL;
+    p->pos++;
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        if (i > 0 && !take(p, ',')) goto done;
+        if (open == '{' && !take_key(p, node->names[i])) goto done;
+        if (node->fields[i]->op == OP_SKIP) {
+            if (!skip_value(p, 0)) goto done;
+            continue;
+        }
+        PyObject *v = parse(p, node->fields[i]);
+        if (v == NULL || v == FB) { result = v; goto done; }
+        for (Py_ssize_t c = 0; c < node->ncolumns; c++) {   /* columns come in key order */
+            if (node->columns[c] != i) continue;
+            if (key == NULL) key = v;
+            else { Py_INCREF(v); PyTuple_SET_ITEM(key, c, v); }
+            found++;
+        }
+        if (key != v) Py_DECREF(v);
+    }
+    if (take(p, close) && found == node->ncolumns) { result = key; key = NULL; }
+done:
+    Py_XDECREF(key);
+    return result;
+}
+
+static PyObject *parse_call(Parser *p, Node *node) {
+    skip_ws(p);
+    Py_ssize_t start = p->pos;
+    if (!skip_value(p, 0)) return FB;
+    PyObject *text = slice(p, start, p->pos);
+    if (text == NULL) return NULL;
+    PyObject *json = PyObject_CallOneArg(S.parse, text);
+    Py_DECREF(text);
+    if (json == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_Exception)) { PyErr_Clear(); return FB; }
+        return NULL;
+    }
+    PyObject *value = PyObject_CallOneArg(node->decoder, json);
+    Py_DECREF(json);
+    return value ? value : fallback_or_raise();
+}
+
+static PyObject *parse(Parser *p, Node *node) {
+    Py_ssize_t start, end;
+    PyObject *v;
+    switch (node->op) {
+    case OP_INT:
+        return parse_int(p, node);
+    case OP_STR:
+        if (!scan_plain_string(p, &start, &end)) return FB;
+        return slice(p, start, end);
+    case OP_BOOL:
+        skip_ws(p);
+        if (PEEK(p) == 't') return take_word(p, "true") ? Py_NewRef(Py_True) : FB;
+        return take_word(p, "false") ? Py_NewRef(Py_False) : FB;
+    case OP_F64:
+    case OP_F32:
+        return parse_float(p, node);
+    case OP_SPECIAL: {                      /* [inner] or {"__key__": inner} */
+        skip_ws(p);
+        Py_UCS4 open = PEEK(p);
+        if (open == '[') p->pos++;
+        else if (!(open == '{' && (p->pos++, take_key(p, node->key)))) return FB;
+        v = parse(p, node->inner);
+        if (v == NULL || v == FB) return v;
+        if (!take(p, open == '[' ? ']' : '}')) { Py_DECREF(v); return FB; }
+        PyObject *obj = build_slots(node, &v, 1);
+        Py_DECREF(v);
+        return obj;
+    }
+    case OP_OPTION:                         /* null, [0, x], {"some": x}, [1, []], {"none": []} */
+        skip_ws(p);
+        switch (PEEK(p)) {
+        case 'n':
+            return take_word(p, "null") ? Py_NewRef(Py_None) : FB;
+        case '[':
+            p->pos++;
+            skip_ws(p);
+            if (PEEK(p) == '0') {
+                p->pos++;
+                if (!take(p, ',')) return FB;
+                goto some_then_close;
+            }
+            if (PEEK(p) == '1') {
+                p->pos++;
+                if (!take(p, ',')) return FB;
+                goto none_then_close;
+            }
+            return FB;
+        case '{': {
+            p->pos++;
+            if (scan_plain_string(p, &start, &end) && take(p, ':')) {
+                Py_ssize_t n = end - start;
+                if (n == 4 && memcmp(p->s + start, "some", 4) == 0) goto some_then_close_brace;
+                if (n == 4 && memcmp(p->s + start, "none", 4) == 0) goto none_then_close_brace;
+            }
+            return FB;
+        }
+        default:
+            return FB;
+        }
+    some_then_close:
+        v = parse(p, node->inner);
+        if (v == NULL || v == FB) return v;
+        if (!take(p, ']')) { Py_DECREF(v); return FB; }
+        return v;
+    some_then_close_brace:
+        v = parse(p, node->inner);
+        if (v == NULL || v == FB) return v;
+        if (!take(p, '}')) { Py_DECREF(v); return FB; }
+        return v;
+    none_then_close:
+        skip_ws(p);
+        if (!((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}')))) return FB;
+        return take(p, ']') ? Py_NewRef(Py_None) : FB;
+    none_then_close_brace:
+        skip_ws(p);
+        if (!((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}')))) return FB;
+        return take(p, '}') ? Py_NewRef(Py_None) : FB;
+    case OP_PRODUCT:
+        return parse_product(p, node);
+    case OP_ARRAY: {
+        if (!take(p, '[')) return FB;
+        PyObject *items = PyList_New(0);
+        if (items == NULL) return NULL;
+        if (!take(p, ']')) {
+            do {
+                v = parse(p, node->inner);
+                if (v == NULL || v == FB) { Py_DECREF(items); return v; }
+                int err = PyList_Append(items, v);
+                Py_DECREF(v);
+                if (err < 0) { Py_DECREF(items); return NULL; }
+            } while (take(p, ','));
+            if (!take(p, ']')) { Py_DECREF(items); return FB; }
+        }
+        v = PyList_AsTuple(items);
+        Py_DECREF(items);
+        return v;
+    }
+    case OP_UNIT:
+        skip_ws(p);
+        if ((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}'))) return PyTuple_New(0);
+        return FB;
+    case OP_CALL:
+        return parse_call(p, node);
+    case OP_KEY:
+        return parse_key(p, node);
+    default:                                /* OP_SKIP stands only in a key plan's fields */
+        return FB;
+    }
+}
+
+/* ---- the Python interface ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Node *root;
+} PlanObject;
+
+static void plan_dealloc(PlanObject *self) {
+    free_node(self->root);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject PlanType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "rx_spacetimedb.protocol._rowparser.Plan",
+    .tp_basicsize = sizeof(PlanObject),
+    .tp_dealloc = (destructor)plan_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A compiled row plan (see compile).",
+};
+
+static PyObject *decode_one(Node *root, PyObject *text) {
+    if (!PyUnicode_CheckExact(text)) return FB;
+    Parser p = {text, NULL, 0, 0, 1};
+    if (PyUnicode_IS_ASCII(text)) {
+        p.s = PyUnicode_DATA(text);
+        p.len = PyUnicode_GET_LENGTH(text);
+    } else {
+        p.ascii = 0;
+        p.s = (const unsigned char *)PyUnicode_AsUTF8AndSize(text, &p.len);
+        if (p.s == NULL) { PyErr_Clear(); return FB; }   /* lone surrogates: not UTF-8, not JSON */
+    }
+    PyObject *v = parse(&p, root);
+    if (v == NULL || v == FB) return v;
+    skip_ws(&p);
+    if (p.pos != p.len) { Py_DECREF(v); return FB; }
+    return v;
+}
+
+static PyObject *mod_compile(PyObject *mod, PyObject *plan) {
+    if (S.fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "call configure() first");
+        return NULL;
+    }
+    Node *root = compile_node(plan, 0);
+    if (root == NULL) return NULL;
+    PlanObject *obj = PyObject_New(PlanObject, &PlanType);
+    if (obj == NULL) { free_node(root); return NULL; }
+    obj->root = root;
+    return (PyObject *)obj;
+}
+
+static PyObject *mod_decode(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PlanType)) {
+        PyErr_SetString(PyExc_TypeError, "decode(plan, text)");
+        return NULL;
+    }
+    PyObject *v = decode_one(((PlanObject *)args[0])->root, args[1]);
+    return v == FB ? Py_NewRef(S.fallback) : v;
+}
+
+static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &PlanType)) {
+        PyErr_SetString(PyExc_TypeError, "decode_all(plan, texts, slow)");
+        return NULL;
+    }
+    Node *root = ((PlanObject *)args[0])->root;
+    PyObject *seq = PySequence_Fast(args[1], "decode_all: texts must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) { Py_DECREF(seq); return NULL; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *v = decode_one(root, text);
+        if (v == FB) v = PyObject_CallOneArg(args[2], text);
+        if (v == NULL) { Py_DECREF(out); Py_DECREF(seq); return NULL; }
+        PyList_SET_ITEM(out, i, v);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static PyObject *mod_configure(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "configure(fallback, catch, parse)");
+        return NULL;
+    }
+    Py_XSETREF(S.fallback, Py_NewRef(args[0]));
+    Py_XSETREF(S.catch, Py_NewRef(args[1]));
+    Py_XSETREF(S.parse, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))mod_configure, METH_FASTCALL,
+     "configure(fallback, catch, parse): the fallback answer, the exceptions that mean fall back, "
+     "the exact JSON parser for 'call' values."},
+    {"compile", mod_compile, METH_O, "compile(plan) -> Plan"},
+    {"decode", (PyCFunction)(void (*)(void))mod_decode, METH_FASTCALL,
+     "decode(plan, text) -> the value, or the fallback answer."},
+    {"decode_all", (PyCFunction)(void (*)(void))mod_decode_all, METH_FASTCALL,
+     "decode_all(plan, texts, slow) -> list: slow(text) for each text the fast path does not take."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_rowparser", "Schema-directed row parser (optional accelerator).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__rowparser(void) {
+    for (int c = 0; c < 256; c++)
+        HEX[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                               : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1);
+    if (PyType_Ready(&PlanType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (mod == NULL) return NULL;
+    if (PyModule_AddObjectRef(mod, "Plan", (PyObject *)&PlanType) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

@@ -1,0 +1,283 @@
+"""The C row parser (``_rowparser.c``) against the Python decoders, which are the reference.
+
+It is a fast path only: on any text, valid or not, a schema must give with it exactly what it gives
+without it, the same value (same types, same float bits) or the same ProtocolError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from rx_spacetimedb.errors import ProtocolError
+from rx_spacetimedb.protocol import ModuleSchema, TableDef
+from rx_spacetimedb.protocol import schema as schema_module
+from rx_spacetimedb.protocol.jsontext import dumps, format_f32, format_f64, loads_exact
+from rx_spacetimedb.protocol.types import (
+    F32,
+    F64,
+    I8,
+    I64,
+    I128,
+    I256,
+    IDENTITY,
+    STRING,
+    U8,
+    U64,
+    U128,
+    U256,
+    AlgebraicType,
+    ArrayType,
+    Element,
+    ProductType,
+    RefType,
+    option_of,
+)
+from tests.protocol._strategies import LEAF_TYPES, canon, types, values
+from tests.protocol.test_fast_decode import PLAYER, POINT, mutate
+
+pytestmark = pytest.mark.skipif(schema_module._ROW_PARSER is None,
+                                reason="the C row parser is not built here (no C compiler at install?)")
+
+FAST = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+def exact(value: Any) -> Any:
+    """A comparable form that tells apart what == does not: bool/int/float, -0.0/0.0, NaN."""
+    if isinstance(value, float):
+        return ("float", "nan" if math.isnan(value) else value.hex())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value), *(exact(getattr(value, f.name)) for f in dataclasses.fields(value)))
+    if isinstance(value, tuple | list):
+        return (type(value), *(exact(v) for v in value))
+    return (type(value), value)
+
+
+def outcome(decode: Any, text: str) -> Any:
+    try:
+        return "ok", exact(decode(text))
+    except ProtocolError as err:
+        return type(err).__name__, err.reason, err.path
+
+
+def both(schema: ModuleSchema, table: str, text: str) -> tuple[Any, Any]:
+    """(with the C parser, Python alone) for one row text."""
+    fast = outcome(lambda t: schema.decode_row(table, t), text)
+    slow = outcome(lambda t: schema._decode_row_python(table, t), text)
+    return fast, slow
+
+
+def one_table(ty: ProductType, *more: AlgebraicType, key: tuple[int, ...] = ()) -> ModuleSchema:
+    return ModuleSchema([ty, *more], tables=[TableDef("t", 0, key)])
+
+
+def texts_of(data: st.DataObject, value: Any) -> list[str]:
+    """The server's compact text of a value, and variants the fast path must hand back or match."""
+    text = dumps(value)
+    out = [text, json.dumps(value, indent=1), json.dumps(value, ensure_ascii=True),
+           dumps(mutate(data, value, top=True)) if isinstance(value, list | dict) and value else text]
+    cut = data.draw(st.integers(0, max(len(text) - 1, 0)), label="cut")
+    out.append(text[:cut])
+    if isinstance(value, dict):
+        out.append(json.dumps(dict(reversed(value.items()))))
+    return out
+
+
+@FAST
+@given(st.data())
+def test_rows_of_random_types_decode_as_without_the_parser(data: st.DataObject) -> None:
+    column = st.one_of(st.sampled_from(LEAF_TYPES), types())
+    columns = data.draw(st.lists(column, min_size=1, max_size=4), label="columns")
+    ty = ProductType(tuple(Element(f"c{i}", t) for i, t in enumerate(columns)))
+    schema = one_table(ty, key=(0,))
+    row = data.draw(values(ty, schema.codec), label="row")
+    form = data.draw(st.sampled_from(["B", "C"]), label="form")
+    value = loads_exact(dumps(schema.codec.encoder(ty, form)(row)))
+    for text in texts_of(data, value):
+        fast, slow = both(schema, "t", text)
+        assert fast == slow, text
+    text = dumps(value)
+    decoded = schema.decode_row("t", text)
+    names = [f.name for f in dataclasses.fields(row)]
+    assert [canon(getattr(decoded, n)) for n in names] == [canon(getattr(row, n)) for n in names]
+    plain_key = schema.key_decoder("t")
+    assert plain_key is not None
+    assert canon(plain_key(text)) == canon(getattr(row, names[0]))
+
+
+def float_texts() -> st.SearchStrategy[str]:
+    doubles = st.floats(allow_nan=False, allow_infinity=False)
+    return st.one_of(
+        doubles.map(repr), doubles.map(format_f64),
+        doubles.map(lambda x: format_f32(x) if abs(x) < 3e38 else "1"),
+        doubles.map(lambda x: f"{x:.17g}"), doubles.map(lambda x: f"{x:.3E}"),
+        st.integers(-(10**20), 10**20).map(str),
+        st.sampled_from(["0", "-0", "0.0", "-0.0", "1e22", "1e23", "9007199254740993", "9007199254740992.0",
+                         "4.9e-324", "2.2250738585072014e-308", "1.7976931348623157e308", "1e309", "-1e400",
+                         "0.1", "0.30000000000000004", "123456789012345678901234567890", "1E5", "1e-5", "01",
+                         "1.", ".5", "-", "1e", "+1", "null", "NaN", "3.4028235e38", "3.4028236e38",
+                         "340282356779733661637539395458142568448"]),
+    )
+
+
+@FAST
+@given(float_texts())
+@example("0.1")
+def test_floats_are_the_doubles_python_reads(text: str) -> None:
+    schema = one_table(ProductType((Element("d", F64), Element("f", F32))))
+    for row in (f"[{text},{text}]", f'{{"d":{text},"f":{text}}}'):
+        fast, slow = both(schema, "t", row)
+        assert fast == slow, row
+
+
+INT_TYPES = [U8, I8, U64, I64, U128, I128, U256, I256]
+
+
+def int_texts() -> st.SearchStrategy[str]:
+    edges = [v + d for b in (7, 8, 63, 64, 127, 128, 255, 256) for v in (2**b, -(2**b)) for d in (-1, 0, 1)]
+    return st.one_of(
+        st.sampled_from(edges).map(str), st.integers().map(str), st.sampled_from(edges).map(
+            lambda v: f'"{"-" if v < 0 else ""}0x{abs(v):x}"'),
+        st.sampled_from(['"0x"', '"0X1F"', '"+0x1"', '"-0x0"', '"0x_1"', '" 0x1"', '"0x1 "',
+                         '"0x' + "0" * 70 + '1"', '"0x' + "f" * 65 + '"', "-0", "00", "1.0", "1e2", "-",
+                         '"1"']),
+    )
+
+
+@FAST
+@given(st.sampled_from(INT_TYPES), int_texts())
+def test_integers_are_exact_and_checked_as_without_the_parser(ty: AlgebraicType, text: str) -> None:
+    schema = one_table(ProductType((Element("a", ty), Element("b", option_of(ty)))))
+    for row in (f"[{text},[0,{text}]]", f'{{"a":{text},"b":{{"some":{text}}}}}'):
+        fast, slow = both(schema, "t", row)
+        assert fast == slow, row
+
+
+@pytest.mark.parametrize("text", [
+    '[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]',
+    '[7,["0xff"],"an\\"n",[5],[0,[1.5,-2.0]],[3]]',             # an escape: the Python path
+    '[7,["0xff"],"änn 😀",[5],[1,[]],[340282366920938463463374607431768211455]]',
+    '[7,["0xff"],"\\ud800",[5],[1,{}],[3]]',                     # a lone surrogate, escaped
+    ' [ 7 , [ "0xff" ] , "ann" , [ 5 ] , null , [ 3 ] ] ',
+    '[7,["0xff"],"ann",[5],{"none":[]},[3]]', '[7,["0xff"],"ann",[5],{"some":{"x":1,"y":2}},[3]]',
+    '[7,["0xff"],"ann",[5],[2,[]],[3]]', '[7,["0xff"],"ann",[5],[0,[1,2],3],[3]]',
+    '[7,["0xff"],"ann",[5],[1,[]],[3]] x', '[7,["0xff"],"ann",[5],[1,[]],[3],]', '[7,["0xff"],"ann"]',
+    '{"id":7,"identity":{"__identity__":"0xff"},"name":"ann","at":{"__timestamp_micros_since_unix_epoch__":5},'
+    '"where":{"some":{"x":1.5,"y":-2.0}},"conn":{"__connection_id__":3}}',
+    '{"identity":{"__identity__":"0xff"},"id":7,"name":"ann","at":[5],"where":null,"conn":[3]}',
+    '{"id":7,"id":7,"identity":["0xff"],"name":"ann","at":[5],"where":null,"conn":[3]}',
+    '{"id":7,"identity":["0xff"],"name":"ann","at":[5],"where":null,"conn":[3],"extra":1}',
+    '[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[-3]]', '[7,[-1],"ann",[5],[1,[]],[3]]',
+    '[7,[],"ann",[5],[1,[]],[3]]',
+    '[7,["0xff","0x1"],"ann",[5],[1,[]],[3]]', '[true,["0xff"],"ann",[5],[1,[]],[3]]', "[", "", "nul",
+    '[7,["0xff"],"a\x01",[5],[1,[]],[3]]',
+])
+def test_row_texts_decode_as_without_the_parser(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
+    fast, slow = both(schema, "t", text)
+    assert fast == slow
+    key = schema.key_decoder("t")
+    monkeypatch.setattr(schema_module, "_ROW_PARSER", None)
+    python_key = schema.key_decoder("t")
+    assert key is not None and python_key is not None and key is not python_key
+    assert outcome(key, text) == outcome(python_key, text)
+
+
+def test_a_row_class_of_the_user_is_built_by_its_constructor_and_its_errors_kept() -> None:
+    seen = []
+
+    class Point:
+        def __init__(self, x: float, y: float) -> None:
+            if x < 0:
+                raise ValueError("x must not be negative")
+            seen.append((x, y))
+            self.x, self.y = x, y
+
+    schema = ModuleSchema([POINT], tables=[TableDef("t", 0)], row_classes={"t": Point})
+    row = schema.decode_row("t", "[1.5,2]")
+    assert type(row) is Point and (row.x, row.y) == (1.5, 2.0) and seen == [(1.5, 2.0)]
+    with pytest.raises(ValueError, match="negative"):
+        schema.decode_row("t", "[-1.5,2]")
+
+
+def test_composite_keys_come_in_key_order() -> None:
+    ty = ProductType((Element("a", U64), Element("b", STRING), Element("c", IDENTITY)))
+    schema = one_table(ty, key=(2, 0))
+    key = schema.key_decoder("t")
+    assert key is not None
+    row = schema.decode_row("t", '[1,"x",["0x2"]]')
+    assert key('[1,"x",["0x2"]]') == (row.c, 1)
+    assert key('{"a":1,"b":"x","c":{"__identity__":"0x2"}}') == (row.c, 1)
+    assert key('{"c":{"__identity__":"0x2"},"a":1,"b":"x","d":0}') == (row.c, 1)   # the Python path
+    with pytest.raises(ProtocolError):
+        key('[1,"x",["0x2"],9')
+
+
+def test_arrays_bytes_sums_and_units_decode_as_without_the_parser() -> None:
+    from rx_spacetimedb.protocol.types import SumType, Variant
+    color = SumType((Variant("Red", ProductType(())), Variant("Rgb", ArrayType(U8))))
+    ty = ProductType((Element("a", ArrayType(ArrayType(STRING))), Element("b", ArrayType(U8)),
+                      Element("c", color), Element("d", ProductType(())),
+                      Element("e", option_of(RefType(1)))))
+    schema = one_table(ty, POINT)
+    for text in ['[[["a"],[]],"0a0b",[1,"ff00"],[],[0,[1,2]]]', '[[],[1,2],{"Red":[]},{},null]',
+                 '[[[1]],"0g",[0,[]],[],null]', '[[["a"]],"",[2,[]],[],null]',
+                 '[[["a"]],"",[0,[]],[1],null]']:
+        fast, slow = both(schema, "t", text)
+        assert fast == slow, text
+
+
+def test_decoding_leaks_no_references() -> None:
+    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
+    cls = schema.row_class("t")
+    texts = ['[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]', '[7,["0xff"],"ann",[5],[0,[1.5,"x"]],[3]]'] * 50
+    key = schema.key_decoder("t")
+    assert key is not None
+
+    def run() -> None:
+        for text in texts:
+            with contextlib.suppress(ProtocolError):
+                schema.decode_row("t", text)
+            with contextlib.suppress(ProtocolError):
+                key(text)
+        schema.decode_rows("t", texts[:1] * 10)
+
+    def counts() -> tuple[int, ...]:
+        return sys.getrefcount(cls), sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount("x")
+
+    run()
+    before = counts()
+    for _ in range(20):
+        run()
+    assert counts() == before
+
+
+def test_the_parser_is_used_here_and_can_be_switched_off() -> None:
+    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
+    assert schema._row_plan("t") is not None
+    code = "from rx_spacetimedb.protocol import schema; print(schema._ROW_PARSER is None)"
+    for value, expected in (("1", "True"), ("0", "False")):
+        env = {**os.environ, "RX_SPACETIMEDB_PURE_PYTHON": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == expected
+
+
+def test_bad_plans_are_refused_at_compile() -> None:
+    parser = schema_module._ROW_PARSER
+    for plan in [(), ("nope",), ("int", 0), ("product", int, ("a",), None, ()), ("option",),
+                 ("special", "k", int, None, ("str",)), ("key", ("a",), (("skip",),), (0,)),
+                 ("key", ("a",), (("str",),), (1,)), ("call", 5)]:
+        with pytest.raises((ValueError, TypeError)):
+            parser.compile(plan)
