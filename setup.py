@@ -1,7 +1,7 @@
-"""Builds the optional C row parser; everything else is in pyproject.toml.
+"""Builds the optional C parser (rx_spacetimedb/protocol/fastpath.py); the rest is in pyproject.toml.
 
 ``optional=True``: without a C compiler the install still succeeds and rows are decoded by the
-pure-Python path (the reference), only slower.
+pure-Python decoders (the reference), only slower.
 """
 
 from setuptools import Extension, setup
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "rx_spacetimedb.protocol._rowparser",
-            sources=["rx_spacetimedb/protocol/_rowparser.c"],
+            "rx_spacetimedb.protocol._typedjson",
+            sources=["rx_spacetimedb/protocol/_typedjson.c"],
             optional=True,
         )
     ]

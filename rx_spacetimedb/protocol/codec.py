@@ -8,6 +8,7 @@ the official clients write, byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -16,6 +17,7 @@ import orjson
 
 from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import messages as m
+from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, parse_exact
 from rx_spacetimedb.protocol.sats import TypeCodec, VariantClass
 from rx_spacetimedb.protocol.types import (
@@ -149,16 +151,24 @@ _CLIENT_REFS = {name: _define(ty, cls) for name, cls, ty in CLIENT_VARIANTS}
 _CLIENT_SUM = _define(SumType(tuple(Variant(name, _CLIENT_REFS[name]) for name, _, _ in CLIENT_VARIANTS)))
 _VARIANTS[_CLIENT_SUM.index] = [VariantClass(cls, _identity, _identity) for _, cls, _ in CLIENT_VARIANTS]
 
-_CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS)
+# The message classes are plain frozen slotted dataclasses: built through their slots.
+_SLOTTED: Final = [cls for cls in _CLASSES.values() if dataclasses.is_dataclass(cls)]
+_CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS, slotted=_SLOTTED)
 # A newer server may add fields to its messages: read what we know, ignore the rest. Client frames
 # stay strict, as the server is (every field required, none unknown).
-_SERVER_CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS, ignore_unknown_fields=True)
+_SERVER_CODEC: Final = TypeCodec(_TYPES, classes=_CLASSES, variants=_VARIANTS, ignore_unknown_fields=True,
+                                 slotted=_SLOTTED)
 _SERVER_DECODERS: Final[dict[str, Callable[[Any], Any]]] = {
     name: _SERVER_CODEC.decoder(ref) for name, ref in _SERVER_REFS.items()
 }
 _SERVER_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_SERVER_REFS[name], "A")) for name, cls, _ in SERVER_VARIANTS
 }
+# The C parser's plan of a whole frame, {"Tag": body}: frames of the known messages in the shape
+# the server writes them (anything else, unknown tags included, goes the Python way below).
+_FRAME_PLAN: Final = None if PARSER is None else PARSER.compile((
+    "variant", tuple(name for name, _, _ in SERVER_VARIANTS), (None,) * len(SERVER_VARIANTS),
+    tuple(_SERVER_CODEC.plan(_SERVER_REFS[name]) for name, _, _ in SERVER_VARIANTS)))
 _CLIENT_DECODER: Final = _CODEC.decoder(_CLIENT_SUM)
 _CLIENT_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_CLIENT_REFS[name], "A")) for name, cls, _ in CLIENT_VARIANTS
@@ -229,6 +239,10 @@ def decode_server_message(data: str | bytes) -> m.ServerMessage:
         ProtocolError: not JSON, not a one-key object, or a field of the wrong shape; the error's
             ``path`` names the message and field, ``raw`` holds the frame.
     """
+    if _FRAME_PLAN is not None:
+        message = PARSER.decode(_FRAME_PLAN, data)
+        if message is not FALLBACK:
+            return message  # type: ignore[no-any-return]
     tag, body = _parse_frame(data)
     decoder = _SERVER_DECODERS.get(tag)
     if decoder is None:

@@ -12,7 +12,7 @@ import keyword
 import math
 import re
 import reprlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from rx_spacetimedb.errors import ProtocolError
@@ -254,13 +254,15 @@ class TypeCodec:
     ``classes`` maps typespace indexes of product types to the Python classes their values
     decode to (row dataclasses); other products get a generated frozen dataclass.
     ``ignore_unknown_fields`` lets objects carry fields the type does not have (a newer server's).
+    ``slotted``: classes of ``classes`` that may be built through their slots, as generated ones are
+    (plain frozen slotted dataclasses without ``__post_init__``).
     """
 
     def __init__(self, typespace: Sequence[AlgebraicType] = (),
                  names: Mapping[int, str] | None = None,
                  classes: Mapping[int, type] | None = None,
                  variants: Mapping[int, Sequence[VariantClass]] | None = None,
-                 ignore_unknown_fields: bool = False) -> None:
+                 ignore_unknown_fields: bool = False, slotted: Collection[type] = ()) -> None:
         self.typespace = tuple(typespace)
         self.ignore_unknown_fields = ignore_unknown_fields
         self._variants = dict(variants or {})
@@ -270,7 +272,9 @@ class TypeCodec:
         self._encoders: dict[tuple[int, str], Encoder] = {}
         self._anon_classes: dict[ProductType, type] = {}
         self._anon_decoders: dict[AlgebraicType, Decoder] = {}
-        self._generated: set[type] = set()  # the classes made here, whose fields we may store directly
+        # classes whose fields we may store directly: the ones made here, and ``slotted`` (plain
+        # frozen slotted dataclasses of ours, without __post_init__: the protocol's messages)
+        self._generated: set[type] = set(slotted)
 
     # -- types ---------------------------------------------------------------------------
 
@@ -537,15 +541,17 @@ class TypeCodec:
         return [f"{x} = {d}({x})"]
 
     def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
-        """The decoding of ``ty`` as nested tuples, for the C row parser (``_rowparser.c``).
+        """The decoding of ``ty`` as nested tuples, for the C parser (``_typedjson.c``, see fastpath).
 
         It mirrors the decoders above node for node: the same classes, ranges and slot setters.
         Sums other than Option (and byte arrays) are left to their Python decoder ("call").
         """
         if isinstance(ty, RefType):
-            if ty.index in self._variants:
-                return ("call", self.decoder(ty))
             target = self.resolve(ty)
+            if ty.index in self._variants and isinstance(target, SumType):
+                return ("variant", tuple(v.name or str(i) for i, v in enumerate(target.variants)),
+                        tuple(c.make for c in self._variants[ty.index]),
+                        tuple(self.plan(v.type) for v in target.variants))
             if isinstance(target, ProductType) and target.special is None and target.elements:
                 return self._product_plan(target, self.class_for(ty))
             return self.plan(target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 
 from rx_spacetimedb.errors import ProtocolError, SchemaError
+from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, loads_exact, parse_exact
 from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec, field_name
 from rx_spacetimedb.protocol.types import (
@@ -70,26 +70,6 @@ class ProcedureDef:
     name: str
     params: ProductType
     return_type: AlgebraicType
-
-
-_FALLBACK = object()  # the C row parser's answer for a row it leaves to the Python decoder
-
-
-def _load_row_parser() -> Any:
-    """The optional C row parser (``_rowparser.c``), or None: not built here (no C compiler at
-    install), or switched off with ``RX_SPACETIMEDB_PURE_PYTHON=1``. It is a fast path only: any
-    row it does not take goes to the Python decoders, which stay the reference."""
-    if os.environ.get("RX_SPACETIMEDB_PURE_PYTHON", "") not in ("", "0"):
-        return None
-    try:
-        from rx_spacetimedb.protocol import _rowparser
-    except ImportError:
-        return None
-    _rowparser.configure(_FALLBACK, (ProtocolError, KeyError), loads_exact)
-    return _rowparser
-
-
-_ROW_PARSER = _load_row_parser()
 
 
 def parse_json_exact(text: str | bytes) -> Any:
@@ -207,7 +187,7 @@ class ModuleSchema:
         self._raw = dict(raw) if raw is not None else None
         self._row_decoders: dict[str, Decoder] = {}
         self._wide_rows: dict[str, bool] = {}
-        self._row_plans: dict[str, Any] = {}  # table -> compiled plan of the C row parser, or None
+        self._row_plans: dict[str, Any] = {}  # table -> compiled plan of the C parser, or None
 
     def __repr__(self) -> str:
         return (f"<ModuleSchema tables={list(self.tables)} reducers={list(self.reducers)} "
@@ -347,25 +327,23 @@ class ModuleSchema:
         return wide
 
     def _row_plan(self, table: str) -> Any:
-        """The C row parser's compiled plan for this table's rows (None without the parser)."""
+        """The C parser's compiled plan for this table's rows (None without it: see fastpath)."""
         try:
             return self._row_plans[table]
         except KeyError:
             pass
         plan = None
-        if _ROW_PARSER is not None:
-            plan = _ROW_PARSER.compile(self.codec.plan(RefType(self.table(table).product_type_ref)))
+        if PARSER is not None:
+            plan = PARSER.compile(self.codec.plan(RefType(self.table(table).product_type_ref)))
         self._row_plans[table] = plan
         return plan
 
     def decode_row(self, table: str, text: str | bytes) -> Any:
         """Decode one row string (object-keyed or positional) to the table's row object."""
-        plan = self._row_plans.get(table, _FALLBACK)
-        if plan is _FALLBACK:
-            plan = self._row_plan(table)
+        plan = self._row_plans[table] if table in self._row_plans else self._row_plan(table)
         if plan is not None:
-            row = _ROW_PARSER.decode(plan, text)
-            if row is not _FALLBACK:
+            row = PARSER.decode(plan, text)
+            if row is not FALLBACK:
                 return row
         return self._decode_row_python(table, text)
 
@@ -412,9 +390,9 @@ class ModuleSchema:
         def slow(text: str | bytes) -> Any:
             return _decode_text(key_of, text, table, wide)
 
-        if _ROW_PARSER is None:
+        if PARSER is None:
             return slow
-        parser = _ROW_PARSER
+        parser = PARSER
         skip = ("skip",)
         plan = parser.compile(("key", tuple(product.names), tuple(
             self.codec.plan(e.type) if c in columns else skip for c, e in enumerate(product.elements)),
@@ -422,7 +400,7 @@ class ModuleSchema:
 
         def fast(text: str | bytes) -> Any:
             key = parser.decode(plan, text)
-            return slow(text) if key is _FALLBACK else key
+            return slow(text) if key is FALLBACK else key
 
         return fast
 
@@ -430,7 +408,7 @@ class ModuleSchema:
         """Decode many row strings of one table."""
         plan = self._row_plan(table)
         if plan is not None:
-            return _ROW_PARSER.decode_all(plan, texts, lambda text: self._decode_row_python(table, text))  # type: ignore[no-any-return]
+            return PARSER.decode_all(plan, texts, lambda text: self._decode_row_python(table, text))  # type: ignore[no-any-return]
         return [self._decode_row_python(table, t) for t in texts]
 
     def encode_row(self, table: str, row: Any, form: Form = "C") -> str:

@@ -1,13 +1,13 @@
-/* Schema-directed row parser: JSON row text straight to typed Python values, without the lists,
- * dicts and strings a generic parser builds first.
+/* Type-directed JSON parser: a row's or a frame's text straight to typed Python values, without
+ * the lists, dicts and strings a generic parser builds first.
  *
- * An optional accelerator for rx_spacetimedb.protocol.schema; the pure-Python path is the
+ * An optional accelerator (rx_spacetimedb/protocol/fastpath.py); the pure-Python decoders are the
  * reference. It is a fast path only, like the generated decoders in sats.py: it takes the values
  * the server writes in the shapes it writes them, and for anything else (another field order, an
  * escape in a string, a value out of range, invalid JSON, ...) it answers FALLBACK and the caller
  * decodes that row with the Python decoder, which decodes it or raises the right ProtocolError.
  * So this file decides nothing about what is valid: where it answers, it must answer exactly what
- * the Python decoder answers (tests/protocol/test_rowparser.py checks that).
+ * the Python decoder answers (tests/protocol/test_typedjson.py checks that).
  *
  * A plan (nested tuples built by TypeCodec.row_plan) is compiled once into a tree of nodes.
  */
@@ -27,7 +27,7 @@
 
 enum {
     OP_INT, OP_STR, OP_BOOL, OP_F64, OP_F32, OP_SPECIAL, OP_OPTION, OP_PRODUCT, OP_ARRAY,
-    OP_UNIT, OP_CALL, OP_SKIP, OP_KEY
+    OP_UNIT, OP_CALL, OP_SKIP, OP_KEY, OP_VARIANT
 };
 
 typedef struct Node {
@@ -54,6 +54,7 @@ typedef struct Node {
     Py_ssize_t *columns;        /* OP_KEY: the key columns */
     Py_ssize_t ncolumns;
     struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
+    PyObject **makers;          /* OP_VARIANT: per variant, a callable on the payload, or None */
     PyObject *decoder;          /* OP_CALL */
 } Node;
 
@@ -80,11 +81,13 @@ static void free_node(Node *node) {
     Py_XDECREF(node->decoder);
     for (Py_ssize_t i = 0; i < node->nsetters; i++) Py_XDECREF(node->setters[i]);
     for (Py_ssize_t i = 0; i < node->n; i++) {
+        if (node->makers) Py_XDECREF(node->makers[i]);
         if (node->names) Py_XDECREF(node->names[i]);
         if (node->fields) free_node(node->fields[i]);
     }
     PyMem_Free(node->setters);
     PyMem_Free(node->offsets);
+    PyMem_Free(node->makers);
     PyMem_Free(node->names);
     PyMem_Free(node->fields);
     PyMem_Free(node->columns);
@@ -219,6 +222,17 @@ static Node *compile_node(PyObject *plan, int depth) {
             if (!PyType_Check(ARG(1)) || !PyTuple_Check(ARG(3)) || PyTuple_GET_SIZE(ARG(3)) != node->n) goto bad;
             if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
         }
+    } else if (tag_is(tag, "variant")) {    /* ("variant", names, makers, payload plans) */
+        NEED(4);
+        node->op = OP_VARIANT;
+        if (compile_fields(node, ARG(1), ARG(3), depth) < 0) goto fail;
+        if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
+        node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
+        if (!node->makers) { PyErr_NoMemory(); goto fail; }
+        for (Py_ssize_t i = 0; i < node->n; i++) {
+            node->makers[i] = Py_NewRef(PyTuple_GET_ITEM(ARG(2), i));
+            if (node->makers[i] != Py_None && !PyCallable_Check(node->makers[i])) goto bad;
+        }
     } else if (tag_is(tag, "key")) {        /* ("key", names, fields, columns): a row's key alone */
         NEED(4);
         node->op = OP_KEY;
@@ -299,6 +313,119 @@ static int scan_plain_string(Parser *p, Py_ssize_t *start, Py_ssize_t *end) {
         p->pos++;
     }
     return 0;
+}
+
+static PyObject *slice(Parser *p, Py_ssize_t start, Py_ssize_t end);
+
+static int hex4(Parser *p, Py_ssize_t at) {
+    if (p->len - at < 4) return -1;
+    int value = 0;
+    for (int i = 0; i < 4; i++) {
+        int nibble = HEX[p->s[at + i]];
+        if (nibble < 0) return -1;
+        value = value << 4 | nibble;
+    }
+    return value;
+}
+
+/* A JSON string with escapes, its opening quote at `start`: decoded into UTF-8, then a str.
+ * FB for what is not JSON (a control character, a bad escape, a lone surrogate). */
+static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
+    Py_ssize_t cap = 64, n = 0;
+    char *buf = PyMem_Malloc(cap);
+    PyObject *result = FB;
+    if (buf == NULL) return PyErr_NoMemory();
+    p->pos = start + 1;
+    while (p->pos < p->len) {
+        if (cap - n < 8) {                  /* room for one escape's bytes */
+            char *bigger = PyMem_Realloc(buf, cap * 2);
+            if (bigger == NULL) { result = PyErr_NoMemory(); goto done; }
+            buf = bigger;
+            cap *= 2;
+        }
+        unsigned char c = p->s[p->pos];
+        if (c == '"') {
+            p->pos++;
+            result = PyUnicode_DecodeUTF8(buf, n, NULL);
+            goto done;
+        }
+        if (c < 0x20) goto done;
+        if (c != '\\') {                   /* a run of plain bytes */
+            Py_ssize_t run = p->pos;
+            while (run < p->len && p->s[run] != '"' && p->s[run] != '\\' && p->s[run] >= 0x20) run++;
+            Py_ssize_t k = run - p->pos;
+            if (cap - n < k + 8) {
+                Py_ssize_t want = cap;
+                while (want - n < k + 8) want *= 2;
+                char *bigger = PyMem_Realloc(buf, want);
+                if (bigger == NULL) { result = PyErr_NoMemory(); goto done; }
+                buf = bigger;
+                cap = want;
+            }
+            memcpy(buf + n, p->s + p->pos, (size_t)k);
+            n += k;
+            p->pos = run;
+            continue;
+        }
+        if (p->pos + 1 >= p->len) goto done;
+        c = p->s[p->pos + 1];
+        p->pos += 2;
+        switch (c) {
+        case '"': buf[n++] = '"'; break;
+        case '\\': buf[n++] = '\\'; break;
+        case '/': buf[n++] = '/'; break;
+        case 'b': buf[n++] = '\b'; break;
+        case 'f': buf[n++] = '\f'; break;
+        case 'n': buf[n++] = '\n'; break;
+        case 'r': buf[n++] = '\r'; break;
+        case 't': buf[n++] = '\t'; break;
+        case 'u': {
+            int cp = hex4(p, p->pos);
+            if (cp < 0) goto done;
+            p->pos += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) goto done;      /* a lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {                /* must be followed by a low one */
+                if (p->len - p->pos < 6 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') goto done;
+                int low = hex4(p, p->pos + 2);
+                if (low < 0xDC00 || low > 0xDFFF) goto done;
+                p->pos += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            if (cp < 0x80) {
+                buf[n++] = (char)cp;
+            } else if (cp < 0x800) {
+                buf[n++] = (char)(0xC0 | cp >> 6);
+                buf[n++] = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                buf[n++] = (char)(0xE0 | cp >> 12);
+                buf[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+                buf[n++] = (char)(0x80 | (cp & 0x3F));
+            } else {
+                buf[n++] = (char)(0xF0 | cp >> 18);
+                buf[n++] = (char)(0x80 | (cp >> 12 & 0x3F));
+                buf[n++] = (char)(0x80 | (cp >> 6 & 0x3F));
+                buf[n++] = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default:
+            goto done;
+        }
+    }
+done:
+    PyMem_Free(buf);
+    return result;
+}
+
+/* A JSON string value. */
+static PyObject *parse_string(Parser *p) {
+    Py_ssize_t start, end;
+    skip_ws(p);
+    Py_ssize_t quote = p->pos;
+    if (scan_plain_string(p, &start, &end)) return slice(p, start, end);
+    if (quote < p->len && p->s[quote] == '"' && p->pos < p->len && p->s[p->pos] == '\\')
+        return parse_escaped_string(p, quote);
+    return FB;
 }
 
 /* The next token is the object key `name` (no escapes), then a colon. */
@@ -670,6 +797,42 @@ done:
     return result;
 }
 
+/* {"Name": payload} or [tag, payload], then the variant's maker on the payload. */
+static PyObject *parse_variant(Parser *p, Node *node) {
+    Py_ssize_t tag = -1, start, end;
+    skip_ws(p);
+    Py_UCS4 open = PEEK(p);
+    p->pos++;
+    if (open == '{') {
+        if (!scan_plain_string(p, &start, &end) || !take(p, ':')) return FB;
+        for (Py_ssize_t i = 0; i < node->n && tag < 0; i++) {
+            Py_ssize_t n;
+            const char *name = PyUnicode_AsUTF8AndSize(node->names[i], &n);
+            if (name == NULL) return NULL;
+            if (n == end - start && memcmp(p->s + start, name, (size_t)n) == 0) tag = i;
+        }
+    } else if (open == '[') {
+        skip_ws(p);
+        Py_UCS4 c = PEEK(p);
+        if (c == '0') {
+            tag = 0;
+            p->pos++;
+        } else {
+            for (tag = 0; (c = PEEK(p)) >= '0' && c <= '9' && tag <= node->n; p->pos++) tag = tag * 10 + (c - '0');
+            if (tag == 0) tag = -1;
+        }
+        if (!take(p, ',')) return FB;
+    }
+    if (tag < 0 || tag >= node->n) return FB;
+    PyObject *payload = parse(p, node->fields[tag]);
+    if (payload == NULL || payload == FB) return payload;
+    if (!take(p, open == '{' ? '}' : ']')) { Py_DECREF(payload); return FB; }
+    if (node->makers[tag] == Py_None) return payload;
+    PyObject *value = PyObject_CallOneArg(node->makers[tag], payload);
+    Py_DECREF(payload);
+    return value ? value : fallback_or_raise();
+}
+
 static PyObject *parse_call(Parser *p, Node *node) {
     skip_ws(p);
     Py_ssize_t start = p->pos;
@@ -694,8 +857,7 @@ static PyObject *parse(Parser *p, Node *node) {
     case OP_INT:
         return parse_int(p, node);
     case OP_STR:
-        if (!scan_plain_string(p, &start, &end)) return FB;
-        return slice(p, start, end);
+        return parse_string(p);
     case OP_BOOL:
         skip_ws(p);
         if (PEEK(p) == 't') return take_word(p, "true") ? Py_NewRef(Py_True) : FB;
@@ -792,6 +954,8 @@ static PyObject *parse(Parser *p, Node *node) {
         return parse_call(p, node);
     case OP_KEY:
         return parse_key(p, node);
+    case OP_VARIANT:
+        return parse_variant(p, node);
     default:                                /* OP_SKIP stands only in a key plan's fields */
         return FB;
     }
@@ -811,7 +975,7 @@ static void plan_dealloc(PlanObject *self) {
 
 static PyTypeObject PlanType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rx_spacetimedb.protocol._rowparser.Plan",
+    .tp_name = "rx_spacetimedb.protocol._typedjson.Plan",
     .tp_basicsize = sizeof(PlanObject),
     .tp_dealloc = (destructor)plan_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -904,10 +1068,10 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_rowparser", "Schema-directed row parser (optional accelerator).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_typedjson", "Type-directed JSON parser (optional accelerator).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__rowparser(void) {
+PyMODINIT_FUNC PyInit__typedjson(void) {
     for (int c = 0; c < 256; c++)
         HEX[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
                                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1);

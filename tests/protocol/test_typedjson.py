@@ -1,4 +1,4 @@
-"""The C row parser (``_rowparser.c``) against the Python decoders, which are the reference.
+"""The C parser (``_typedjson.c``) against the Python decoders, which are the reference.
 
 It is a fast path only: on any text, valid or not, a schema must give with it exactly what it gives
 without it, the same value (same types, same float bits) or the same ProtocolError.
@@ -20,7 +20,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rx_spacetimedb.errors import ProtocolError
-from rx_spacetimedb.protocol import ModuleSchema, TableDef
+from rx_spacetimedb.protocol import (
+    ModuleSchema,
+    TableDef,
+    codec,
+    decode_server_message,
+    encode_server_message,
+    fastpath,
+)
 from rx_spacetimedb.protocol import schema as schema_module
 from rx_spacetimedb.protocol.jsontext import dumps, format_f32, format_f64, loads_exact
 from rx_spacetimedb.protocol.types import (
@@ -43,11 +50,15 @@ from rx_spacetimedb.protocol.types import (
     RefType,
     option_of,
 )
+from tests.protocol._examples import SERVER_EXAMPLES
+from tests.protocol._examples import example as example_frame
 from tests.protocol._strategies import LEAF_TYPES, canon, types, values
 from tests.protocol.test_fast_decode import PLAYER, POINT, mutate
+from tests.protocol.test_fuzz import SERVER_DOCS, mutated_json, mutated_text
+from tests.protocol.test_properties import SERVER_MESSAGES
 
-pytestmark = pytest.mark.skipif(schema_module._ROW_PARSER is None,
-                                reason="the C row parser is not built here (no C compiler at install?)")
+pytestmark = pytest.mark.skipif(fastpath.PARSER is None,
+                                reason="the C parser is not built here (no C compiler at install?)")
 
 FAST = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -188,7 +199,7 @@ def test_row_texts_decode_as_without_the_parser(text: str, monkeypatch: pytest.M
     fast, slow = both(schema, "t", text)
     assert fast == slow
     key = schema.key_decoder("t")
-    monkeypatch.setattr(schema_module, "_ROW_PARSER", None)
+    monkeypatch.setattr(schema_module, "PARSER", None)
     python_key = schema.key_decoder("t")
     assert key is not None and python_key is not None and key is not python_key
     assert outcome(key, text) == outcome(python_key, text)
@@ -266,7 +277,7 @@ def test_decoding_leaks_no_references() -> None:
 def test_the_parser_is_used_here_and_can_be_switched_off() -> None:
     schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
     assert schema._row_plan("t") is not None
-    code = "from rx_spacetimedb.protocol import schema; print(schema._ROW_PARSER is None)"
+    code = "from rx_spacetimedb.protocol import fastpath; print(fastpath.PARSER is None)"
     for value, expected in (("1", "True"), ("0", "False")):
         env = {**os.environ, "RX_SPACETIMEDB_PURE_PYTHON": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -275,9 +286,72 @@ def test_the_parser_is_used_here_and_can_be_switched_off() -> None:
 
 
 def test_bad_plans_are_refused_at_compile() -> None:
-    parser = schema_module._ROW_PARSER
+    parser = fastpath.PARSER
     for plan in [(), ("nope",), ("int", 0), ("product", int, ("a",), None, ()), ("option",),
                  ("special", "k", int, None, ("str",)), ("key", ("a",), (("skip",),), (0,)),
                  ("key", ("a",), (("str",),), (1,)), ("call", 5)]:
         with pytest.raises((ValueError, TypeError)):
             parser.compile(plan)
+
+
+# -- whole frames: decode_server_message with and without the parser ------------------------------
+
+def frame_outcome(text: str | bytes) -> Any:
+    try:
+        return "ok", exact(decode_server_message(text))
+    except ProtocolError as err:
+        return type(err).__name__, err.reason, err.path, err.raw
+
+
+def frame_both(text: str | bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    fast = frame_outcome(text)
+    with monkeypatch.context() as patch:
+        patch.setattr(codec, "_FRAME_PLAN", None)
+        slow = frame_outcome(text)
+    return fast, slow
+
+
+@pytest.mark.parametrize("name", SERVER_EXAMPLES)
+def test_every_example_frame_takes_the_fast_path_to_the_same_message(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = example_frame(name)
+    assert fastpath.PARSER.decode(codec._FRAME_PLAN, frame) is not fastpath.FALLBACK
+    fast, slow = frame_both(frame, monkeypatch)
+    assert fast == slow and fast[0] == "ok"
+
+
+@FAST
+@given(SERVER_MESSAGES, st.data())
+def test_frames_decode_as_without_the_parser(message: Any, data: st.DataObject) -> None:
+    frame = encode_server_message(message)
+    document = json.loads(frame)
+    texts = [frame, json.dumps(document, indent=1), json.dumps(document, ensure_ascii=True),
+             json.dumps(data.draw(mutated_json(document), label="mutated")),
+             data.draw(mutated_text(frame), label="edited"), frame[:data.draw(st.integers(0, len(frame)))]]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for text in texts:
+            fast, slow = frame_both(text, monkeypatch)
+            assert fast == slow, text
+    assert exact(decode_server_message(frame)) == exact(message)
+
+
+@FAST
+@given(st.sampled_from(SERVER_DOCS).flatmap(mutated_json))
+def test_mutated_example_frames_decode_as_without_the_parser(document: Any) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = frame_both(json.dumps(document, separators=(",", ":")), monkeypatch)
+        assert fast == slow
+
+
+@pytest.mark.parametrize("text", [
+    '"a\\"b\\\\c\\/d\\b\\f\\n\\r\\t"', '"\\u00e9\\u20ac\\ud83d\\ude00"', '"\\ud800"', '"\\udc00x"',
+    '"\\ud800\\u0041"', '"\\u12"', '"\\x"', '"a\\', '"tab\tin"', '"\\u0000"', '"é😀\\n"',
+])
+def test_escaped_strings_decode_as_without_the_parser(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = ('{"TransactionUpdate":{"status":{"Failed":' + text + '},"timestamp":'
+             '{"__timestamp_micros_since_unix_epoch__":1},"caller_identity":{"__identity__":"0x1"},"caller_connection_id":{"__connection_id__":'
+             '340282366920938463463374607431768211455},"reducer_call":{"reducer_name":"r","reducer_id":0,'
+             '"args":"[]","request_id":1},"energy_quanta_used":{"quanta":2},"total_host_execution_duration":'
+             '{"__time_duration_micros__":3}}}')
+    fast, slow = frame_both(frame, monkeypatch)
+    assert fast == slow

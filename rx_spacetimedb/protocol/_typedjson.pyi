@@ -1,4 +1,4 @@
-"""Types of the optional C row parser (``_rowparser.c``); see ``schema.py`` for its use."""
+"""Types of the optional C row parser (``_typedjson.c``); see ``schema.py`` for its use."""
 
 from collections.abc import Callable, Sequence
 from typing import Any, final
