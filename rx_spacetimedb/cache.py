@@ -239,7 +239,6 @@ class ClientCache:
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
         self._keys: dict[tuple[ModuleSchema, str], Callable[[Any], Any] | None] = {}
-        self._delete_keys: dict[tuple[ModuleSchema, str], Callable[[str], Any]] = {}
         self._warned_tables: set[str] = set()
 
     # -- what the connection sends ---------------------------------------------------------
@@ -501,32 +500,30 @@ class ClientCache:
                     self._warned_tables.add(name)
                     log.warning("rows of table %r, which the schema does not know, are not cached", name)
                 continue
-            decoder = schema.decode_row
             key_of = self._key_of(schema, name)
-            # A deleted row is looked up by key (its value comes from the cache): decode only the key.
-            delete_key = self._delete_key(schema, name)
             per_key = changes.setdefault(name, {})
             for query in update.updates:
-                if deletes:
-                    for text in query.deletes:
-                        per_key.setdefault(delete_key(text), _Change()).deleted += 1
-                if inserts:
-                    for text in query.inserts:
-                        row = decoder(name, text)
-                        change = per_key.setdefault(row if key_of is None else key_of(row), _Change())
+                if deletes and query.deletes:
+                    # A deleted row is looked up by key (its value comes from the cache): decode only
+                    # the key; without a primary key the whole row is the key.
+                    keys = (schema.decode_rows(name, query.deletes) if key_of is None
+                            else schema.decode_keys(name, query.deletes))
+                    for key in keys:
+                        change = per_key.get(key)
+                        if change is None:
+                            change = per_key[key] = _Change()
+                        change.deleted += 1
+                if inserts and query.inserts:
+                    rows = schema.decode_rows(name, query.inserts)
+                    for key, row in zip(rows if key_of is None else map(key_of, rows), rows, strict=True):
+                        change = per_key.get(key)
+                        if change is None:
+                            change = per_key[key] = _Change()
                         change.inserted += 1
                         change.row = row
         if changes:
             self._ensure_tables(schema, changes)
         return changes
-
-    def _delete_key(self, schema: ModuleSchema, table: str) -> Callable[[str], Any]:
-        """Row string -> cache key: the decoded primary key, or the whole row without one."""
-        found = self._delete_keys.get((schema, table))
-        if found is None:
-            found = schema.key_decoder(table) or (lambda text: schema.decode_row(table, text))
-            self._delete_keys[(schema, table)] = found
-        return found
 
     def _ensure_tables(self, schema: ModuleSchema, names: Iterable[str]) -> None:
         for name in names:

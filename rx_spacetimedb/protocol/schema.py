@@ -188,6 +188,7 @@ class ModuleSchema:
         self._row_decoders: dict[str, Decoder] = {}
         self._wide_rows: dict[str, bool] = {}
         self._row_plans: dict[str, Any] = {}  # table -> compiled plan of the C parser, or None
+        self._key_decoders: dict[str, tuple[Any, Callable[[str | bytes], Any]] | None] = {}
 
     def __repr__(self) -> str:
         return (f"<ModuleSchema tables={list(self.tables)} reducers={list(self.reducers)} "
@@ -359,8 +360,37 @@ class ModuleSchema:
 
         Decoding only the key is what a cache needs for a deleted row; None if the table has none.
         """
+        parts = self._key_parts(table)
+        if parts is None:
+            return None
+        plan, slow = parts
+        if plan is None:
+            return slow
+        parser = PARSER
+
+        def fast(text: str | bytes) -> Any:
+            key = parser.decode(plan, text)
+            return slow(text) if key is FALLBACK else key
+
+        return fast
+
+    def decode_keys(self, table: str, texts: Sequence[str]) -> list[Any]:
+        """The primary keys of many row strings of one table (``key_decoder``'s, in one call)."""
+        parts = self._key_parts(table)
+        if parts is None:
+            raise SchemaError(f"table {table!r} has no primary key")
+        plan, slow = parts
+        if plan is not None:
+            return PARSER.decode_all(plan, texts, slow)  # type: ignore[no-any-return]
+        return [slow(t) for t in texts]
+
+    def _key_parts(self, table: str) -> tuple[Any, Callable[[str | bytes], Any]] | None:
+        """(the C parser's key plan or None, the Python key decoder) of a table; None: no key."""
+        if table in self._key_decoders:
+            return self._key_decoders[table]
         columns = self.primary_key(table)
         if not columns:
+            self._key_decoders[table] = None
             return None
         product = self.row_product(table)
         parts = [(c, product.names[c], self.codec.decoder(product.elements[c].type)) for c in columns]
@@ -390,19 +420,14 @@ class ModuleSchema:
         def slow(text: str | bytes) -> Any:
             return _decode_text(key_of, text, table, wide)
 
-        if PARSER is None:
-            return slow
-        parser = PARSER
-        skip = ("skip",)
-        plan = parser.compile(("key", tuple(product.names), tuple(
-            self.codec.plan(e.type) if c in columns else skip for c, e in enumerate(product.elements)),
-            columns))
-
-        def fast(text: str | bytes) -> Any:
-            key = parser.decode(plan, text)
-            return slow(text) if key is FALLBACK else key
-
-        return fast
+        plan = None
+        if PARSER is not None:
+            skip = ("skip",)
+            plan = PARSER.compile(("key", tuple(product.names), tuple(
+                self.codec.plan(e.type) if c in columns else skip for c, e in enumerate(product.elements)),
+                columns))
+        self._key_decoders[table] = (plan, slow)
+        return plan, slow
 
     def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
         """Decode many row strings of one table."""
