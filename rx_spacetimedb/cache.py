@@ -139,28 +139,44 @@ def primary_key_getter(schema: ModuleSchema, table: str) -> Callable[[Any], Any]
     None when the table has no primary key. Works on generated rows, user dataclasses and tuples
     alike, because it reads columns by position.
     """
+    return _key_getter(schema, table)
+
+
+def _key_getter(schema: ModuleSchema, table: str) -> _KeyGetter | None:
     columns = schema.primary_key(table)
-    if not columns:
-        return None
-    names = schema.row_product(table).names
-    getters: dict[type, Callable[[Any], Any]] = {}
+    return _KeyGetter(columns, schema.row_product(table).names) if columns else None
 
-    def build(cls: type) -> Callable[[Any], Any]:
-        if issubclass(cls, tuple):
-            return operator.itemgetter(*columns)
-        if dataclasses.is_dataclass(cls):
-            fields = dataclasses.fields(cls)
-            return operator.attrgetter(*(fields[c].name for c in columns))
-        return operator.attrgetter(*(field_name(names[c]) for c in columns))
 
-    def key_of(row: Any) -> Any:
-        cls = type(row)
-        getter = getters.get(cls)
+class _KeyGetter:
+    """Row -> primary key, with a C-level getter per row class (see ``primary_key_getter``)."""
+
+    __slots__ = ("_columns", "_getters", "_names")
+
+    def __init__(self, columns: tuple[int, ...], names: tuple[str, ...]) -> None:
+        self._columns, self._names = columns, names
+        self._getters: dict[type, Callable[[Any], Any]] = {}
+
+    def _getter(self, cls: type) -> Callable[[Any], Any]:
+        getter = self._getters.get(cls)
         if getter is None:
-            getter = getters[cls] = build(cls)
-        return getter(row)
+            if issubclass(cls, tuple):
+                getter = operator.itemgetter(*self._columns)
+            elif dataclasses.is_dataclass(cls):
+                fields = dataclasses.fields(cls)
+                getter = operator.attrgetter(*(fields[c].name for c in self._columns))
+            else:
+                getter = operator.attrgetter(*(field_name(self._names[c]) for c in self._columns))
+            self._getters[cls] = getter
+        return getter
 
-    return key_of
+    def __call__(self, row: Any) -> Any:
+        return self._getter(type(row))(row)
+
+    def many(self, rows: list[Any]) -> Iterable[Any]:
+        """The keys of many rows; one getter for them all when they are of one class (decoded rows)."""
+        if rows and len(set(map(type, rows))) == 1:
+            return map(self._getter(type(rows[0])), rows)
+        return map(self, rows)
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -191,17 +207,10 @@ class _State:
         self.has_legacy = False
 
 
-class _Change:
-    """Deleted/inserted occurrences of one key within one message, and the last inserted row."""
-
-    __slots__ = ("deleted", "inserted", "row")
-
-    def __init__(self) -> None:
-        self.deleted = 0
-        self.inserted = 0
-        self.row: Any = None
-
-
+# What one message does to one key: [deleted occurrences, inserted occurrences, last inserted row].
+# A list, not a class: one is made per changed row, and a list literal costs a fraction of a call.
+_Change = list[Any]
+_DELETED, _INSERTED, _ROW = 0, 1, 2
 _Changes = dict[str, dict[Any, _Change]]
 
 _ANY_REQUEST = -1
@@ -238,7 +247,7 @@ class ClientCache:
         self._pending_subs: dict[int, tuple[str, ...]] = {}
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
-        self._keys: dict[tuple[ModuleSchema, str], Callable[[Any], Any] | None] = {}
+        self._keys: dict[tuple[ModuleSchema, str], _KeyGetter | None] = {}
         self._warned_tables: set[str] = set()
 
     # -- what the connection sends ---------------------------------------------------------
@@ -483,10 +492,10 @@ class ClientCache:
 
     # -- decoding and applying ---------------------------------------------------------------
 
-    def _key_of(self, schema: ModuleSchema, table: str) -> Callable[[Any], Any] | None:
+    def _key_of(self, schema: ModuleSchema, table: str) -> _KeyGetter | None:
         slot = (schema, table)
         if slot not in self._keys:
-            self._keys[slot] = primary_key_getter(schema, table)
+            self._keys[slot] = _key_getter(schema, table)
         return self._keys[slot]
 
     def _decode(self, tables: Iterable[TableUpdate], *, inserts: bool, deletes: bool) -> _Changes:
@@ -511,16 +520,18 @@ class ClientCache:
                     for key in keys:
                         change = per_key.get(key)
                         if change is None:
-                            change = per_key[key] = _Change()
-                        change.deleted += 1
+                            per_key[key] = [1, 0, None]
+                        else:
+                            change[_DELETED] += 1
                 if inserts and query.inserts:
                     rows = schema.decode_rows(name, query.inserts)
-                    for key, row in zip(rows if key_of is None else map(key_of, rows), rows, strict=True):
+                    for key, row in zip(rows if key_of is None else key_of.many(rows), rows, strict=True):
                         change = per_key.get(key)
                         if change is None:
-                            change = per_key[key] = _Change()
-                        change.inserted += 1
-                        change.row = row
+                            per_key[key] = [0, 1, row]
+                        else:
+                            change[_INSERTED] += 1
+                            change[_ROW] = row
         if changes:
             self._ensure_tables(schema, changes)
         return changes
@@ -547,8 +558,8 @@ class ClientCache:
         for name, per_key in changes.items():
             table = state.tables[name]
             legacy = state.legacy.setdefault(name, {})
-            for key, change in per_key.items():
-                new = max(table.counts.get(key, 0) - change.deleted, 0) + change.inserted
+            for key, (deleted, inserted, _) in per_key.items():
+                new = max(table.counts.get(key, 0) - deleted, 0) + inserted
                 held = new if only_legacy else min(legacy.get(key, 0), new)
                 if held:
                     legacy[key] = held
@@ -565,16 +576,16 @@ class ClientCache:
         for name, old in state.legacy.items():
             per_key = changes.setdefault(name, {})
             for key, count in old.items():
-                per_key.setdefault(key, _Change()).deleted = count
+                per_key[key] = [count, 0, None]
         new_legacy: dict[str, dict[Any, int]] = {}
         for name, per_key_new in new_changes.items():
             per_key = changes.setdefault(name, {})
             counts = new_legacy.setdefault(name, {})
-            for key, new in per_key_new.items():
-                change = per_key.setdefault(key, _Change())
-                change.inserted = new.inserted
-                change.row = new.row
-                counts[key] = new.inserted
+            for key, (_, inserted, row) in per_key_new.items():
+                change = per_key.setdefault(key, [0, 0, None])
+                change[_INSERTED] = inserted
+                change[_ROW] = row
+                counts[key] = inserted
         state.legacy = new_legacy
         state.has_legacy = True
         return self._commit(changes, "subscribe", message, spec_updates=False)
@@ -593,12 +604,14 @@ class ClientCache:
             inserted: list[Any] = []
             deleted: list[Any] = []
             updated: list[tuple[Any, Any]] = []
-            for key, change in per_key.items():
+            has_pk = table.has_pk
+            for key, (minus, plus, row) in per_key.items():
                 old = counts.get(key, 0)
-                if change.deleted > old:
+                if minus > old:
                     log.warning("%s: delete of %d occurrence(s) of %r, but the cache holds %d",
-                                name, change.deleted, key, old)
-                new = max(old - change.deleted, 0) + change.inserted
+                                name, minus, key, old)
+                    minus = old
+                new = old - minus + plus
                 if new == 0:
                     if old:
                         deleted.append(rows.pop(key))
@@ -606,13 +619,13 @@ class ClientCache:
                     continue
                 counts[key] = new
                 if not old:
-                    rows[key] = change.row
-                    inserted.append(change.row)
-                elif change.inserted:
+                    rows[key] = row
+                    inserted.append(row)
+                elif plus:
                     previous = rows[key]
-                    rows[key] = change.row
-                    if table.has_pk and ((spec_updates and change.deleted) or previous != change.row):
-                        updated.append((previous, change.row))
+                    rows[key] = row
+                    if has_pk and ((spec_updates and minus) or previous != row):
+                        updated.append((previous, row))
             diff = TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
             if diff:
                 diffs.append(diff)
