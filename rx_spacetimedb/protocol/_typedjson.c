@@ -726,6 +726,12 @@ static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
             return NULL;
         }
     }
+    /* Like a tuple of atomic values (CPython untracks those too): an object holding only values the
+     * garbage collector does not track cannot be part of a cycle, so the collector need not visit it.
+     * Large caches of rows then cost full collections nothing. */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyObject_IS_GC(values[i]) && PyObject_GC_IsTracked(values[i])) return obj;
+    if (PyObject_GC_IsTracked(obj)) PyObject_GC_UnTrack(obj);
     return obj;
 }
 

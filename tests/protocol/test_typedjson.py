@@ -355,3 +355,13 @@ def test_escaped_strings_decode_as_without_the_parser(text: str, monkeypatch: py
              '{"__time_duration_micros__":3}}}')
     fast, slow = frame_both(frame, monkeypatch)
     assert fast == slow
+
+
+def test_rows_of_atomic_values_are_left_out_of_the_garbage_collectors_walks() -> None:
+    import gc
+    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
+    row = schema.decode_row("t", '[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]')
+    assert not gc.is_tracked(row) and not gc.is_tracked(row.identity) and not gc.is_tracked(row.where)
+    holder = one_table(ProductType((Element("a", ArrayType(STRING)),)))
+    with_tuple = holder.decode_row("t", '[["x"]]')
+    assert gc.is_tracked(with_tuple)  # it holds a (tracked) tuple: the collector keeps walking it
