@@ -8,6 +8,7 @@ caller supplies its own.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -188,6 +189,7 @@ class ModuleSchema:
         self._row_decoders: dict[str, Decoder] = {}
         self._wide_rows: dict[str, bool] = {}
         self._row_plans: dict[str, Any] = {}  # table -> compiled plan of the C parser, or None
+        self._python_rows: dict[str, Callable[[str | bytes], Any]] = {}  # its fallback, per table
         self._key_decoders: dict[str, tuple[Any, Callable[[str | bytes], Any]] | None] = {}
 
     def __repr__(self) -> str:
@@ -336,6 +338,7 @@ class ModuleSchema:
         plan = None
         if PARSER is not None:
             plan = PARSER.compile(self.codec.plan(RefType(self.table(table).product_type_ref)))
+            self._python_rows[table] = functools.partial(self._decode_row_python, table)
         self._row_plans[table] = plan
         return plan
 
@@ -431,9 +434,11 @@ class ModuleSchema:
 
     def decode_rows(self, table: str, texts: Sequence[str]) -> list[Any]:
         """Decode many row strings of one table."""
-        plan = self._row_plan(table)
+        if not texts:  # most QueryUpdates of a transaction have no deletes, or no inserts
+            return []
+        plan = self._row_plans[table] if table in self._row_plans else self._row_plan(table)
         if plan is not None:
-            return PARSER.decode_all(plan, texts, lambda text: self._decode_row_python(table, text))  # type: ignore[no-any-return]
+            return PARSER.decode_all(plan, texts, self._python_rows[table])  # type: ignore[no-any-return]
         return [self._decode_row_python(table, t) for t in texts]
 
     def encode_row(self, table: str, row: Any, form: Form = "C") -> str:
