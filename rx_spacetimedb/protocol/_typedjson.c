@@ -161,10 +161,11 @@ static Node *compile_node(PyObject *plan, int depth) {
 #define NEED(count) if (size != (count)) goto bad
     if (tag_is(tag, "int")) {               /* ("int", low, high, hex_ok) */
         NEED(4);
+        if (!PyLong_CheckExact(ARG(1)) || !PyLong_CheckExact(ARG(2)) || !PyBool_Check(ARG(3))) goto bad;
         node->op = OP_INT;
         node->lo_obj = Py_NewRef(ARG(1));
         node->hi_obj = Py_NewRef(ARG(2));
-        node->hex_ok = PyObject_IsTrue(ARG(3));
+        node->hex_ok = ARG(3) == Py_True;
         int overflow = 0;
         long long lo = PyLong_AsLongLongAndOverflow(ARG(1), &overflow);
         if (overflow || (lo == -1 && PyErr_Occurred())) { PyErr_Clear(); node->wide = 1; }
@@ -300,6 +301,12 @@ static int take_word(Parser *p, const char *word) {
         if (p->s[p->pos + i] != (unsigned char)word[i]) return 0;
     p->pos += n;
     return 1;
+}
+
+/* The unit value: [] or {}. */
+static int take_unit(Parser *p) {
+    if (take(p, '[')) return take(p, ']');
+    return take(p, '{') && take(p, '}');
 }
 
 /* A string without escapes: [start, end) of its content, after the closing quote. 0: not one. */
@@ -674,10 +681,15 @@ static int skip_value(Parser *p, int depth) {
             if (c == '\\') {
                 c = PEEK(p);
                 p->pos++;
-                if (c == 'u') {
-                    for (int i = 0; i < 4; i++, p->pos++) {
-                        Py_UCS4 h = PEEK(p);
-                        if (!((h >= '0' && h <= '9') || (h >= 'a' && h <= 'f') || (h >= 'A' && h <= 'F'))) return 0;
+                if (c == 'u') {   /* as orjson: surrogates only as a high-then-low pair */
+                    int cp = hex4(p, p->pos);
+                    if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF)) return 0;
+                    p->pos += 4;
+                    if (cp >= 0xD800 && cp <= 0xDBFF) {
+                        if (p->len - p->pos < 6 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') return 0;
+                        int low = hex4(p, p->pos + 2);
+                        if (low < 0xDC00 || low > 0xDFFF) return 0;
+                        p->pos += 6;
                     }
                 } else if (c > 127 || c == 0 || !strchr("\"\\/bfnrt", (int)c)) {
                     return 0;
@@ -704,7 +716,17 @@ static int skip_value(Parser *p, int depth) {
     if (c == 'n') return take_word(p, "null");
     Py_ssize_t start;
     int is_int;
-    return scan_number(p, &start, &is_int);
+    if (!scan_number(p, &start, &is_int)) return 0;
+    /* A number that could overflow a double, which orjson refuses: leave it to Python. At most 300
+     * characters, and with an exponent at most 200 and an exponent of two digits, it cannot. */
+    Py_ssize_t len = p->pos - start;
+    if (len > 300) return 0;
+    for (Py_ssize_t i = start; i < p->pos; i++) {
+        if ((p->s[i] | 0x20) != 'e') continue;
+        Py_ssize_t digits = p->pos - i - 1 - (p->s[i + 1] == '+' || p->s[i + 1] == '-');
+        if (digits > 2 || len > 200) return 0;
+    }
+    return 1;
 }
 
 static PyObject *parse(Parser *p, Node *node);
@@ -925,12 +947,10 @@ static PyObject *parse(Parser *p, Node *node) {
         if (!take(p, '}')) { Py_DECREF(v); return FB; }
         return v;
     none_then_close:
-        skip_ws(p);
-        if (!((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}')))) return FB;
+        if (!take_unit(p)) return FB;
         return take(p, ']') ? Py_NewRef(Py_None) : FB;
     none_then_close_brace:
-        skip_ws(p);
-        if (!((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}')))) return FB;
+        if (!take_unit(p)) return FB;
         return take(p, '}') ? Py_NewRef(Py_None) : FB;
     case OP_PRODUCT:
         return parse_product(p, node);
@@ -953,9 +973,7 @@ static PyObject *parse(Parser *p, Node *node) {
         return v;
     }
     case OP_UNIT:
-        skip_ws(p);
-        if ((take(p, '[') && take(p, ']')) || (take(p, '{') && take(p, '}'))) return PyTuple_New(0);
-        return FB;
+        return take_unit(p) ? PyTuple_New(0) : FB;
     case OP_CALL:
         return parse_call(p, node);
     case OP_KEY:
@@ -1034,13 +1052,15 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     Node *root = ((PlanObject *)args[0])->root;
-    PyObject *seq = PySequence_Fast(args[1], "decode_all: texts must be a sequence");
+    /* our own tuple: the Python code that runs meanwhile (slow, decoders, row classes) may change
+     * the caller's list, but cannot take a text from under us */
+    PyObject *seq = PySequence_Tuple(args[1]);
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyObject *out = PyList_New(n);
     if (out == NULL) { Py_DECREF(seq); return NULL; }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *text = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *text = PyTuple_GET_ITEM(seq, i);
         PyObject *v = decode_one(root, text);
         if (v == FB) v = PyObject_CallOneArg(args[2], text);
         if (v == NULL) { Py_DECREF(out); Py_DECREF(seq); return NULL; }

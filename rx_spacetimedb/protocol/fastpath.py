@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import orjson
+
 from rx_spacetimedb.errors import ProtocolError
-from rx_spacetimedb.protocol.jsontext import loads_exact
 
 __all__ = ["FALLBACK", "PARSER"]
 
@@ -27,9 +28,10 @@ def _load() -> Any:
         from rx_spacetimedb.protocol import _typedjson
     except ImportError:
         return None
-    # a Python decoder or class raising these means "not for the fast path" (see sats.py);
-    # values the plan leaves to Python decoders are parsed exactly
-    _typedjson.configure(FALLBACK, (ProtocolError, KeyError), loads_exact)
+    # A Python decoder or class raising these means "not for the fast path" (see sats.py). Values
+    # the plan leaves to Python decoders are parsed by orjson, as whole rows and frames are: what it
+    # refuses (lone surrogates, 1e400) falls back, and so does a 128-bit integer it makes a float.
+    _typedjson.configure(FALLBACK, (ProtocolError, KeyError), orjson.loads)
     return _typedjson
 
 

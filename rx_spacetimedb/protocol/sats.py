@@ -549,8 +549,10 @@ class TypeCodec:
         if isinstance(ty, RefType):
             target = self.resolve(ty)
             if ty.index in self._variants and isinstance(target, SumType):
-                return ("variant", tuple(v.name or str(i) for i, v in enumerate(target.variants)),
-                        tuple(c.make for c in self._variants[ty.index]),
+                names = [v.name for v in target.variants]
+                if not all(n and not n.isdigit() for n in names):  # tags by number: Python's rules
+                    return ("call", self.decoder(ty))
+                return ("variant", tuple(names), tuple(c.make for c in self._variants[ty.index]),
                         tuple(self.plan(v.type) for v in target.variants))
             if isinstance(target, ProductType) and target.special is None and target.elements:
                 return self._product_plan(target, self.class_for(ty))

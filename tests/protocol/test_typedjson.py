@@ -365,3 +365,33 @@ def test_rows_of_atomic_values_are_left_out_of_the_garbage_collectors_walks() ->
     holder = one_table(ProductType((Element("a", ArrayType(STRING)),)))
     with_tuple = holder.decode_row("t", '[["x"]]')
     assert gc.is_tracked(with_tuple)  # it holds a (tracked) tuple: the collector keeps walking it
+
+
+@pytest.mark.parametrize("text", ['[1,[1,[{}],[]]', '[1,null,[{}]', '{"a":1,"b":{"none":[{}},"u":[]}',
+                                  '[1,[1,[]],[]]', '[1,[1,{}],{}]', '[1,"\\ud800",[]]', '[1,1e400,[]]',
+                                  '[1,' + '9' * 400 + ',[]]', '[1,"\\ud83d\\ude00",[]]', '[1,1e99,{}]'])
+def test_units_and_skipped_values_are_read_as_strictly_as_python(text: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    for second in (option_of(I64), STRING):
+        ty = ProductType((Element("a", I64), Element("b", second), Element("u", ProductType(()))))
+        schema = one_table(ty, key=(0,))
+        assert both(schema, "t", text)[0] == both(schema, "t", text)[1]
+        key = schema.key_decoder("t")
+        with monkeypatch.context() as patch:
+            patch.setattr(schema_module, "PARSER", None)
+            python_key = one_table(ty, key=(0,)).key_decoder("t")
+        assert key is not None and python_key is not None
+        assert outcome(key, text) == outcome(python_key, text), (second, text)
+
+
+def test_decode_all_keeps_its_texts_while_python_code_changes_the_list() -> None:
+    schema = one_table(ProductType((Element("a", I64),)))
+    plan = schema._row_plan("t")
+    texts = ["[1]", "[x]", "[3]", "[4]"]
+
+    def slow(text: str) -> Any:
+        texts.clear()  # the caller's list shrinks under the loop: the parser must not care
+        return ("slow", text)
+
+    rows = fastpath.PARSER.decode_all(plan, texts, slow)
+    assert [getattr(r, "a", r) for r in rows] == [1, ("slow", "[x]"), 3, 4]
