@@ -11,8 +11,6 @@ answers dropped silently, a snapshot for an unknown query id folded into the cac
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -21,8 +19,7 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 from reactivex.subject import ReplaySubject
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.typing import Subprotocol
+from websockets.asyncio.server import ServerConnection
 
 import rx_spacetimedb
 from rx_spacetimedb import ConnectionState, ProtocolError
@@ -31,6 +28,7 @@ from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import encode_server_message
 from rx_spacetimedb.protocol.values import ConnectionId, Identity, TimeDuration, Timestamp
 from rx_spacetimedb.testing import SpacetimeDBEmulator, example_module
+from tests._bare_server import BareServer
 from tests.conftest import WAIT, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -326,45 +324,19 @@ def test_snapshot_for_a_query_id_never_sent_is_reported_and_not_cached(
 # -- a frame before IdentityToken ------------------------------------------------------------------
 
 
-class ScriptedServer:
+class ScriptedServer(BareServer):
     """A bare ``v1.json.spacetimedb`` WebSocket server sending the same frames to every connection."""
 
     def __init__(self, frames: Sequence[str]) -> None:
+        super().__init__()
         self.frames = list(frames)
-        self.port = 0
         self.connections = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
         for frame in self.frames:
             await ws.send(frame)
         await ws.wait_closed()
-
-    async def _main(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0,
-                         subprotocols=[Subprotocol("v1.json.spacetimedb")]) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ScriptedServer:
-        self._thread.start()
-        assert self._ready.wait(WAIT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(WAIT)
 
 
 IDENTITY = m.IdentityToken(Identity(5), "token", ConnectionId(7))

@@ -33,8 +33,7 @@ import pytest
 from reactivex import operators as ops
 from reactivex.scheduler import NewThreadScheduler
 from reactivex.subject import ReplaySubject
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.typing import Subprotocol
+from websockets.asyncio.server import ServerConnection
 
 import rx_spacetimedb
 from rx_spacetimedb import ConnectionState
@@ -44,6 +43,7 @@ from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import encode_server_message
 from rx_spacetimedb.protocol.values import ConnectionId, Identity
 from rx_spacetimedb.testing import SpacetimeDBEmulator, example_module
+from tests._bare_server import BareServer
 from tests.conftest import WAIT, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -201,7 +201,7 @@ def test_a_slow_consumer_on_its_own_thread_holds_a_bounded_backlog(server: Space
 # -- the I/O thread blocked: memory and the socket -------------------------------------------------
 
 
-class Blaster:
+class Blaster(BareServer):
     """A bare ``v1.json.spacetimedb`` server: IdentityToken, then on ``go()`` N frames as fast as TCP allows.
 
     ``sent`` counts frames whose ``send`` completed (handed to the kernel), so a stalled sender shows
@@ -209,18 +209,13 @@ class Blaster:
     """
 
     def __init__(self, frames: list[str]) -> None:
+        super().__init__(max_size=None)
         self.frames = frames
         self.sent = 0
-        self.port = 0
         self._changed = threading.Condition()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._go: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._go = asyncio.Event()
 
     async def _handler(self, ws: ServerConnection) -> None:
-        assert self._go is not None
         await ws.send(encode_server_message(m.IdentityToken(Identity(5), "token", ConnectionId(7))))
         await self._go.wait()
         for frame in self.frames:
@@ -230,32 +225,12 @@ class Blaster:
                 self._changed.notify_all()
         await ws.wait_closed()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._go, self._stop = asyncio.Event(), asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0, max_size=None,
-                         subprotocols=[Subprotocol("v1.json.spacetimedb")]) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop.wait()
-
     def go(self) -> None:
-        assert self._loop is not None and self._go is not None
-        self._loop.call_soon_threadsafe(self._go.set)
+        self.call_soon(self._go.set)
 
     def wait_sent(self, count: int, timeout: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self.sent >= count, timeout)
-
-    def __enter__(self) -> Blaster:
-        self._thread.start()
-        assert self._ready.wait(WAIT)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(WAIT)
 
 
 def is_blast(message: object) -> bool:
@@ -270,7 +245,7 @@ def blast_frame(seq: int, size: int) -> str:
 def test_a_blocked_io_thread_lets_tcp_flow_control_bound_the_memory() -> None:
     count, size = 64, MIB
     with Blaster([blast_frame(i, size) for i in range(count)]) as server:
-        conn = rx_spacetimedb.connect(f"ws://127.0.0.1:{server.port}", "db", fetch_schema=False)
+        conn = rx_spacetimedb.connect(server.url, "db", fetch_schema=False)
         try:
             gate = Gate(is_blast)
             conn.messages.subscribe(gate)
