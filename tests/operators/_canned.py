@@ -1,4 +1,5 @@
-"""Canned server messages for the cache and operator tests, built with the protocol dataclasses.
+"""Canned server messages for the cache and operator tests, built with the protocol dataclasses
+(and ``emitted``, which reads the values out of a marble test's records).
 
 Rows are encoded by the schema in the wire shapes the server uses: stored-row form B for snapshots,
 untyped form C for transaction deltas (spec §3.1), so every test also crosses both shapes.
@@ -166,3 +167,8 @@ def initial(*tables: TableUpdate, request_id: int = 1) -> InitialSubscription:
 
 def identity_token(connection_id: ConnectionId = MY_CONNECTION) -> IdentityToken:
     return IdentityToken(ME, "token", connection_id)
+
+
+def emitted(records: list[Any]) -> list[tuple[int, Any]]:
+    """(virtual time, value) of every on_next a TestScheduler observer recorded."""
+    return [(r.time, r.value.value) for r in records if r.value.kind == "N"]

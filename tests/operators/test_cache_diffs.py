@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rx_spacetimedb.cache import ClientCache
@@ -14,6 +12,7 @@ from tests.operators._canned import (
     SCHEMA,
     committed,
     delta,
+    emitted,
     failed,
     identity_token,
     light,
@@ -26,9 +25,6 @@ from tests.operators._canned import (
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed
 
-
-def emitted(records: list[Any]) -> list[tuple[int, Any]]:
-    return [(r.time, r.value.value) for r in records if r.value.kind == "N"]
 
 
 def test_marble_diagram_of_the_docstring() -> None:

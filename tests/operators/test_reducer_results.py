@@ -18,6 +18,7 @@ from tests.operators._canned import (
     SCHEMA,
     committed,
     delta,
+    emitted,
     failed,
     identity_token,
     light,
@@ -29,9 +30,6 @@ from tests.operators._canned import (
 
 on_next = ReactiveTest.on_next
 
-
-def emitted(records: list[Any]) -> list[tuple[int, Any]]:
-    return [(r.time, r.value.value) for r in records if r.value.kind == "N"]
 
 
 def example(name: str) -> Any:

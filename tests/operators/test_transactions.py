@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rx_spacetimedb.operators import transactions
@@ -12,6 +10,7 @@ from tests.operators._canned import (
     balance,
     committed,
     delta,
+    emitted,
     failed,
     light,
     out_of_energy,
@@ -22,9 +21,6 @@ from tests.operators._canned import (
 
 on_next = ReactiveTest.on_next
 
-
-def emitted(records: list[Any]) -> list[tuple[int, Any]]:
-    return [(r.time, r.value.value) for r in records if r.value.kind == "N"]
 
 
 def test_each_committed_transaction_is_one_emission_with_all_its_tables() -> None:
