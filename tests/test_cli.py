@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,21 @@ class Watched(io.StringIO):
         with self._changed:
             if not self._changed.wait_for(lambda: text in self.getvalue(), timeout):
                 raise TimeoutError(f"{text!r} not written within {timeout} s; got {self.getvalue()!r}")
+
+
+def start(*argv: str) -> tuple[Watched, Watched, Callable[[], int | None]]:
+    """``main(argv)`` on a thread of its own: its stdout, its stderr, and a function that waits
+    (bounded) for it to end and gives its exit code (None if it has not ended)."""
+    out, err = Watched(), Watched()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(list(argv), stdout=out, stderr=err)))
+    thread.start()
+
+    def exit_code() -> int | None:
+        thread.join(WAIT)
+        return result[0] if result else None
+
+    return out, err, exit_code
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -338,11 +353,7 @@ def test_identity_save_writes_the_token_and_prints_only_the_identity(server: Spa
 
 def test_watch_prints_diffs_as_they_arrive(server: SpacetimeDBEmulator) -> None:
     server.call_reducer("CreatePlayer", ["ada"])
-    out, err = Watched(), Watched()
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(main(
-        ["watch", *target(server), "--limit", "4", "SELECT * FROM Player"], stdout=out, stderr=err)))
-    thread.start()
+    out, err, exit_code = start("watch", *target(server), "--limit", "4", "SELECT * FROM Player")
     err.wait_for("subscribed: SELECT * FROM Player")
     out.wait_for("+ Player(id=1,")
     server.call_reducer("CreatePlayer", ["bob"])
@@ -350,8 +361,7 @@ def test_watch_prints_diffs_as_they_arrive(server: SpacetimeDBEmulator) -> None:
     server.call_reducer("SetScore", [1, 42])
     out.wait_for("score: 0 -> 42")
     server.call_reducer("DeletePlayer", [2])
-    thread.join(WAIT)
-    assert result == [EXIT_OK]
+    assert exit_code() == EXIT_OK
     lines = out.getvalue().splitlines()
     assert lines[0] == "# subscribe (1 row)"
     assert lines[2] == '# CreatePlayer ["bob"] (1 row)'
@@ -366,19 +376,13 @@ def test_watch_prints_diffs_as_they_arrive(server: SpacetimeDBEmulator) -> None:
 
 
 def test_watch_json_is_one_object_per_line(server: SpacetimeDBEmulator) -> None:
-    out, err = Watched(), Watched()
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(main(
-        ["watch", "--json", *target(server), "--limit", "3", "SELECT * FROM Player"],
-        stdout=out, stderr=err)))
-    thread.start()
+    out, err, exit_code = start("watch", "--json", *target(server), "--limit", "3", "SELECT * FROM Player")
     err.wait_for("subscribed:")
     out.wait_for('"cause":"subscribe"')
     server.call_reducer("CreatePlayer", ["ada"])
     out.wait_for('"reducer":"CreatePlayer"')
     server.call_reducer("SetScore", [1, 3])
-    thread.join(WAIT)
-    assert result == [EXIT_OK]
+    assert exit_code() == EXIT_OK
     first, created, updated = [json.loads(line) for line in out.getvalue().splitlines()]
     assert first == {"table": None, "cause": "subscribe", "reducer": None,
                      "inserts": [], "deletes": [], "updates": []}
@@ -388,31 +392,21 @@ def test_watch_json_is_one_object_per_line(server: SpacetimeDBEmulator) -> None:
 
 
 def test_watch_reports_reconnects_on_stderr(server: SpacetimeDBEmulator) -> None:
-    out, err = Watched(), Watched()
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(main(
-        ["watch", *target(server), "--limit", "2", "SELECT * FROM Player"], stdout=out, stderr=err)))
-    thread.start()
+    out, err, exit_code = start("watch", *target(server), "--limit", "2", "SELECT * FROM Player")
     err.wait_for("subscribed:")
     server.drop_all()
     err.wait_for("connected again")
     server.call_reducer("CreatePlayer", ["ada"])
-    thread.join(WAIT)
-    assert result == [EXIT_OK]
+    assert exit_code() == EXIT_OK
     assert "disconnected: " in err.getvalue() and "reconnecting in " in err.getvalue()
     assert "name='ada'" in out.getvalue()
 
 
 def test_watch_with_no_reconnect_exits_3_when_the_connection_drops(server: SpacetimeDBEmulator) -> None:
-    out, err = Watched(), Watched()
-    result: list[int] = []
-    thread = threading.Thread(target=lambda: result.append(main(
-        ["watch", *target(server), "--no-reconnect", "SELECT * FROM Player"], stdout=out, stderr=err)))
-    thread.start()
+    _, err, exit_code = start("watch", *target(server), "--no-reconnect", "SELECT * FROM Player")
     err.wait_for("subscribed:")
     server.drop_all()
-    thread.join(WAIT)
-    assert result == [EXIT_UNREACHABLE]
+    assert exit_code() == EXIT_UNREACHABLE
     assert err.getvalue().splitlines()[-1].startswith("error: the connection to ") or \
         err.getvalue().splitlines()[-1].startswith("error: cannot connect to ")
 
