@@ -1,11 +1,14 @@
-"""Hypothesis strategies: SATS types, Python values of a type, and protocol messages."""
+"""Hypothesis strategies: SATS types, Python values of a type, and protocol messages; and the
+settings of the property tests."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from rx_spacetimedb.protocol import (
@@ -39,6 +42,10 @@ from rx_spacetimedb.protocol.types import (
     Variant,
     option_of,
 )
+
+# PROPERTY_EXAMPLES=3000 for a longer hunt; the default keeps the suite fast
+PROPERTY = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 I64_MIN, I64_MAX = INT_RANGES["I64"]
 U128_MAX = INT_RANGES["U128"][1]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rx_spacetimedb.errors import ProtocolError
@@ -35,10 +34,7 @@ from rx_spacetimedb.protocol.types import (
     RefType,
     option_of,
 )
-from tests.protocol._strategies import LEAF_TYPES, canon, types, values
-
-FAST = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+from tests.protocol._strategies import LEAF_TYPES, PROPERTY, canon, types, values
 
 
 class ClosureCodec(TypeCodec):
@@ -89,7 +85,7 @@ def row_type(data: st.DataObject) -> ProductType:
     return ProductType(tuple(Element(f"c{i}", t) for i, t in enumerate(columns)))
 
 
-@FAST
+@PROPERTY
 @given(st.data())
 def test_generated_decoder_agrees_with_the_closure_decoder(data: st.DataObject) -> None:
     ty = row_type(data)

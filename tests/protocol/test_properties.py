@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import struct
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from rx_spacetimedb.protocol import (
@@ -45,11 +44,17 @@ from rx_spacetimedb.protocol import (
 from rx_spacetimedb.protocol.jsontext import dumps, format_f32, format_f64, loads_exact
 from rx_spacetimedb.protocol.sats import Form
 from rx_spacetimedb.protocol.types import AlgebraicType, Element, ProductType, RefType
-from tests.protocol._strategies import I64_MAX, I64_MIN, TEXT, U128_MAX, U256_MAX, canon, types, values
-
-# PROPERTY_EXAMPLES=3000 for a longer hunt; the default keeps the suite fast
-PROPERTY = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+from tests.protocol._strategies import (
+    I64_MAX,
+    I64_MIN,
+    PROPERTY,
+    TEXT,
+    U128_MAX,
+    U256_MAX,
+    canon,
+    types,
+    values,
+)
 
 
 def one_column_schema(ty: AlgebraicType) -> ModuleSchema:

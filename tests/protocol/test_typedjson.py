@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from rx_spacetimedb.errors import ProtocolError
@@ -52,17 +52,13 @@ from rx_spacetimedb.protocol.types import (
 )
 from tests.protocol._examples import SERVER_EXAMPLES
 from tests.protocol._examples import example as example_frame
-from tests.protocol._strategies import LEAF_TYPES, canon, types, values
+from tests.protocol._strategies import LEAF_TYPES, PROPERTY, canon, types, values
 from tests.protocol.test_fast_decode import PLAYER, POINT, mutate
 from tests.protocol.test_fuzz import SERVER_DOCS, mutated_json, mutated_text
 from tests.protocol.test_properties import SERVER_MESSAGES
 
 pytestmark = pytest.mark.skipif(fastpath.PARSER is None,
                                 reason="the C parser is not built here (no C compiler at install?)")
-
-FAST = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
-
 
 def exact(value: Any) -> Any:
     """A comparable form that tells apart what == does not: bool/int/float, -0.0/0.0, NaN."""
@@ -105,7 +101,7 @@ def texts_of(data: st.DataObject, value: Any) -> list[str]:
     return out
 
 
-@FAST
+@PROPERTY
 @given(st.data())
 def test_rows_of_random_types_decode_as_without_the_parser(data: st.DataObject) -> None:
     column = st.one_of(st.sampled_from(LEAF_TYPES), types())
@@ -142,7 +138,7 @@ def float_texts() -> st.SearchStrategy[str]:
     )
 
 
-@FAST
+@PROPERTY
 @given(float_texts())
 @example("0.1")
 def test_floats_are_the_doubles_python_reads(text: str) -> None:
@@ -166,7 +162,7 @@ def int_texts() -> st.SearchStrategy[str]:
     )
 
 
-@FAST
+@PROPERTY
 @given(st.sampled_from(INT_TYPES), int_texts())
 def test_integers_are_exact_and_checked_as_without_the_parser(ty: AlgebraicType, text: str) -> None:
     schema = one_table(ProductType((Element("a", ty), Element("b", option_of(ty)))))
@@ -320,7 +316,7 @@ def test_every_example_frame_takes_the_fast_path_to_the_same_message(
     assert fast == slow and fast[0] == "ok"
 
 
-@FAST
+@PROPERTY
 @given(SERVER_MESSAGES, st.data())
 def test_frames_decode_as_without_the_parser(message: Any, data: st.DataObject) -> None:
     frame = encode_server_message(message)
@@ -335,7 +331,7 @@ def test_frames_decode_as_without_the_parser(message: Any, data: st.DataObject) 
     assert exact(decode_server_message(frame)) == exact(message)
 
 
-@FAST
+@PROPERTY
 @given(st.sampled_from(SERVER_DOCS).flatmap(mutated_json))
 def test_mutated_example_frames_decode_as_without_the_parser(document: Any) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
