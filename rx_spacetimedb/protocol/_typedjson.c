@@ -266,7 +266,6 @@ fail:
 
 /* The text as UTF-8 bytes: an ASCII str's own buffer, else its cached UTF-8 form. */
 typedef struct {
-    PyObject *text;
     const unsigned char *s;
     Py_ssize_t pos, len;
     int ascii;                  /* byte offsets are character offsets */
@@ -1008,7 +1007,7 @@ static PyTypeObject PlanType = {
 
 static PyObject *decode_one(Node *root, PyObject *text) {
     if (!PyUnicode_CheckExact(text)) return FB;
-    Parser p = {text, NULL, 0, 0, 1};
+    Parser p = {NULL, 0, 0, 1};
     if (PyUnicode_IS_ASCII(text)) {
         p.s = PyUnicode_DATA(text);
         p.len = PyUnicode_GET_LENGTH(text);
