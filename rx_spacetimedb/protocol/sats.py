@@ -180,6 +180,11 @@ _SPECIAL_CLASSES: dict[str, type[Identity | ConnectionId | Timestamp | TimeDurat
 }
 
 
+def _slots(cls: type) -> tuple[Any, ...]:
+    """The slot descriptors of a slotted dataclass, in field order (what its ``__init__`` stores)."""
+    return tuple(getattr(cls, f.name) for f in dataclasses.fields(cls))
+
+
 def _trusting_constructor(cls: type) -> Callable[[Any], Any]:
     """Build a one-field special value (``Identity``...) from an integer the decoder has checked.
 
@@ -189,8 +194,8 @@ def _trusting_constructor(cls: type) -> Callable[[Any], Any]:
     through the slot descriptor directly takes half the time.
     """
     new = object.__new__
-    (field,) = dataclasses.fields(cls)
-    store = getattr(cls, field.name).__set__
+    (slot,) = _slots(cls)
+    store = slot.__set__
 
     def make(value: int) -> Any:
         obj: Any = new(cls)
@@ -466,8 +471,8 @@ class TypeCodec:
             lines += self._field_code(f"x{i}", f"d{i}", element.type, env)
         xs = [f"x{i}" for i in range(count)]
         if cls in self._generated:
-            for i, f in enumerate(dataclasses.fields(cls)):
-                env[f"s{i}"] = getattr(cls, f.name).__set__
+            for i, slot in enumerate(_slots(cls)):
+                env[f"s{i}"] = slot.__set__
             build = ["row = new(cls)", *(f"s{i}(row, x{i})" for i in range(count)), "return row"]
         else:  # a user's class (or an envelope class, or int for a one-field product): its constructor
             build = [f"return cls({', '.join(xs)})"]
@@ -571,8 +576,8 @@ class TypeCodec:
             special = ty.special
             if special is not None:
                 cls = _SPECIAL_CLASSES[special]
-                (field,) = dataclasses.fields(cls)
-                return ("special", special, cls, getattr(cls, field.name), self.plan(ty.elements[0].type))
+                (slot,) = _slots(cls)
+                return ("special", special, cls, slot, self.plan(ty.elements[0].type))
             if not ty.elements:
                 return ("unit",)
             return self._product_plan(ty, self.class_for(ty))
@@ -581,9 +586,7 @@ class TypeCodec:
         return ("call", self.decoder(ty))
 
     def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
-        setters = None
-        if cls in self._generated:  # built through its slots, as the generated decoder does
-            setters = tuple(getattr(cls, f.name) for f in dataclasses.fields(cls))
+        setters = _slots(cls) if cls in self._generated else None  # as the generated decoder builds it
         return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
 
     def _sum_decoder(self, ty: SumType) -> Decoder:
