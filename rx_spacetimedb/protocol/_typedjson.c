@@ -860,6 +860,41 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     return value ? value : fallback_or_raise();
 }
 
+/* An Option: null, [0, x] or {"some": x}, [1, []] or {"none": []} ({} for [] too). */
+static PyObject *parse_option(Parser *p, Node *node) {
+    Py_ssize_t start, end;
+    int some;
+    skip_ws(p);
+    Py_UCS4 open = PEEK(p);
+    if (open == 'n') return take_word(p, "null") ? Py_NewRef(Py_None) : FB;
+    if (open == '[') {
+        p->pos++;
+        skip_ws(p);
+        Py_UCS4 tag = PEEK(p);
+        if (tag != '0' && tag != '1') return FB;
+        p->pos++;
+        if (!take(p, ',')) return FB;
+        some = tag == '0';
+    } else if (open == '{') {
+        p->pos++;
+        if (!scan_plain_string(p, &start, &end) || !take(p, ':') || end - start != 4) return FB;
+        some = memcmp(p->s + start, "some", 4) == 0;
+        if (!some && memcmp(p->s + start, "none", 4) != 0) return FB;
+    } else {
+        return FB;
+    }
+    PyObject *v;
+    if (some) {
+        v = parse(p, node->inner);
+        if (v == NULL || v == FB) return v;
+    } else {
+        if (!take_unit(p)) return FB;
+        v = Py_NewRef(Py_None);
+    }
+    if (!take(p, open == '[' ? ']' : '}')) { Py_DECREF(v); return FB; }
+    return v;
+}
+
 static PyObject *parse_call(Parser *p, Node *node) {
     skip_ws(p);
     Py_ssize_t start = p->pos;
@@ -878,7 +913,6 @@ static PyObject *parse_call(Parser *p, Node *node) {
 }
 
 static PyObject *parse(Parser *p, Node *node) {
-    Py_ssize_t start, end;
     PyObject *v;
     switch (node->op) {
     case OP_INT:
@@ -905,52 +939,7 @@ static PyObject *parse(Parser *p, Node *node) {
         return obj;
     }
     case OP_OPTION:                         /* null, [0, x], {"some": x}, [1, []], {"none": []} */
-        skip_ws(p);
-        switch (PEEK(p)) {
-        case 'n':
-            return take_word(p, "null") ? Py_NewRef(Py_None) : FB;
-        case '[':
-            p->pos++;
-            skip_ws(p);
-            if (PEEK(p) == '0') {
-                p->pos++;
-                if (!take(p, ',')) return FB;
-                goto some_then_close;
-            }
-            if (PEEK(p) == '1') {
-                p->pos++;
-                if (!take(p, ',')) return FB;
-                goto none_then_close;
-            }
-            return FB;
-        case '{': {
-            p->pos++;
-            if (scan_plain_string(p, &start, &end) && take(p, ':')) {
-                Py_ssize_t n = end - start;
-                if (n == 4 && memcmp(p->s + start, "some", 4) == 0) goto some_then_close_brace;
-                if (n == 4 && memcmp(p->s + start, "none", 4) == 0) goto none_then_close_brace;
-            }
-            return FB;
-        }
-        default:
-            return FB;
-        }
-    some_then_close:
-        v = parse(p, node->inner);
-        if (v == NULL || v == FB) return v;
-        if (!take(p, ']')) { Py_DECREF(v); return FB; }
-        return v;
-    some_then_close_brace:
-        v = parse(p, node->inner);
-        if (v == NULL || v == FB) return v;
-        if (!take(p, '}')) { Py_DECREF(v); return FB; }
-        return v;
-    none_then_close:
-        if (!take_unit(p)) return FB;
-        return take(p, ']') ? Py_NewRef(Py_None) : FB;
-    none_then_close_brace:
-        if (!take_unit(p)) return FB;
-        return take(p, '}') ? Py_NewRef(Py_None) : FB;
+        return parse_option(p, node);
     case OP_PRODUCT:
         return parse_product(p, node);
     case OP_ARRAY: {
