@@ -15,6 +15,7 @@
 #include <Python.h>
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #ifndef Py_T_OBJECT_EX
@@ -29,6 +30,12 @@ enum {
     OP_INT, OP_STR, OP_BOOL, OP_F64, OP_F32, OP_SPECIAL, OP_OPTION, OP_PRODUCT, OP_ARRAY,
     OP_UNIT, OP_CALL, OP_SKIP, OP_KEY, OP_VARIANT
 };
+
+/* A str's UTF-8 form, cached in the str (which its node holds). */
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+} Name;
 
 typedef struct Node {
     int op;
@@ -48,13 +55,15 @@ typedef struct Node {
     PyObject **setters;         /* OP_SPECIAL (one), OP_PRODUCT: slot descriptors, or NULL: call cls(*fields) */
     Py_ssize_t *offsets;        /* where each slot lives in the object, or -1: use its descriptor */
     Py_ssize_t nsetters;
-    PyObject **names;           /* OP_PRODUCT, OP_KEY */
+    PyObject **names;           /* OP_PRODUCT, OP_KEY, OP_VARIANT */
+    Name *utf8;                 /* the names (OP_SPECIAL: the key) as UTF-8, for comparing with the text */
     struct Node **fields;       /* OP_PRODUCT, OP_KEY */
     Py_ssize_t n;
     Py_ssize_t *columns;        /* OP_KEY: the key columns */
     Py_ssize_t ncolumns;
     struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
     PyObject **makers;          /* OP_VARIANT: per variant, a callable on the payload, or None */
+    struct Node **wraps;        /* OP_VARIANT: per variant, a class built from its one slot, or NULL */
     PyObject *decoder;          /* OP_CALL */
 } Node;
 
@@ -84,11 +93,14 @@ static void free_node(Node *node) {
         if (node->makers) Py_XDECREF(node->makers[i]);
         if (node->names) Py_XDECREF(node->names[i]);
         if (node->fields) free_node(node->fields[i]);
+        if (node->wraps) free_node(node->wraps[i]);
     }
     PyMem_Free(node->setters);
     PyMem_Free(node->offsets);
     PyMem_Free(node->makers);
+    PyMem_Free(node->wraps);
     PyMem_Free(node->names);
+    PyMem_Free(node->utf8);
     PyMem_Free(node->fields);
     PyMem_Free(node->columns);
     free_node(node->inner);
@@ -120,6 +132,12 @@ static int compile_setters(Node *node, PyObject *setters, Py_ssize_t n) {
     return 0;
 }
 
+/* A name with no UTF-8 form (a lone surrogate) gets length -1: no text matches it, the row falls back. */
+static void utf8_name(PyObject *name, Name *out) {
+    out->s = PyUnicode_AsUTF8AndSize(name, &out->n);
+    if (out->s == NULL) { PyErr_Clear(); out->s = ""; out->n = -1; }
+}
+
 static int tag_is(PyObject *tag, const char *name) {
     return PyUnicode_Check(tag) && PyUnicode_CompareWithASCIIString(tag, name) == 0;
 }
@@ -134,13 +152,15 @@ static int compile_fields(Node *node, PyObject *names, PyObject *fields, int dep
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     node->names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
     node->fields = PyMem_Calloc(n ? n : 1, sizeof(Node *));
-    if (!node->names || !node->fields) { PyErr_NoMemory(); return -1; }
+    node->utf8 = PyMem_Calloc(n ? n : 1, sizeof(Name));
+    if (!node->names || !node->fields || !node->utf8) { PyErr_NoMemory(); return -1; }
     node->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
         if (!PyUnicode_Check(name)) { PyErr_SetString(PyExc_ValueError, "plan: field names are str"); return -1; }
         Py_INCREF(name);
         node->names[i] = name;
+        utf8_name(name, &node->utf8[i]);
         node->fields[i] = compile_node(PyTuple_GET_ITEM(fields, i), depth + 1);
         if (!node->fields[i]) return -1;
     }
@@ -196,6 +216,9 @@ static Node *compile_node(PyObject *plan, int depth) {
         node->op = OP_SPECIAL;
         if (!PyUnicode_Check(ARG(1)) || !PyType_Check(ARG(2))) goto bad;
         node->key = Py_NewRef(ARG(1));
+        node->utf8 = PyMem_Calloc(1, sizeof(Name));
+        if (!node->utf8) { PyErr_NoMemory(); goto fail; }
+        utf8_name(node->key, node->utf8);
         node->cls = Py_NewRef(ARG(2));
         PyObject *one = PyTuple_Pack(1, ARG(3));
         if (!one) goto fail;
@@ -224,15 +247,30 @@ static Node *compile_node(PyObject *plan, int depth) {
             if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
         }
     } else if (tag_is(tag, "variant")) {    /* ("variant", names, makers, payload plans) */
+        /* a maker: None (the payload itself), a callable, or (class, slot descriptor) */
         NEED(4);
         node->op = OP_VARIANT;
         if (compile_fields(node, ARG(1), ARG(3), depth) < 0) goto fail;
         if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
         node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
-        if (!node->makers) { PyErr_NoMemory(); goto fail; }
+        node->wraps = PyMem_Calloc(node->n, sizeof(Node *));
+        if (!node->makers || !node->wraps) { PyErr_NoMemory(); goto fail; }
         for (Py_ssize_t i = 0; i < node->n; i++) {
-            node->makers[i] = Py_NewRef(PyTuple_GET_ITEM(ARG(2), i));
-            if (node->makers[i] != Py_None && !PyCallable_Check(node->makers[i])) goto bad;
+            PyObject *maker = PyTuple_GET_ITEM(ARG(2), i);
+            if (PyTuple_Check(maker)) {
+                if (PyTuple_GET_SIZE(maker) != 2 || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
+                Node *wrap = node->wraps[i] = PyMem_Calloc(1, sizeof(Node));
+                if (!wrap) { PyErr_NoMemory(); goto fail; }
+                wrap->cls = Py_NewRef(PyTuple_GET_ITEM(maker, 0));
+                PyObject *one = PyTuple_GetSlice(maker, 1, 2);
+                if (!one) goto fail;
+                int err = compile_setters(wrap, one, 1);
+                Py_DECREF(one);
+                if (err < 0) goto fail;
+                maker = Py_None;
+            }
+            node->makers[i] = Py_NewRef(maker);
+            if (maker != Py_None && !PyCallable_Check(maker)) goto bad;
         }
     } else if (tag_is(tag, "key")) {        /* ("key", names, fields, columns): a row's key alone */
         NEED(4);
@@ -308,17 +346,28 @@ static int take_unit(Parser *p) {
     return take(p, '{') && take(p, '}');
 }
 
+/* The end of the run of plain string bytes from i: up to a quote, a backslash or a control
+ * character (or the end), eight bytes at a time while none of the eight is one. */
+static inline Py_ssize_t plain_run(const unsigned char *s, Py_ssize_t i, Py_ssize_t len) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    for (uint64_t v; len - i >= 8; i += 8) {
+        memcpy(&v, s + i, 8);
+        uint64_t quote = v ^ (ones * '"'), backslash = v ^ (ones * '\\');
+        if ((((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | ((v - ones * 0x20) & ~v)) & highs)
+            break;
+    }
+    while (i < len && s[i] != '"' && s[i] != '\\' && s[i] >= 0x20) i++;
+    return i;
+}
+
 /* A string without escapes: [start, end) of its content, after the closing quote. 0: not one. */
 static int scan_plain_string(Parser *p, Py_ssize_t *start, Py_ssize_t *end) {
     if (!take(p, '"')) return 0;
     *start = p->pos;
-    while (p->pos < p->len) {
-        Py_UCS4 c = p->s[p->pos];
-        if (c == '"') { *end = p->pos++; return 1; }
-        if (c == '\\' || c < 0x20) return 0;
-        p->pos++;
-    }
-    return 0;
+    p->pos = plain_run(p->s, p->pos, p->len);
+    if (p->pos >= p->len || p->s[p->pos] != '"') return 0;
+    *end = p->pos++;
+    return 1;
 }
 
 static PyObject *slice(Parser *p, Py_ssize_t start, Py_ssize_t end);
@@ -334,46 +383,51 @@ static int hex4(Parser *p, Py_ssize_t at) {
     return value;
 }
 
+/* Room for `more` bytes in the escaped string's buffer: on the stack first, then the heap. */
+static int reserve(char **buf, Py_ssize_t *cap, Py_ssize_t n, Py_ssize_t more, char *stack) {
+    if (*cap - n >= more) return 0;
+    Py_ssize_t want = *cap;
+    while (want - n < more) want *= 2;
+    char *bigger = *buf == stack ? PyMem_Malloc(want) : PyMem_Realloc(*buf, want);
+    if (bigger == NULL) { PyErr_NoMemory(); return -1; }
+    if (*buf == stack) memcpy(bigger, stack, (size_t)n);
+    *buf = bigger;
+    *cap = want;
+    return 0;
+}
+
 /* A JSON string with escapes, its opening quote at `start`: decoded into UTF-8, then a str.
  * FB for what is not JSON (a control character, a bad escape, a lone surrogate). */
 static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
-    Py_ssize_t cap = 64, n = 0;
-    char *buf = PyMem_Malloc(cap);
+    char stack[256];
+    char *buf = stack;
+    Py_ssize_t cap = sizeof stack, n = 0;
+    int ascii = p->ascii;                   /* the bytes so far are all ASCII */
     PyObject *result = FB;
-    if (buf == NULL) return PyErr_NoMemory();
     p->pos = start + 1;
     while (p->pos < p->len) {
-        if (cap - n < 8) {                  /* room for one escape's bytes */
-            char *bigger = PyMem_Realloc(buf, cap * 2);
-            if (bigger == NULL) { result = PyErr_NoMemory(); goto done; }
-            buf = bigger;
-            cap *= 2;
-        }
-        unsigned char c = p->s[p->pos];
-        if (c == '"') {
-            p->pos++;
-            result = PyUnicode_DecodeUTF8(buf, n, NULL);
-            goto done;
-        }
-        if (c < 0x20) goto done;
-        if (c != '\\') {                   /* a run of plain bytes */
-            Py_ssize_t run = p->pos;
-            while (run < p->len && p->s[run] != '"' && p->s[run] != '\\' && p->s[run] >= 0x20) run++;
+        Py_ssize_t run = plain_run(p->s, p->pos, p->len);
+        if (run > p->pos) {                 /* a run of plain bytes */
             Py_ssize_t k = run - p->pos;
-            if (cap - n < k + 8) {
-                Py_ssize_t want = cap;
-                while (want - n < k + 8) want *= 2;
-                char *bigger = PyMem_Realloc(buf, want);
-                if (bigger == NULL) { result = PyErr_NoMemory(); goto done; }
-                buf = bigger;
-                cap = want;
-            }
+            if (reserve(&buf, &cap, n, k, stack) < 0) { result = NULL; goto done; }
             memcpy(buf + n, p->s + p->pos, (size_t)k);
             n += k;
             p->pos = run;
             continue;
         }
-        if (p->pos + 1 >= p->len) goto done;
+        unsigned char c = p->s[p->pos];
+        if (c == '"') {
+            p->pos++;
+            if (ascii) {
+                result = PyUnicode_New(n, 127);
+                if (result != NULL) memcpy(PyUnicode_DATA(result), buf, (size_t)n);
+            } else {
+                result = PyUnicode_DecodeUTF8(buf, n, NULL);
+            }
+            goto done;
+        }
+        if (c < 0x20 || p->pos + 1 >= p->len) goto done;
+        if (reserve(&buf, &cap, n, 4, stack) < 0) { result = NULL; goto done; }   /* one escape's bytes */
         c = p->s[p->pos + 1];
         p->pos += 2;
         switch (c) {
@@ -397,6 +451,7 @@ static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
                 p->pos += 6;
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
             }
+            if (cp >= 0x80) ascii = 0;
             if (cp < 0x80) {
                 buf[n++] = (char)cp;
             } else if (cp < 0x800) {
@@ -419,7 +474,7 @@ static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
         }
     }
 done:
-    PyMem_Free(buf);
+    if (buf != stack) PyMem_Free(buf);
     return result;
 }
 
@@ -435,12 +490,10 @@ static PyObject *parse_string(Parser *p) {
 }
 
 /* The next token is the object key `name` (no escapes), then a colon. */
-static int take_key(Parser *p, PyObject *name) {
-    Py_ssize_t start, end, n;
+static int take_key(Parser *p, const Name *name) {
+    Py_ssize_t start, end;
     if (!scan_plain_string(p, &start, &end)) return 0;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &n);   /* cached in the name */
-    if (utf8 == NULL) { PyErr_Clear(); return 0; }
-    return end - start == n && memcmp(p->s + start, utf8, (size_t)n) == 0 && take(p, ':');
+    return end - start == name->n && memcmp(p->s + start, name->s, (size_t)name->n) == 0 && take(p, ':');
 }
 
 /* A new str of the bytes [start, end) of the text. */
@@ -449,6 +502,47 @@ static PyObject *slice(Parser *p, Py_ssize_t start, Py_ssize_t end) {
     PyObject *str = PyUnicode_New(end - start, 127);
     if (str != NULL) memcpy(PyUnicode_DATA(str), p->s + start, (size_t)(end - start));
     return str;
+}
+
+/* Eight ASCII digits at s? One 64-bit load, any byte order (Lemire's test). */
+static inline int eight_digits(const unsigned char *s, uint64_t *word) {
+    memcpy(word, s, 8);
+    return ((*word & 0xF0F0F0F0F0F0F0F0ULL)
+            | (((*word + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) == 0x3333333333333333ULL;
+}
+
+/* The value of eight ASCII digits loaded by eight_digits. */
+static inline uint64_t eight_digits_value(uint64_t word, const unsigned char *s) {
+#if PY_LITTLE_ENDIAN
+    (void)s;                                /* three multiplications instead of eight steps */
+    word -= 0x3030303030303030ULL;
+    word = word * 10 + (word >> 8);
+    return (((word & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
+            + (((word >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+#else
+    uint64_t value = 0;
+    (void)word;
+    for (int i = 0; i < 8; i++) value = value * 10 + (uint64_t)(s[i] - '0');
+    return value;
+#endif
+}
+
+/* The value of the digits [i, end) (all checked to be digits), at most 19 of them. */
+static uint64_t digits_value(const unsigned char *s, Py_ssize_t i, Py_ssize_t end) {
+    uint64_t value = 0, word;
+    for (; end - i >= 8; i += 8) {
+        eight_digits(s + i, &word);
+        value = value * 100000000ULL + eight_digits_value(word, s + i);
+    }
+    for (; i < end; i++) value = value * 10 + (uint64_t)(s[i] - '0');
+    return value;
+}
+
+/* Past a run of digits, eight at a time while there are eight. */
+static inline void skip_digits(Parser *p) {
+    uint64_t word;
+    while (p->len - p->pos >= 8 && eight_digits(p->s + p->pos, &word)) p->pos += 8;
+    while (p->pos < p->len && (unsigned)(p->s[p->pos] - '0') < 10u) p->pos++;
 }
 
 /* A JSON number token, by the grammar. *is_int: no fraction, no exponent. 0: not a number. */
@@ -461,7 +555,7 @@ static int scan_number(Parser *p, Py_ssize_t *start, int *is_int) {
     if (c == '0') {
         p->pos++;
     } else if (c >= '1' && c <= '9') {
-        while ((c = PEEK(p)) >= '0' && c <= '9') p->pos++;
+        skip_digits(p);
     } else {
         return 0;
     }
@@ -469,7 +563,7 @@ static int scan_number(Parser *p, Py_ssize_t *start, int *is_int) {
         *is_int = 0;
         p->pos++;
         if (!((c = PEEK(p)) >= '0' && c <= '9')) return 0;
-        while ((c = PEEK(p)) >= '0' && c <= '9') p->pos++;
+        skip_digits(p);
     }
     c = PEEK(p);
     if (c == 'e' || c == 'E') {
@@ -523,11 +617,18 @@ static PyObject *parse_int(Parser *p, Node *node) {
         Py_ssize_t n = stop - h;
         if (n > 64) return FB;                 /* beyond 256 bits: out of range, Python says so */
         unsigned char bytes[32] = {0};
-        for (Py_ssize_t k = 0; k < n; k++) {
-            int nibble = HEX[stop[-1 - k]];
-            if (nibble < 0) return FB;
-            bytes[31 - k / 2] |= (unsigned char)(k % 2 ? nibble << 4 : nibble);
+        int bad = 0;                          /* any HEX of -1 makes it negative */
+        int j = 31;
+        for (; stop - h >= 2; stop -= 2, j--) {   /* a byte per two digits, from the last */
+            int high = HEX[stop[-2]], low = HEX[stop[-1]];
+            bad |= high | low;
+            bytes[j] = (unsigned char)(((unsigned)high << 4) | ((unsigned)low & 15u));
         }
+        if (stop > h) {
+            bad |= HEX[stop[-1]];
+            bytes[j] = (unsigned char)((unsigned)HEX[stop[-1]] & 15u);
+        }
+        if (bad < 0) return FB;
         PyObject *value = _PyLong_FromByteArray(bytes, 32, 0, 0);
         if (value != NULL && minus) Py_SETREF(value, PyNumber_Negative(value));
         if (value == NULL) return NULL;
@@ -547,15 +648,18 @@ static PyObject *parse_int(Parser *p, Node *node) {
             10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL};
         unsigned __int128 magnitude = 0;
         if (digits > 39) return FB;
-        /* 18 digits at a time in 64 bits; one 128-bit step per chunk */
+        /* 18 digits at a time in 64 bits; one 128-bit step per chunk (38 digits cannot overflow) */
         for (Py_ssize_t i = start + negative; i < end;) {
             Py_ssize_t stop = end - i > 18 ? i + 18 : end;
-            unsigned long long chunk = 0;
+            unsigned long long chunk = digits_value(p->s, i, stop);
             unsigned long long scale = tens[stop - i];
-            for (; i < stop; i++) chunk = chunk * 10 + (unsigned)(p->s[i] - '0');
-            if (__builtin_mul_overflow(magnitude, (unsigned __int128)scale, &magnitude)
-                    || __builtin_add_overflow(magnitude, (unsigned __int128)chunk, &magnitude))
+            i = stop;
+            if (digits < 39) {
+                magnitude = magnitude * scale + chunk;
+            } else if (__builtin_mul_overflow(magnitude, (unsigned __int128)scale, &magnitude)
+                       || __builtin_add_overflow(magnitude, (unsigned __int128)chunk, &magnitude)) {
                 return FB;
+            }
         }
         if (magnitude == 0) negative = 0;
         unsigned __int128 limit = node->signed128 ? ((unsigned __int128)1 << 127) - !negative
@@ -569,13 +673,8 @@ static PyObject *parse_int(Parser *p, Node *node) {
         return _PyLong_FromByteArray(bytes, 16, 1, node->signed128);
     }
 #endif
-    if (digits <= 19) {
-        unsigned long long magnitude = 0;
-        for (Py_ssize_t i = start + negative; i < end; i++) {
-            unsigned long long d = p->s[i] - '0';
-            if (magnitude > (ULLONG_MAX - d) / 10) return FB;
-            magnitude = magnitude * 10 + d;
-        }
+    if (digits <= 19) {                     /* 19 digits stay below 2^64 */
+        unsigned long long magnitude = digits_value(p->s, start + negative, end);
         if (negative && magnitude == 0) negative = 0;   /* "-0" is 0 */
         if (!node->wide) {
             if (negative) {
@@ -750,8 +849,8 @@ static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
     /* Like a tuple of atomic values (CPython untracks those too): an object holding only values the
      * garbage collector does not track cannot be part of a cycle, so the collector need not visit it.
      * Large caches of rows then cost full collections nothing. */
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (PyObject_IS_GC(values[i]) && PyObject_GC_IsTracked(values[i])) return obj;
+    for (Py_ssize_t i = 0; i < n; i++)   /* the type's flag first: ints, floats, str need no call */
+        if (PyType_IS_GC(Py_TYPE(values[i])) && PyObject_GC_IsTracked(values[i])) return obj;
     if (PyObject_GC_IsTracked(obj)) PyObject_GC_UnTrack(obj);
     return obj;
 }
@@ -774,7 +873,7 @@ static PyObject *parse_product(Parser *p, Node *node) {
     p->pos++;
     for (; got < node->n; got++) {
         if (got > 0 && !take(p, ',')) goto done;
-        if (open == '{' && !take_key(p, node->names[got])) goto done;
+        if (open == '{' && !take_key(p, &node->utf8[got])) goto done;
         PyObject *v = parse(p, node->fields[got]);
         if (v == NULL || v == FB) { result = v; goto done; }
         values[got] = v;
@@ -803,7 +902,7 @@ static PyObject *parse_key(Parser *p, Node *node) {
     p->pos++;
     for (Py_ssize_t i = 0; i < node->n; i++) {
         if (i > 0 && !take(p, ',')) goto done;
-        if (open == '{' && !take_key(p, node->names[i])) goto done;
+        if (open == '{' && !take_key(p, &node->utf8[i])) goto done;
         if (node->fields[i]->op == OP_SKIP) {
             if (!skip_value(p, 0)) goto done;
             continue;
@@ -832,12 +931,9 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     p->pos++;
     if (open == '{') {
         if (!scan_plain_string(p, &start, &end) || !take(p, ':')) return FB;
-        for (Py_ssize_t i = 0; i < node->n && tag < 0; i++) {
-            Py_ssize_t n;
-            const char *name = PyUnicode_AsUTF8AndSize(node->names[i], &n);
-            if (name == NULL) return NULL;
-            if (n == end - start && memcmp(p->s + start, name, (size_t)n) == 0) tag = i;
-        }
+        for (Py_ssize_t i = 0; i < node->n && tag < 0; i++)
+            if (node->utf8[i].n == end - start && memcmp(p->s + start, node->utf8[i].s, (size_t)node->utf8[i].n) == 0)
+                tag = i;
     } else if (open == '[') {
         skip_ws(p);
         Py_UCS4 c = PEEK(p);
@@ -854,6 +950,11 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     PyObject *payload = parse(p, node->fields[tag]);
     if (payload == NULL || payload == FB) return payload;
     if (!take(p, open == '{' ? '}' : ']')) { Py_DECREF(payload); return FB; }
+    if (node->wraps[tag] != NULL) {
+        PyObject *obj = build_slots(node->wraps[tag], &payload, 1);
+        Py_DECREF(payload);
+        return obj;
+    }
     if (node->makers[tag] == Py_None) return payload;
     PyObject *value = PyObject_CallOneArg(node->makers[tag], payload);
     Py_DECREF(payload);
@@ -895,6 +996,37 @@ static PyObject *parse_option(Parser *p, Node *node) {
     return v;
 }
 
+/* An array, as a tuple: the items gather on the stack (on the heap past 16), then move in. */
+static PyObject *parse_array(Parser *p, Node *node) {
+    PyObject *small[16];
+    PyObject **items = small, *v, *result = FB;
+    Py_ssize_t n = 0, cap = 16;
+    if (!take(p, '[')) return FB;
+    if (!take(p, ']')) {
+        do {
+            if (n == cap) {
+                PyObject **bigger = PyMem_Malloc(2 * cap * sizeof(PyObject *));
+                if (bigger == NULL) { result = PyErr_NoMemory(); goto done; }
+                memcpy(bigger, items, n * sizeof(PyObject *));
+                if (items != small) PyMem_Free(items);
+                items = bigger;
+                cap *= 2;
+            }
+            v = parse(p, node->inner);
+            if (v == NULL || v == FB) { result = v; goto done; }
+            items[n++] = v;
+        } while (take(p, ','));
+        if (!take(p, ']')) goto done;
+    }
+    if ((result = PyTuple_New(n)) == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(result, i, items[i]);
+    n = 0;                                   /* the tuple owns them now */
+done:
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(items[i]);
+    if (items != small) PyMem_Free(items);
+    return result;
+}
+
 static PyObject *parse_call(Parser *p, Node *node) {
     skip_ws(p);
     Py_ssize_t start = p->pos;
@@ -930,7 +1062,7 @@ static PyObject *parse(Parser *p, Node *node) {
         skip_ws(p);
         Py_UCS4 open = PEEK(p);
         if (open == '[') p->pos++;
-        else if (!(open == '{' && (p->pos++, take_key(p, node->key)))) return FB;
+        else if (!(open == '{' && (p->pos++, take_key(p, node->utf8)))) return FB;
         v = parse(p, node->inner);
         if (v == NULL || v == FB) return v;
         if (!take(p, open == '[' ? ']' : '}')) { Py_DECREF(v); return FB; }
@@ -942,24 +1074,8 @@ static PyObject *parse(Parser *p, Node *node) {
         return parse_option(p, node);
     case OP_PRODUCT:
         return parse_product(p, node);
-    case OP_ARRAY: {
-        if (!take(p, '[')) return FB;
-        PyObject *items = PyList_New(0);
-        if (items == NULL) return NULL;
-        if (!take(p, ']')) {
-            do {
-                v = parse(p, node->inner);
-                if (v == NULL || v == FB) { Py_DECREF(items); return v; }
-                int err = PyList_Append(items, v);
-                Py_DECREF(v);
-                if (err < 0) { Py_DECREF(items); return NULL; }
-            } while (take(p, ','));
-            if (!take(p, ']')) { Py_DECREF(items); return FB; }
-        }
-        v = PyList_AsTuple(items);
-        Py_DECREF(items);
-        return v;
-    }
+    case OP_ARRAY:
+        return parse_array(p, node);
     case OP_UNIT:
         return take_unit(p) ? PyTuple_New(0) : FB;
     case OP_CALL:

@@ -231,6 +231,40 @@ def test_composite_keys_come_in_key_order() -> None:
         key('[1,"x",["0x2"],9')
 
 
+@pytest.mark.parametrize("special", ['\\"', "\\\\", "\\u00e9", "\x01", "\x1f", "\x7f", " ", "~", "é", "😀",
+                                     '"'])
+def test_strings_are_read_alike_wherever_a_special_character_falls(special: str) -> None:
+    # the parser scans strings eight bytes at a time: a quote, backslash or control character may
+    # fall at any offset of those eight
+    schema = one_table(ProductType((Element("s", STRING),)))
+    for before in range(18):
+        for after in (0, 9):
+            text = '["' + "a" * before + special + "b" * after + '"]'
+            fast, slow = both(schema, "t", text)
+            assert fast == slow, text
+
+
+def test_long_escaped_strings_are_read_alike() -> None:
+    # an escaped string is unescaped into a buffer on the stack, then on the heap past 256 bytes
+    schema = one_table(ProductType((Element("s", STRING),)))
+    for piece in ("abc\\\"def", "x\\u00e9y", "\\ud83d\\ude00z", "é\\n"):
+        for repeat in (1, 30, 200):
+            text = '["' + piece * repeat + '"]'
+            fast, slow = both(schema, "t", text)
+            assert fast == slow and fast[0] == "ok", text
+
+
+@pytest.mark.parametrize("ty", [U64, I64, U128, I128, F64], ids=str)
+def test_numbers_of_every_length_are_read_alike(ty: AlgebraicType) -> None:
+    # digits are read eight at a time: every length, and a non-digit at the end of each run
+    schema = one_table(ProductType((Element("n", ty),)))
+    for digits in range(1, 42):
+        for text in ("9" * digits, "1" + "0" * (digits - 1), "-" + "7" * digits, "1" * digits + "x",
+                     "3" * digits + ".5", "4" * digits + "e1", "5" * digits + "/", "6" * digits + ":"):
+            fast, slow = both(schema, "t", f"[{text}]")
+            assert fast == slow, text
+
+
 def test_arrays_bytes_sums_and_units_decode_as_without_the_parser() -> None:
     from rx_spacetimedb.protocol.types import SumType, Variant
     color = SumType((Variant("Red", ProductType(())), Variant("Rgb", ArrayType(U8))))
@@ -285,9 +319,34 @@ def test_bad_plans_are_refused_at_compile() -> None:
     parser = fastpath.PARSER
     for plan in [(), ("nope",), ("int", 0), ("product", int, ("a",), None, ()), ("option",),
                  ("special", "k", int, None, ("str",)), ("key", ("a",), (("skip",),), (0,)),
-                 ("key", ("a",), (("str",),), (1,)), ("call", 5)]:
+                 ("key", ("a",), (("str",),), (1,)), ("call", 5),
+                 # a variant built through a slot: (class, data descriptor), nothing else
+                 ("variant", ("a",), ((Box,),), (("str",),)),
+                 ("variant", ("a",), ((5, Box.value),), (("str",),)),
+                 ("variant", ("a",), ((Box, None),), (("str",),))]:
         with pytest.raises((ValueError, TypeError)):
             parser.compile(plan)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Box:
+    value: Any
+
+
+def test_a_variant_is_built_through_its_slot() -> None:
+    plan = fastpath.PARSER.compile(("variant", ("Boxed", "Bare"), ((Box, Box.value), None),
+                                    (("str",), ("int", 0, 9, False))))
+    boxed = fastpath.PARSER.decode(plan, '{"Boxed": "x"}')
+    assert type(boxed) is Box and boxed == Box("x")
+    assert fastpath.PARSER.decode(plan, '[1, 7]') == 7
+    assert fastpath.PARSER.decode(plan, '{"Other": 1}') is fastpath.FALLBACK
+
+
+def test_a_name_without_utf8_form_never_matches() -> None:
+    # a lone surrogate cannot be in valid JSON text: such a field is left to the Python decoder
+    plan = fastpath.PARSER.compile(("product", Box, ("\ud800",), (Box.value,), (("str",),)))
+    assert fastpath.PARSER.decode(plan, '["x"]') == Box("x")
+    assert fastpath.PARSER.decode(plan, '{"\\ud800": "x"}') is fastpath.FALLBACK
 
 
 # -- whole frames: decode_server_message with and without the parser ------------------------------
