@@ -648,18 +648,18 @@ static PyObject *parse_int(Parser *p, Node *node) {
             10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL};
         unsigned __int128 magnitude = 0;
         if (digits > 39) return FB;
-        /* 18 digits at a time in 64 bits; one 128-bit step per chunk (38 digits cannot overflow) */
-        for (Py_ssize_t i = start + negative; i < end;) {
-            Py_ssize_t stop = end - i > 18 ? i + 18 : end;
-            unsigned long long chunk = digits_value(p->s, i, stop);
-            unsigned long long scale = tens[stop - i];
+        /* 18 digits at a time in 64 bits, one 128-bit step per chunk: 38 digits cannot overflow;
+         * a 39th is added with a check against constants */
+        Py_ssize_t i = start + negative, head = digits == 39 ? end - 1 : end;
+        while (i < head) {
+            Py_ssize_t stop = head - i > 18 ? i + 18 : head;
+            magnitude = magnitude * tens[stop - i] + digits_value(p->s, i, stop);
             i = stop;
-            if (digits < 39) {
-                magnitude = magnitude * scale + chunk;
-            } else if (__builtin_mul_overflow(magnitude, (unsigned __int128)scale, &magnitude)
-                       || __builtin_add_overflow(magnitude, (unsigned __int128)chunk, &magnitude)) {
-                return FB;
-            }
+        }
+        if (head < end) {
+            unsigned last = (unsigned)(p->s[head] - '0');
+            if (magnitude > all / 10 || (magnitude == all / 10 && last > (unsigned)(all % 10))) return FB;
+            magnitude = magnitude * 10 + last;
         }
         if (magnitude == 0) negative = 0;
         unsigned __int128 limit = node->signed128 ? ((unsigned __int128)1 << 127) - !negative
@@ -668,9 +668,8 @@ static PyObject *parse_int(Parser *p, Node *node) {
         if (magnitude <= (unsigned __int128)LLONG_MAX)
             return PyLong_FromLongLong(negative ? -(long long)magnitude : (long long)magnitude);
         unsigned __int128 bits = negative ? ~magnitude + 1 : magnitude;   /* two's complement */
-        unsigned char bytes[16];
-        for (int k = 0; k < 16; k++, bits >>= 8) bytes[k] = (unsigned char)bits;
-        return _PyLong_FromByteArray(bytes, 16, 1, node->signed128);
+        /* its bytes in the machine's order, as they are in memory */
+        return _PyLong_FromByteArray((const unsigned char *)&bits, 16, PY_LITTLE_ENDIAN, node->signed128);
     }
 #endif
     if (digits <= 19) {                     /* 19 digits stay below 2^64 */
