@@ -185,12 +185,18 @@ class _KeyGetter:
 class _Table:
     """Rows of one table by key, with their occurrence counts."""
 
-    __slots__ = ("counts", "has_pk", "rows")
+    __slots__ = ("extra", "has_pk", "rows")
 
     def __init__(self, has_pk: bool) -> None:
         self.has_pk = has_pk
         self.rows: dict[Any, Any] = {}
-        self.counts: dict[Any, int] = {}
+        # occurrences beyond the first, only for keys held more than once (overlapping queries): a
+        # key in ``rows`` and not here is held once, the usual case, which then costs no bookkeeping
+        self.extra: dict[Any, int] = {}
+
+    def count(self, key: Any) -> int:
+        """How many query occurrences hold this key (0: not cached)."""
+        return 1 + self.extra.get(key, 0) if key in self.rows else 0
 
 
 class _State:
@@ -211,7 +217,99 @@ class _State:
 # A list, not a class: one is made per changed row, and a list literal costs a fraction of a call.
 _Change = list[Any]
 _DELETED, _INSERTED, _ROW = 0, 1, 2
-_Changes = dict[str, dict[Any, _Change]]
+_PerKey = dict[Any, _Change]
+
+
+class _Batch:
+    """One table's changes in the usual shape: one query's deletes and inserts, no key twice in either.
+
+    ``_commit`` applies it with dict and set operations when every key is held once (the usual
+    case) instead of a Python step per key; otherwise it becomes a ``_PerKey`` like any other.
+    """
+
+    __slots__ = ("deleted", "inserted")
+
+    def __init__(self, deleted: dict[Any, None], inserted: dict[Any, Any]) -> None:
+        self.deleted = deleted
+        self.inserted = inserted
+
+    def per_key(self) -> _PerKey:
+        per_key: _PerKey = {key: [1, 0, None] for key in self.deleted}
+        for key, row in self.inserted.items():
+            change = per_key.get(key)
+            if change is None:
+                per_key[key] = [0, 1, row]
+            else:
+                change[_INSERTED], change[_ROW] = 1, row
+        return per_key
+
+
+_Changes = dict[str, "_PerKey | _Batch"]
+
+
+def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, message: ServerMessage,
+                  spec_updates: bool) -> TableDiff[Any] | None:
+    """Apply a batch whose every key is held once or not at all; None (nothing changed) otherwise.
+
+    Then a deleted key leaves, a new key comes in with one occurrence, and a key both deleted and
+    inserted is an update: dict and set operations do it, in the order the per-key path gives.
+    """
+    rows, deleted, inserted = table.rows, batch.deleted, batch.inserted
+    if not deleted.keys() <= rows.keys() or (table.extra and not table.extra.keys().isdisjoint(deleted)):
+        return None  # a delete of a row not cached (a warning), or of one held more than once
+    if deleted and inserted:
+        if len(deleted) == len(inserted) and deleted.keys() == inserted.keys():  # updates only
+            if not spec_updates:
+                return None
+            updated = [(rows[key], inserted[key]) for key in deleted]
+            rows.update(inserted)
+            return TableDiff(name, (), (), tuple(updated), cause, message)
+        if not spec_updates or not (inserted.keys() - deleted.keys()).isdisjoint(rows):
+            return None  # a snapshot's equal row, or an insert of a key held already: count them
+        updated = [(rows[key], inserted[key]) for key in deleted if key in inserted]
+        gone = [rows.pop(key) for key in deleted if key not in inserted]
+        new = [row for key, row in inserted.items() if key not in deleted]
+        rows.update(inserted)
+        return TableDiff(name, tuple(new), tuple(gone), tuple(updated), cause, message)
+    if inserted:
+        if not rows.keys().isdisjoint(inserted):
+            return None
+        rows.update(inserted)
+        return TableDiff(name, tuple(inserted.values()), (), (), cause, message)
+    return TableDiff(name, (), tuple([rows.pop(key) for key in deleted]), (), cause, message)
+
+
+def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause, message: ServerMessage,
+                    spec_updates: bool) -> TableDiff[Any]:
+    """Apply one table's changes key by key, counting occurrences (any shape of changes)."""
+    rows, extra, has_pk = table.rows, table.extra, table.has_pk
+    inserted: list[Any] = []
+    deleted: list[Any] = []
+    updated: list[tuple[Any, Any]] = []
+    for key, (minus, plus, row) in per_key.items():
+        old = (1 + extra.get(key, 0)) if key in rows else 0
+        if minus > old:
+            log.warning("%s: delete of %d occurrence(s) of %r, but the cache holds %d", name, minus, key, old)
+            minus = old
+        new = old - minus + plus
+        if new > 1:
+            extra[key] = new - 1
+        elif old > 1:
+            del extra[key]
+        if new == 0:
+            if old:
+                deleted.append(rows.pop(key))
+            continue
+        if not old:
+            rows[key] = row
+            inserted.append(row)
+        elif plus:
+            previous = rows[key]
+            rows[key] = row
+            if has_pk and ((spec_updates and minus) or previous != row):
+                updated.append((previous, row))
+    return TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
+
 
 _ANY_REQUEST = -1
 """Pending legacy key when any ``InitialSubscription`` will do (re-sent after a reconnect)."""
@@ -416,7 +514,7 @@ class ClientCache:
         if isinstance(message, UnsubscribeApplied | UnsubscribeMultiApplied):
             tables = ([message.rows.table_rows] if isinstance(message, UnsubscribeApplied)
                       else message.update.tables)
-            changes = self._decode(tables, inserts=False, deletes=True)
+            changes = self._decode(tables, inserts=False, deletes=True, batches=not state.has_legacy)
             self._release(state, message.query_id)
             if state.has_legacy:
                 self._track_legacy(state, changes)
@@ -498,8 +596,12 @@ class ClientCache:
             self._keys[slot] = _key_getter(schema, table)
         return self._keys[slot]
 
-    def _decode(self, tables: Iterable[TableUpdate], *, inserts: bool, deletes: bool) -> _Changes:
-        """Decode and merge every QueryUpdate per table and key, before anything is changed."""
+    def _decode(self, tables: Iterable[TableUpdate], *, inserts: bool, deletes: bool,
+                batches: bool = True) -> _Changes:
+        """Decode and merge every QueryUpdate per table and key, before anything is changed.
+
+        ``batches``: a table with a primary key and one query may come out as a ``_Batch``.
+        """
         schema = resolve_schema(self._schema_source)
         changes: _Changes = {}
         for update in tables:
@@ -510,28 +612,42 @@ class ClientCache:
                     log.warning("rows of table %r, which the schema does not know, are not cached", name)
                 continue
             key_of = self._key_of(schema, name)
-            per_key = changes.setdefault(name, {})
             for query in update.updates:
+                # A deleted row is looked up by key (its value comes from the cache): decode only the
+                # key; without a primary key the whole row is the key.
+                removed: list[Any] = []
                 if deletes and query.deletes:
-                    # A deleted row is looked up by key (its value comes from the cache): decode only
-                    # the key; without a primary key the whole row is the key.
-                    keys = (schema.decode_rows(name, query.deletes) if key_of is None
-                            else schema.decode_keys(name, query.deletes))
-                    for key in keys:
-                        change = per_key.get(key)
-                        if change is None:
-                            per_key[key] = [1, 0, None]
-                        else:
-                            change[_DELETED] += 1
-                if inserts and query.inserts:
-                    rows = schema.decode_rows(name, query.inserts)
-                    for key, row in zip(rows if key_of is None else key_of.many(rows), rows, strict=True):
-                        change = per_key.get(key)
-                        if change is None:
-                            per_key[key] = [0, 1, row]
-                        else:
-                            change[_INSERTED] += 1
-                            change[_ROW] = row
+                    removed = (schema.decode_rows(name, query.deletes) if key_of is None
+                               else schema.decode_keys(name, query.deletes))
+                rows: list[Any] = schema.decode_rows(name, query.inserts) if inserts else []
+                added = rows if key_of is None else list(key_of.many(rows))
+                known = changes.get(name)
+                if known is None and batches and key_of is not None and len(update.updates) == 1:
+                    batch = _Batch(dict.fromkeys(removed), dict(zip(added, rows, strict=True)))
+                    if len(batch.deleted) == len(removed) and len(batch.inserted) == len(rows):
+                        changes[name] = batch
+                        continue
+                if known is None:
+                    per_key: _PerKey = {}
+                elif isinstance(known, _Batch):
+                    per_key = known.per_key()
+                else:
+                    per_key = known
+                changes[name] = per_key
+                for key in removed:
+                    change = per_key.get(key)
+                    if change is None:
+                        per_key[key] = [1, 0, None]
+                    else:
+                        change[_DELETED] += 1
+                for key, row in zip(added, rows, strict=True):
+                    change = per_key.get(key)
+                    if change is None:
+                        per_key[key] = [0, 1, row]
+                    else:
+                        change[_INSERTED] += 1
+                        change[_ROW] = row
+            changes.setdefault(name, {})  # a table with no queries is still known to the cache
         if changes:
             self._ensure_tables(schema, changes)
         return changes
@@ -542,8 +658,8 @@ class ClientCache:
                 self._state.tables[name] = _Table(bool(schema.primary_key(name)))
 
     def _apply_transaction(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
-        changes = self._decode(update.tables, inserts=True, deletes=True)
         state = self._state
+        changes = self._decode(update.tables, inserts=True, deletes=True, batches=not state.has_legacy)
         if state.has_legacy:
             self._track_legacy(state, changes)
         return self._commit(changes, "transaction", message, spec_updates=True)
@@ -556,10 +672,11 @@ class ClientCache:
         """
         only_legacy = not state.live
         for name, per_key in changes.items():
+            assert not isinstance(per_key, _Batch)  # decoded with batches=False
             table = state.tables[name]
             legacy = state.legacy.setdefault(name, {})
             for key, (deleted, inserted, _) in per_key.items():
-                new = max(table.counts.get(key, 0) - deleted, 0) + inserted
+                new = max(table.count(key) - deleted, 0) + inserted
                 held = new if only_legacy else min(legacy.get(key, 0), new)
                 if held:
                     legacy[key] = held
@@ -568,17 +685,18 @@ class ClientCache:
 
     def _replace_legacy(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
         """Apply a new legacy set as a diff against what the previous legacy set contributed."""
-        new_changes = self._decode(update.tables, inserts=True, deletes=False)
+        new_changes = self._decode(update.tables, inserts=True, deletes=False, batches=False)
         state = self._state
         schema = resolve_schema(self._schema_source)
         self._ensure_tables(schema, state.legacy)
-        changes: _Changes = {}
+        changes: dict[str, _PerKey] = {}
         for name, old in state.legacy.items():
             per_key = changes.setdefault(name, {})
             for key, count in old.items():
                 per_key[key] = [count, 0, None]
         new_legacy: dict[str, dict[Any, int]] = {}
         for name, per_key_new in new_changes.items():
+            assert not isinstance(per_key_new, _Batch)
             per_key = changes.setdefault(name, {})
             counts = new_legacy.setdefault(name, {})
             for key, (_, inserted, row) in per_key_new.items():
@@ -590,7 +708,7 @@ class ClientCache:
         state.has_legacy = True
         return self._commit(changes, "subscribe", message, spec_updates=False)
 
-    def _commit(self, changes: _Changes, cause: DiffCause, message: ServerMessage,
+    def _commit(self, changes: Mapping[str, _PerKey | _Batch], cause: DiffCause, message: ServerMessage,
                 *, spec_updates: bool) -> TransactionDiff:
         """Apply merged changes: ``new = old - deleted + inserted`` per key (spec §7.5 rule 4).
 
@@ -598,35 +716,14 @@ class ClientCache:
         row is equal; for snapshots only a changed value is.
         """
         diffs: list[TableDiff[Any]] = []
-        for name, per_key in changes.items():
+        for name, change in changes.items():
             table = self._state.tables[name]
-            rows, counts = table.rows, table.counts
-            inserted: list[Any] = []
-            deleted: list[Any] = []
-            updated: list[tuple[Any, Any]] = []
-            has_pk = table.has_pk
-            for key, (minus, plus, row) in per_key.items():
-                old = counts.get(key, 0)
-                if minus > old:
-                    log.warning("%s: delete of %d occurrence(s) of %r, but the cache holds %d",
-                                name, minus, key, old)
-                    minus = old
-                new = old - minus + plus
-                if new == 0:
-                    if old:
-                        deleted.append(rows.pop(key))
-                        del counts[key]
-                    continue
-                counts[key] = new
-                if not old:
-                    rows[key] = row
-                    inserted.append(row)
-                elif plus:
-                    previous = rows[key]
-                    rows[key] = row
-                    if has_pk and ((spec_updates and minus) or previous != row):
-                        updated.append((previous, row))
-            diff = TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
+            if isinstance(change, _Batch):
+                diff = _commit_batch(name, table, change, cause, message, spec_updates)
+                if diff is None:
+                    diff = _commit_per_key(name, table, change.per_key(), cause, message, spec_updates)
+            else:
+                diff = _commit_per_key(name, table, change, cause, message, spec_updates)
             if diff:
                 diffs.append(diff)
         return TransactionDiff(tuple(diffs), cause, message)
@@ -680,7 +777,7 @@ class ClientCache:
         """How many query occurrences hold this row (0: not cached)."""
         with self._lock:
             state = self._table(table)
-            return state.counts.get(key, 0) if state is not None else 0
+            return state.count(key) if state is not None else 0
 
     def tables(self) -> Mapping[str, int]:
         """Row counts of the tables that hold rows."""

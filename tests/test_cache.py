@@ -7,7 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rx_spacetimedb import cache as cache_module
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff, primary_key_getter
 from rx_spacetimedb.errors import ProtocolError, SchemaError
 from rx_spacetimedb.protocol import (
@@ -40,6 +43,7 @@ from tests.operators._canned import (
     unsub_applied,
     unsub_multi_applied,
 )
+from tests.protocol._strategies import PROPERTY
 
 
 def example(name: str) -> Any:
@@ -527,3 +531,54 @@ def test_a_first_identity_token_after_rows_from_an_unseen_connection_resyncs() -
     cache.apply(sub_applied(1, player(1)))  # the stream was joined mid-session
     cache.apply(identity_token(MY_CONNECTION))
     assert cache.resyncing
+
+
+# -- the batch fold against the per-key fold ---------------------------------------------------
+
+_ids = st.lists(st.integers(0, 5), max_size=6)
+
+
+def _rows(data: st.DataObject, label: str) -> tuple[Any, ...]:
+    return tuple(player(i, score=data.draw(st.integers(0, 2), label=f"{label} score"))
+                 for i in data.draw(_ids, label=label))
+
+
+@PROPERTY
+@given(st.data())
+def test_the_batch_fold_gives_what_the_per_key_fold_gives(data: st.DataObject) -> None:
+    # _commit_batch is a fast path of _commit_per_key for keys held once: the same messages, folded
+    # with it and without it, must give equal diffs (in the same order), rows and counts. Keys repeat,
+    # are deleted while absent, held by two queries, and one table may carry two queries.
+    query_a, query_b = "SELECT * FROM Player", "SELECT * FROM Player WHERE score >= 0"
+    messages: list[Any] = []
+    for step in range(data.draw(st.integers(1, 8), label="steps")):
+        kind = data.draw(st.sampled_from(["tx", "tx", "tx2", "update", "sub", "unsub"]), label=f"kind {step}")
+        if kind == "update":  # the same keys deleted and inserted, in another order
+            ids = data.draw(st.lists(st.integers(0, 5), unique=True, min_size=1), label="updated")
+            order = data.draw(st.permutations(ids), label="order")
+            messages.append(committed(tx_table("Player", delta(tuple(player(i) for i in ids),
+                                                               tuple(player(i, score=9) for i in order)))))
+        elif kind == "tx":
+            messages.append(committed(tx_table("Player", delta(_rows(data, "del"), _rows(data, "ins")))))
+        elif kind == "tx2":
+            messages.append(committed(tx_table("Player", delta(_rows(data, "del"), _rows(data, "ins")),
+                                               delta(_rows(data, "del2"), _rows(data, "ins2")))))
+        elif kind == "sub":
+            messages.append(("sub", step, sub_applied(step, *_rows(data, "snapshot"))))
+        else:
+            messages.append(unsub_applied(step, *_rows(data, "removed")))
+
+    def fold(batches: bool) -> tuple[list[Any], tuple[Any, ...], list[int]]:
+        cache = ClientCache(SCHEMA)
+        diffs = []
+        with pytest.MonkeyPatch.context() as patch:
+            if not batches:
+                patch.setattr(cache_module, "_commit_batch", lambda *args: None)
+            for message in messages:
+                if isinstance(message, tuple):
+                    _, query_id, message = message
+                    cache.note_subscribe_single(query_id, query_a if query_id % 2 else query_b)
+                diffs.append(cache.apply(message).tables)
+        return diffs, cache.rows("Player"), [cache.ref_count("Player", i) for i in range(6)]
+
+    assert fold(batches=True) == fold(batches=False)
