@@ -125,7 +125,10 @@ class TransactionDiff:
 
     def table(self, name: str) -> TableDiff[Any] | None:
         """The diff of one table, or None when this message did not change it."""
-        return next((t for t in self.tables if t.table == name), None)
+        for diff in self.tables:  # a loop, not next(genexpr): this runs for every message and table stream
+            if diff.table == name:
+                return diff
+        return None
 
     @property
     def reducer_call(self) -> ReducerCallInfo | None:
@@ -311,6 +314,8 @@ def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause
     return TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
 
 
+_SNAPSHOTS = (SubscribeApplied, SubscribeMultiApplied, InitialSubscription)
+
 _ANY_REQUEST = -1
 """Pending legacy key when any ``InitialSubscription`` will do (re-sent after a reconnect)."""
 
@@ -464,7 +469,7 @@ class ClientCache:
         """
         with self._lock:
             diff = self._apply(message)
-            if isinstance(message, SubscribeApplied | SubscribeMultiApplied | InitialSubscription):
+            if isinstance(message, _SNAPSHOTS):
                 self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
             if self._armed and not self._pending():
                 return self.end_resync(message)

@@ -72,6 +72,9 @@ _U32 = 1 << 32
 # Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database, and a
 # row_types= class that does not fit the module's schema.
 _FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound, SchemaError)
+# The messages that answer a request of ours (see _stray_answer).
+_ANSWERS = (m.SubscribeApplied, m.SubscribeMultiApplied, m.UnsubscribeApplied, m.UnsubscribeMultiApplied,
+            m.InitialSubscription, m.ProcedureResult, m.OneOffQueryResponse)
 
 Status = Literal["connecting", "connected", "disconnected", "reconnecting", "closed"]
 
@@ -514,6 +517,8 @@ class Connection:
 
     def _stray_answer(self, message: m.ServerMessage) -> str | None:
         """Describe an answer to a request this connection never made (or already forgot)."""
+        if not isinstance(message, _ANSWERS):
+            return None  # most messages (transactions) answer nothing: no lock taken for them
         with self._lock:
             if isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
                 known = message.query_id in self._subscriptions
