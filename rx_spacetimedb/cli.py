@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -514,7 +515,7 @@ def _watch_loop(args: argparse.Namespace, io: _Output, conn: Connection,
     changes = 0
     while True:
         try:
-            kind, value = events.get(timeout=args.timeout if not connected_once else None)
+            kind, value = _next_event(events, args.timeout if not connected_once else None)
         except queue.Empty:
             raise TransportError(f"no connection within {args.timeout:g} s") from None
         if kind == "state":
@@ -544,6 +545,27 @@ def _watch_loop(args: argparse.Namespace, io: _Output, conn: Connection,
             changes += 1
             if args.limit is not None and changes >= args.limit:
                 return EXIT_OK
+
+
+_WAKE_UP = 0.25
+"""Longest wait of the main thread in one blocking call (see ``_next_event``)."""
+
+
+def _next_event(events: queue.Queue[tuple[str, Any]], timeout: float | None) -> tuple[str, Any]:
+    """``events.get(timeout=timeout)``, in waits of at most ``_WAKE_UP`` seconds.
+
+    Ctrl-C reaches Python code only in the main thread. When the kernel hands SIGINT to another
+    thread (the I/O thread), a main thread blocked in one untimed ``get`` would never wake to raise
+    ``KeyboardInterrupt``; waking up now and then lets it.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = _WAKE_UP if deadline is None else min(_WAKE_UP, max(deadline - time.monotonic(), 0.0))
+        try:
+            return events.get(timeout=wait)
+        except queue.Empty:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
 
 
 def _print_diff(args: argparse.Namespace, io: _Output, diff: TransactionDiff) -> bool:

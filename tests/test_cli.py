@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from rx_spacetimedb import cli
 from rx_spacetimedb.cli import (
     EXIT_AUTH,
     EXIT_FAILED,
@@ -415,6 +417,33 @@ def test_watch_of_a_bad_query_is_one_line_and_exit_1(server: SpacetimeDBEmulator
     code, _, err = run("watch", *target(server), "SELECT * FROM Nope")
     assert code == EXIT_FAILED
     assert err.splitlines()[-1].startswith("error: subscription failed: no such table")
+
+
+class _SlowQueue(queue.Queue[tuple[str, object]]):
+    """Records each get's timeout; empty for the first ``empty_for`` gets."""
+
+    def __init__(self, empty_for: int) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+        self.empty_for = empty_for
+        self.put(("diff", 1))
+
+    def get(self, block: bool = True, timeout: float | None = None) -> tuple[str, object]:
+        self.timeouts.append(timeout)
+        if len(self.timeouts) <= self.empty_for:
+            raise queue.Empty
+        return super().get(block, timeout)
+
+
+def test_the_watch_loop_never_blocks_in_one_untimed_wait() -> None:
+    # a Ctrl-C the kernel hands to the I/O thread is raised only when the main thread runs again
+    events = _SlowQueue(empty_for=3)
+    assert cli._next_event(events, None) == ("diff", 1)
+    assert len(events.timeouts) == 4
+    assert all(t is not None and 0 < t <= cli._WAKE_UP for t in events.timeouts)
+    # with a timeout, Empty comes once it has passed, not after the first short wait
+    with pytest.raises(queue.Empty):
+        cli._next_event(_SlowQueue(empty_for=10**9), 0.0)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
