@@ -264,9 +264,11 @@ def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, mes
         if len(deleted) == len(inserted) and deleted.keys() == inserted.keys():  # updates only
             if not spec_updates:
                 return None
-            updated = [(rows[key], inserted[key]) for key in deleted]
+            # (old, new) pairs in delete order, zipped in C rather than a tuple built per key in Python
+            pairs = tuple(zip(map(rows.__getitem__, deleted), map(inserted.__getitem__, deleted),
+                              strict=True))
             rows.update(inserted)
-            return TableDiff(name, (), (), tuple(updated), cause, message)
+            return TableDiff(name, (), (), pairs, cause, message)
         if not spec_updates or not (inserted.keys() - deleted.keys()).isdisjoint(rows):
             return None  # a snapshot's equal row, or an insert of a key held already: count them
         updated = [(rows[key], inserted[key]) for key in deleted if key in inserted]

@@ -771,7 +771,7 @@ static int skip_value(Parser *p, int depth) {
     Py_UCS4 c = PEEK(p);
     if (c == '"') {
         p->pos++;
-        while (p->pos < p->len) {
+        while ((p->pos = plain_run(p->s, p->pos, p->len)) < p->len) {
             c = p->s[p->pos++];
             if (c == '"') return 1;
             if (c < 0x20) return 0;
