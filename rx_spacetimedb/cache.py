@@ -626,14 +626,16 @@ class ClientCache:
                 if deletes and query.deletes:
                     removed = (schema.decode_rows(name, query.deletes) if key_of is None
                                else schema.decode_keys(name, query.deletes))
-                rows: list[Any] = schema.decode_rows(name, query.inserts) if inserts else []
-                added = rows if key_of is None else list(key_of.many(rows))
                 known = changes.get(name)
                 if known is None and batches and key_of is not None and len(update.updates) == 1:
-                    batch = _Batch(dict.fromkeys(removed), dict(zip(added, rows, strict=True)))
-                    if len(batch.deleted) == len(removed) and len(batch.inserted) == len(rows):
-                        changes[name] = batch
-                        continue
+                    deleted = dict.fromkeys(removed)
+                    if len(deleted) == len(removed):  # else a key repeats: count occurrences below
+                        inserted = schema.decode_rows_by_key(name, query.inserts if inserts else (), key_of)
+                        if inserted is not None:
+                            changes[name] = _Batch(deleted, inserted)
+                            continue
+                rows: list[Any] = schema.decode_rows(name, query.inserts) if inserts else []
+                added = rows if key_of is None else list(key_of.many(rows))
                 if known is None:
                     per_key: _PerKey = {}
                 elif isinstance(known, _Batch):

@@ -1173,6 +1173,63 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
     return out;
 }
 
+/* decode_keyed(plan, texts, slow, key_of, columns): the rows by key in a dict, or None when a key
+ * repeats. A row the fast path built is a generated class whose key columns sit at known offsets:
+ * read there; any other row (a user class, one decoded by `slow`) gets key_of(row). */
+static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyObject_TypeCheck(args[0], &PlanType) || !PyTuple_Check(args[4])
+            || PyTuple_GET_SIZE(args[4]) == 0) {
+        PyErr_SetString(PyExc_TypeError, "decode_keyed(plan, texts, slow, key_of, columns)");
+        return NULL;
+    }
+    Node *root = ((PlanObject *)args[0])->root;
+    PyObject *columns = args[4];
+    Py_ssize_t ncolumns = PyTuple_GET_SIZE(columns), offsets[8];
+    int direct = root->op == OP_PRODUCT && root->setters != NULL && ncolumns <= 8;
+    for (Py_ssize_t c = 0; c < ncolumns && direct; c++) {
+        Py_ssize_t column = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c));
+        if (column == -1 && PyErr_Occurred()) return NULL;
+        direct = column >= 0 && column < root->n && root->offsets[column] >= 0;
+        if (direct) offsets[c] = root->offsets[column];
+    }
+    PyObject *seq = PySequence_Tuple(args[1]);   /* our own tuple, as in decode_all */
+    if (seq == NULL) return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) { Py_DECREF(seq); return NULL; }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
+        PyObject *text = PyTuple_GET_ITEM(seq, i), *key;
+        PyObject *row = decode_one(root, text);
+        int fast = row != FB && row != NULL;
+        if (row == FB) row = PyObject_CallOneArg(args[2], text);
+        if (row == NULL) goto error;
+        if (fast && direct && ncolumns == 1) {
+            key = Py_NewRef(*(PyObject **)((char *)row + offsets[0]));
+        } else if (fast && direct) {
+            if ((key = PyTuple_New(ncolumns)) != NULL)
+                for (Py_ssize_t c = 0; c < ncolumns; c++)
+                    PyTuple_SET_ITEM(key, c, Py_NewRef(*(PyObject **)((char *)row + offsets[c])));
+        } else {
+            key = PyObject_CallOneArg(args[3], row);
+        }
+        int seen = key == NULL ? -1 : PyDict_Contains(out, key);
+        int err = seen == 0 ? PyDict_SetItem(out, key, row) : seen;
+        Py_XDECREF(key);
+        Py_DECREF(row);
+        if (err < 0) goto error;
+        if (seen == 1) {                     /* a key twice: the caller counts occurrences instead */
+            Py_DECREF(out);
+            Py_DECREF(seq);
+            Py_RETURN_NONE;
+        }
+    }
+    Py_DECREF(seq);
+    return out;
+error:
+    Py_DECREF(out);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyObject *mod_configure(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "configure(fallback, catch, parse)");
@@ -1193,6 +1250,8 @@ static PyMethodDef methods[] = {
      "decode(plan, text) -> the value, or the fallback answer."},
     {"decode_all", (PyCFunction)(void (*)(void))mod_decode_all, METH_FASTCALL,
      "decode_all(plan, texts, slow) -> list: slow(text) for each text the fast path does not take."},
+    {"decode_keyed", (PyCFunction)(void (*)(void))mod_decode_keyed, METH_FASTCALL,
+     "decode_keyed(plan, texts, slow, key_of, columns) -> dict of the rows by key, or None if a key repeats."},
     {NULL, NULL, 0, NULL},
 };
 

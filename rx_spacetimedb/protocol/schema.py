@@ -441,6 +441,23 @@ class ModuleSchema:
             return PARSER.decode_all(plan, texts, self._python_rows[table])  # type: ignore[no-any-return]
         return [self._decode_row_python(table, t) for t in texts]
 
+    def decode_rows_by_key(self, table: str, texts: Sequence[str],
+                           key_of: Callable[[Any], Any]) -> dict[Any, Any] | None:
+        """Decode many row strings of one table into a dict by ``key_of(row)``; None when a key repeats.
+
+        ``key_of`` must give the row's primary key (``cache.primary_key_getter``): the C parser reads
+        the key columns of the rows it builds straight from their slots.
+        """
+        if not texts:
+            return {}
+        plan = self._row_plans[table] if table in self._row_plans else self._row_plan(table)
+        if plan is not None:
+            return PARSER.decode_keyed(  # type: ignore[no-any-return]
+                plan, texts, self._python_rows[table], key_of, self.primary_key(table))
+        rows = self.decode_rows(table, texts)
+        by_key = dict(zip(map(key_of, rows), rows, strict=True))
+        return by_key if len(by_key) == len(rows) else None
+
     def encode_row(self, table: str, row: Any, form: Form = "C") -> str:
         """The row string of a row: ``B`` = stored (object keyed), ``C`` = untyped (positional)."""
         return dumps(self.codec.encoder(RefType(self.table(table).product_type_ref), form)(row))

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from rx_spacetimedb.cache import primary_key_getter
 from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import (
     ModuleSchema,
@@ -231,6 +232,46 @@ def test_composite_keys_come_in_key_order() -> None:
         key('[1,"x",["0x2"],9')
 
 
+def test_rows_by_key_are_what_python_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    # decode_keyed reads the key columns of the rows it builds from their slots; rows the fast path
+    # leaves to Python (an escape, another field order) and rows of a user class get key_of(row)
+    class Pair:
+        def __init__(self, a: int, b: str, c: Any) -> None:
+            self.a, self.b, self.c = a, b, c
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Pair) and (self.a, self.b, self.c) == (other.a, other.b, other.c)
+
+    ty = ProductType((Element("a", U64), Element("b", STRING), Element("c", IDENTITY)))
+    texts = ['[1,"x",["0x2"]]', '{"a":2,"b":"y","c":{"__identity__":"0x3"}}', '[3,"\\u00e9",["0x4"]]',
+             '{"c":{"__identity__":"0x5"},"a":4,"b":"z"}', '[5, "w", ["0x6"]]']
+    user: dict[str, Any] = {"row_classes": {"t": Pair}}
+    cases = [((0,), {}), ((2, 0), {}), ((0,), user), ((1, 2), user)]
+
+    def plain(by_key: dict[Any, Any] | None) -> Any:  # two schemas generate two row classes
+        assert by_key is not None
+        return [(k, type(v).__name__, v.a, v.b, v.c) for k, v in by_key.items()]
+
+    for key, kwargs in cases:
+        def make() -> ModuleSchema:
+            return ModuleSchema([ty], tables=[TableDef("t", 0, key)], **kwargs)  # noqa: B023
+
+        fast = make()
+        key_of = primary_key_getter(fast, "t")
+        assert key_of is not None
+        got = fast.decode_rows_by_key("t", texts, key_of)
+        assert got is not None and list(got) == [key_of(row) for row in fast.decode_rows("t", texts)]
+        assert fast.decode_rows_by_key("t", [*texts, texts[0]], key_of) is None   # a key twice
+        assert fast.decode_rows_by_key("t", [], key_of) == {}
+        with monkeypatch.context() as patch:
+            patch.setattr(schema_module, "PARSER", None)
+            slow = make()
+            assert plain(slow.decode_rows_by_key("t", texts, key_of)) == plain(got)
+            assert slow.decode_rows_by_key("t", [*texts, texts[0]], key_of) is None
+    with pytest.raises(TypeError):
+        fastpath.PARSER.decode_keyed(fast._row_plan("t"), texts, str, str, ())
+
+
 @pytest.mark.parametrize("special", ['\\"', "\\\\", "\\u00e9", "\x01", "\x1f", "\x7f", " ", "~", "é", "😀",
                                      '"'])
 def test_strings_are_read_alike_wherever_a_special_character_falls(special: str) -> None:
@@ -291,7 +332,9 @@ def test_decoding_leaks_no_references() -> None:
     cls = schema.row_class("t")
     texts = ['[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]', '[7,["0xff"],"ann",[5],[0,[1.5,"x"]],[3]]'] * 50
     key = schema.key_decoder("t")
-    assert key is not None
+    key_of = primary_key_getter(schema, "t")
+    assert key is not None and key_of is not None
+    unique = [f'[{i},["0xff"],"ann",[5],null,[3]]' for i in range(10)]
 
     def run() -> None:
         for text in texts:
@@ -300,6 +343,10 @@ def test_decoding_leaks_no_references() -> None:
             with contextlib.suppress(ProtocolError):
                 key(text)
         schema.decode_rows("t", texts[:1] * 10)
+        schema.decode_rows_by_key("t", unique, key_of)
+        schema.decode_rows_by_key("t", texts[:1] * 10, key_of)    # a key twice: None
+        with contextlib.suppress(ProtocolError):
+            schema.decode_rows_by_key("t", texts[:2], key_of)      # a bad row: the error
 
     def counts() -> tuple[int, ...]:
         return sys.getrefcount(cls), sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount("x")
