@@ -223,6 +223,24 @@ _DELETED, _INSERTED, _ROW = 0, 1, 2
 _PerKey = dict[Any, _Change]
 
 
+def _merge(per_key: _PerKey, removed: Iterable[Any], added: Iterable[tuple[Any, Any]]) -> _PerKey:
+    """Count deleted keys and inserted (key, row) pairs into ``per_key``; the last row of a key wins."""
+    for key in removed:
+        change = per_key.get(key)
+        if change is None:
+            per_key[key] = [1, 0, None]
+        else:
+            change[_DELETED] += 1
+    for key, row in added:
+        change = per_key.get(key)
+        if change is None:
+            per_key[key] = [0, 1, row]
+        else:
+            change[_INSERTED] += 1
+            change[_ROW] = row
+    return per_key
+
+
 class _Batch:
     """One table's changes in the usual shape: one query's deletes and inserts, no key twice in either.
 
@@ -237,14 +255,7 @@ class _Batch:
         self.inserted = inserted
 
     def per_key(self) -> _PerKey:
-        per_key: _PerKey = {key: [1, 0, None] for key in self.deleted}
-        for key, row in self.inserted.items():
-            change = per_key.get(key)
-            if change is None:
-                per_key[key] = [0, 1, row]
-            else:
-                change[_INSERTED], change[_ROW] = 1, row
-        return per_key
+        return _merge({}, self.deleted, self.inserted.items())
 
 
 _Changes = dict[str, "_PerKey | _Batch"]
@@ -642,20 +653,7 @@ class ClientCache:
                     per_key = known.per_key()
                 else:
                     per_key = known
-                changes[name] = per_key
-                for key in removed:
-                    change = per_key.get(key)
-                    if change is None:
-                        per_key[key] = [1, 0, None]
-                    else:
-                        change[_DELETED] += 1
-                for key, row in zip(added, rows, strict=True):
-                    change = per_key.get(key)
-                    if change is None:
-                        per_key[key] = [0, 1, row]
-                    else:
-                        change[_INSERTED] += 1
-                        change[_ROW] = row
+                changes[name] = _merge(per_key, removed, zip(added, rows, strict=True))
             changes.setdefault(name, {})  # a table with no queries is still known to the cache
         if changes:
             self._ensure_tables(schema, changes)
