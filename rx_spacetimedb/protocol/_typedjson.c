@@ -132,6 +132,16 @@ static int compile_setters(Node *node, PyObject *setters, Py_ssize_t n) {
     return 0;
 }
 
+/* A class built from its one slot: the class and that slot's descriptor (OP_SPECIAL, variant wraps). */
+static int compile_one_slot(Node *node, PyObject *cls, PyObject *descriptor) {
+    node->cls = Py_NewRef(cls);
+    PyObject *one = PyTuple_Pack(1, descriptor);
+    if (!one) return -1;
+    int err = compile_setters(node, one, 1);
+    Py_DECREF(one);
+    return err;
+}
+
 /* A name with no UTF-8 form (a lone surrogate) gets length -1: no text matches it, the row falls back. */
 static void utf8_name(PyObject *name, Name *out) {
     out->s = PyUnicode_AsUTF8AndSize(name, &out->n);
@@ -219,12 +229,7 @@ static Node *compile_node(PyObject *plan, int depth) {
         node->utf8 = PyMem_Calloc(1, sizeof(Name));
         if (!node->utf8) { PyErr_NoMemory(); goto fail; }
         utf8_name(node->key, node->utf8);
-        node->cls = Py_NewRef(ARG(2));
-        PyObject *one = PyTuple_Pack(1, ARG(3));
-        if (!one) goto fail;
-        int err = compile_setters(node, one, 1);
-        Py_DECREF(one);
-        if (err < 0) goto fail;
+        if (compile_one_slot(node, ARG(2), ARG(3)) < 0) goto fail;
         if (!(node->inner = compile_node(ARG(4), depth + 1))) goto fail;
     } else if (tag_is(tag, "option") || tag_is(tag, "array")) {   /* (tag, inner) */
         NEED(2);
@@ -261,12 +266,8 @@ static Node *compile_node(PyObject *plan, int depth) {
                 if (PyTuple_GET_SIZE(maker) != 2 || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
                 Node *wrap = node->wraps[i] = PyMem_Calloc(1, sizeof(Node));
                 if (!wrap) { PyErr_NoMemory(); goto fail; }
-                wrap->cls = Py_NewRef(PyTuple_GET_ITEM(maker, 0));
-                PyObject *one = PyTuple_GetSlice(maker, 1, 2);
-                if (!one) goto fail;
-                int err = compile_setters(wrap, one, 1);
-                Py_DECREF(one);
-                if (err < 0) goto fail;
+                if (compile_one_slot(wrap, PyTuple_GET_ITEM(maker, 0), PyTuple_GET_ITEM(maker, 1)) < 0)
+                    goto fail;
                 maker = Py_None;
             }
             node->makers[i] = Py_NewRef(maker);
@@ -511,17 +512,17 @@ static inline int eight_digits(const unsigned char *s, uint64_t *word) {
             | (((*word + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4)) == 0x3333333333333333ULL;
 }
 
-/* The value of eight ASCII digits loaded by eight_digits. */
-static inline uint64_t eight_digits_value(uint64_t word, const unsigned char *s) {
+/* The value of eight ASCII digits at s. */
+static inline uint64_t eight_digits_value(const unsigned char *s) {
 #if PY_LITTLE_ENDIAN
-    (void)s;                                /* three multiplications instead of eight steps */
+    uint64_t word;                          /* three multiplications instead of eight steps */
+    memcpy(&word, s, 8);
     word -= 0x3030303030303030ULL;
     word = word * 10 + (word >> 8);
     return (((word & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32)))
             + (((word >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
 #else
     uint64_t value = 0;
-    (void)word;
     for (int i = 0; i < 8; i++) value = value * 10 + (uint64_t)(s[i] - '0');
     return value;
 #endif
@@ -529,11 +530,8 @@ static inline uint64_t eight_digits_value(uint64_t word, const unsigned char *s)
 
 /* The value of the digits [i, end) (all checked to be digits), at most 19 of them. */
 static uint64_t digits_value(const unsigned char *s, Py_ssize_t i, Py_ssize_t end) {
-    uint64_t value = 0, word;
-    for (; end - i >= 8; i += 8) {
-        eight_digits(s + i, &word);
-        value = value * 100000000ULL + eight_digits_value(word, s + i);
-    }
+    uint64_t value = 0;
+    for (; end - i >= 8; i += 8) value = value * 100000000ULL + eight_digits_value(s + i);
     for (; i < end; i++) value = value * 10 + (uint64_t)(s[i] - '0');
     return value;
 }
@@ -624,9 +622,10 @@ static PyObject *parse_int(Parser *p, Node *node) {
             bad |= high | low;
             bytes[j] = (unsigned char)(((unsigned)high << 4) | ((unsigned)low & 15u));
         }
-        if (stop > h) {
-            bad |= HEX[stop[-1]];
-            bytes[j] = (unsigned char)((unsigned)HEX[stop[-1]] & 15u);
+        if (stop > h) {                       /* an odd count: the first digit alone */
+            int low = HEX[stop[-1]];
+            bad |= low;
+            bytes[j] = (unsigned char)((unsigned)low & 15u);
         }
         if (bad < 0) return FB;
         PyObject *value = _PyLong_FromByteArray(bytes, 32, 0, 0);
