@@ -354,8 +354,17 @@ static inline Py_ssize_t plain_run(const unsigned char *s, Py_ssize_t i, Py_ssiz
     for (uint64_t v; len - i >= 8; i += 8) {
         memcpy(&v, s + i, 8);
         uint64_t quote = v ^ (ones * '"'), backslash = v ^ (ones * '\\');
-        if ((((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | ((v - ones * 0x20) & ~v)) & highs)
+        uint64_t found = (((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)
+                          | ((v - ones * 0x20) & ~v)) & highs;
+        if (found) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* The lowest flagged byte is always a true one (a borrow only runs upwards): it is the
+             * first quote, backslash or control character. */
+            return i + (__builtin_ctzll(found) >> 3);
+#else
             break;
+#endif
+        }
     }
     while (i < len && s[i] != '"' && s[i] != '\\' && s[i] >= 0x20) i++;
     return i;
@@ -407,16 +416,14 @@ static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
     PyObject *result = FB;
     p->pos = start + 1;
     while (p->pos < p->len) {
-        Py_ssize_t run = plain_run(p->s, p->pos, p->len);
-        if (run > p->pos) {                 /* a run of plain bytes */
-            Py_ssize_t k = run - p->pos;
-            if (reserve(&buf, &cap, n, k, stack) < 0) { result = NULL; goto done; }
-            memcpy(buf + n, p->s + p->pos, (size_t)k);
-            n += k;
-            p->pos = run;
-            continue;
-        }
-        unsigned char c = p->s[p->pos];
+        /* a run of plain bytes (maybe none), then a quote or an escape */
+        Py_ssize_t run = plain_run(p->s, p->pos, p->len), k = run - p->pos;
+        if (reserve(&buf, &cap, n, k + 4, stack) < 0) { result = NULL; goto done; }
+        memcpy(buf + n, p->s + p->pos, (size_t)k);
+        n += k;
+        p->pos = run;
+        if (run >= p->len) break;           /* no closing quote */
+        unsigned char c = p->s[run];
         if (c == '"') {
             p->pos++;
             if (ascii) {
@@ -428,7 +435,6 @@ static PyObject *parse_escaped_string(Parser *p, Py_ssize_t start) {
             goto done;
         }
         if (c < 0x20 || p->pos + 1 >= p->len) goto done;
-        if (reserve(&buf, &cap, n, 4, stack) < 0) { result = NULL; goto done; }   /* one escape's bytes */
         c = p->s[p->pos + 1];
         p->pos += 2;
         switch (c) {

@@ -403,6 +403,22 @@ def test_a_name_without_utf8_form_never_matches() -> None:
     assert fastpath.PARSER.decode(plan, '{"\\ud800": "x"}') is fastpath.FALLBACK
 
 
+def test_a_special_byte_at_every_offset_of_a_word_is_found() -> None:
+    # plain bytes are read eight at a time and the first quote, backslash or control character is
+    # located within the word: at every offset, after ASCII and after multi-byte UTF-8, the parser
+    # itself must take the string (not hand it back) and give what json gives
+    plan = fastpath.PARSER.compile(("product", Box, ("value",), (Box.value,), (("str",),)))
+    for special in ('\\"', "\\\\", "\\n", "\\u00e9", "\\ud83d\\ude00"):
+        for before in range(18):
+            for filler in ("a", "é"):
+                literal = '"' + filler * before + special + "z" * (17 - before) + '"'
+                assert fastpath.PARSER.decode(plan, f"[{literal}]") == Box(json.loads(literal)), literal
+                assert fastpath.PARSER.decode(plan, f"[{literal[:-1]}]") is fastpath.FALLBACK
+    for control in ("\t", "\x01", "\x1f"):
+        for before in range(18):
+            assert fastpath.PARSER.decode(plan, '["' + "a" * before + control + '"]') is fastpath.FALLBACK
+
+
 # -- whole frames: decode_server_message with and without the parser ------------------------------
 
 def frame_outcome(text: str | bytes) -> Any:
