@@ -136,6 +136,43 @@ class TransactionDiff:
         return self.message.reducer_call if isinstance(self.message, TransactionUpdate) else None
 
 
+_new = object.__new__
+_set_table, _set_inserts, _set_deletes, _set_updates, _set_cause, _set_message = (
+    TableDiff.__dict__[f.name].__set__ for f in dataclasses.fields(TableDiff))
+_set_tables, _set_tx_cause, _set_tx_message = (
+    TransactionDiff.__dict__[f.name].__set__ for f in dataclasses.fields(TransactionDiff))
+
+
+def _table_diff(name: str, inserts: tuple[Any, ...], deletes: tuple[Any, ...],
+                updates: tuple[tuple[Any, Any], ...], cause: DiffCause,
+                message: ServerMessage | None) -> TableDiff[Any] | None:
+    """The cache's own ``TableDiff``, or None when nothing changed.
+
+    Stored through the slot descriptors: the frozen ``__init__`` calls ``object.__setattr__`` per
+    field, twice the cost, and this runs for every message and table.
+    """
+    if not (inserts or deletes or updates):
+        return None
+    diff: TableDiff[Any] = _new(TableDiff)
+    _set_table(diff, name)
+    _set_inserts(diff, inserts)
+    _set_deletes(diff, deletes)
+    _set_updates(diff, updates)
+    _set_cause(diff, cause)
+    _set_message(diff, message)
+    return diff
+
+
+def _transaction_diff(tables: tuple[TableDiff[Any], ...], cause: DiffCause,
+                      message: ServerMessage | None) -> TransactionDiff:
+    """The cache's own ``TransactionDiff`` (as ``_table_diff``: once per message)."""
+    diff: TransactionDiff = _new(TransactionDiff)
+    _set_tables(diff, tables)
+    _set_tx_cause(diff, cause)
+    _set_tx_message(diff, message)
+    return diff
+
+
 def primary_key_getter(schema: ModuleSchema, table: str) -> Callable[[Any], Any] | None:
     """A function from a row of ``table`` to its primary-key value (a tuple for composite keys).
 
@@ -263,7 +300,8 @@ _Changes = dict[str, "_PerKey | _Batch"]
 
 def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, message: ServerMessage,
                   spec_updates: bool) -> TableDiff[Any] | None:
-    """Apply a batch whose every key is held once or not at all; None (nothing changed) otherwise.
+    """Apply a batch whose every key is held once or not at all; None when it cannot (or changed
+    nothing), for the per-key fold to do it.
 
     Then a deleted key leaves, a new key comes in with one occurrence, and a key both deleted and
     inserted is an update: dict and set operations do it, in the order the per-key path gives.
@@ -279,24 +317,24 @@ def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, mes
             pairs = tuple(zip(map(rows.__getitem__, deleted), map(inserted.__getitem__, deleted),
                               strict=True))
             rows.update(inserted)
-            return TableDiff(name, (), (), pairs, cause, message)
+            return _table_diff(name, (), (), pairs, cause, message)
         if not spec_updates or not (inserted.keys() - deleted.keys()).isdisjoint(rows):
             return None  # a snapshot's equal row, or an insert of a key held already: count them
         updated = [(rows[key], inserted[key]) for key in deleted if key in inserted]
         gone = [rows.pop(key) for key in deleted if key not in inserted]
         new = [row for key, row in inserted.items() if key not in deleted]
         rows.update(inserted)
-        return TableDiff(name, tuple(new), tuple(gone), tuple(updated), cause, message)
+        return _table_diff(name, tuple(new), tuple(gone), tuple(updated), cause, message)
     if inserted:
         if not rows.keys().isdisjoint(inserted):
             return None
         rows.update(inserted)
-        return TableDiff(name, tuple(inserted.values()), (), (), cause, message)
-    return TableDiff(name, (), tuple([rows.pop(key) for key in deleted]), (), cause, message)
+        return _table_diff(name, tuple(inserted.values()), (), (), cause, message)
+    return _table_diff(name, (), tuple([rows.pop(key) for key in deleted]), (), cause, message)
 
 
 def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause, message: ServerMessage,
-                    spec_updates: bool) -> TableDiff[Any]:
+                    spec_updates: bool) -> TableDiff[Any] | None:
     """Apply one table's changes key by key, counting occurrences (any shape of changes)."""
     rows, extra, has_pk = table.rows, table.extra, table.has_pk
     inserted: list[Any] = []
@@ -324,7 +362,7 @@ def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause
             rows[key] = row
             if has_pk and ((spec_updates and minus) or previous != row):
                 updated.append((previous, row))
-    return TableDiff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
+    return _table_diff(name, tuple(inserted), tuple(deleted), tuple(updated), cause, message)
 
 
 _SNAPSHOTS = (SubscribeApplied, SubscribeMultiApplied, InitialSubscription)
@@ -654,7 +692,8 @@ class ClientCache:
                 else:
                     per_key = known
                 changes[name] = _merge(per_key, removed, zip(added, rows, strict=True))
-            changes.setdefault(name, {})  # a table with no queries is still known to the cache
+            if name not in changes:  # a table with no queries is still known to the cache
+                changes[name] = {}
         if changes:
             self._ensure_tables(schema, changes)
         return changes
@@ -731,9 +770,9 @@ class ClientCache:
                     diff = _commit_per_key(name, table, change.per_key(), cause, message, spec_updates)
             else:
                 diff = _commit_per_key(name, table, change, cause, message, spec_updates)
-            if diff:
+            if diff is not None:
                 diffs.append(diff)
-        return TransactionDiff(tuple(diffs), cause, message)
+        return _transaction_diff(tuple(diffs), cause, message)
 
     def _net_diff(self, before: _State, after: _State,
                   message: ServerMessage | None) -> tuple[TableDiff[Any], ...]:
