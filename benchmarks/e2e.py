@@ -11,9 +11,11 @@ rows as in real deltas) as fast as TCP takes them. The same frames are received 
      every row string it carries, counting rows (no types, no cache, no Rx)
   b  our full pipeline: ``rx_spacetimedb.connect`` (schema given) -> ``conn.messages`` -> the
      client cache -> ``conn.table_diffs("Player")`` -> a counting observer
+  c  the same pipeline with no socket: the connection's transport is swapped for one that hands
+     it the same frames from memory. c/a is what b/a would be with a transport that cost nothing.
 
 Times run from the end of the snapshot to the last row counted; best of R interleaved rounds.
-Printed: rows/s and messages/s of a and b, and b/a (target from the issue: >= 0.8).
+Printed: rows/s and messages/s of a and b, b/a (target from the issue: >= 0.8) and c/a.
 
 Then the latency of a reducer round trip through the emulator (``SetScore`` on one player,
 ``call_reducer(...).result()`` one after another; median and p99), with the emulator in another
@@ -42,6 +44,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+from unittest import mock
 
 import orjson
 from _players import player_rows
@@ -51,6 +54,7 @@ from websockets.typing import Subprotocol
 from websockets.version import version as websockets_version
 
 import rx_spacetimedb
+import rx_spacetimedb.connection
 from rx_spacetimedb.cache import TableDiff
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import encode_server_message
@@ -115,9 +119,19 @@ def build_frames(workload: Workload) -> tuple[list[str], list[str]]:
 # -- the replay server (own process) ---------------------------------------------------------------
 
 
+IDENTITY = encode_server_message(m.IdentityToken(Identity(5), "token", ConnectionId(7)))
+
+
+def subscribe_applied(request: str, snapshot: list[str]) -> str:
+    """The answer to our ``SubscribeSingle`` request: the snapshot rows, object-shaped."""
+    body = orjson.loads(request)["SubscribeSingle"]
+    rows = m.TableUpdate(4097, "Player", len(snapshot), (m.QueryUpdate((), tuple(snapshot)),))
+    return encode_server_message(m.SubscribeApplied(body["request_id"], 10, body["query_id"]["id"],
+                                                    m.SubscribeRows(4097, "Player", rows)))
+
+
 def replay_server(port_out: Any, ready: Any) -> None:
     cache: dict[str, tuple[list[str], list[str]]] = {}
-    identity = encode_server_message(m.IdentityToken(Identity(5), "token", ConnectionId(7)))
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -126,13 +140,8 @@ def replay_server(port_out: Any, ready: Any) -> None:
         if name not in cache:
             cache[name] = build_frames(Workload(k, n))
         snapshot, frames = cache[name]
-        await ws.send(identity)
-        request = orjson.loads(await ws.recv())
-        ((_, body),) = request.items()
-        rows = m.TableUpdate(4097, "Player", len(snapshot), (m.QueryUpdate((), tuple(snapshot)),))
-        applied = m.SubscribeApplied(body["request_id"], 10, body["query_id"]["id"],
-                                     m.SubscribeRows(4097, "Player", rows))
-        await ws.send(encode_server_message(applied))
+        await ws.send(IDENTITY)
+        await ws.send(subscribe_applied(str(await ws.recv()), snapshot))
         for frame in frames:
             await ws.send(frame)
         await ws.wait_closed()
@@ -216,6 +225,40 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
     return marks["end"] - marks["start"]
 
 
+class FramesInMemory:
+    """A stand-in for ``rx_spacetimedb.transport.Transport``: the replay server's frames, no socket."""
+
+    def __init__(self, snapshot: list[str], frames: list[str]) -> None:
+        self._snapshot, self._frames = snapshot, frames
+        self._pending = [IDENTITY]
+        self._ready = asyncio.Event()
+        self.closing = False
+
+    async def recv(self) -> str:
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()  # until the subscription is sent; then never again
+        return self._pending.pop()
+
+    async def send(self, text: str) -> None:
+        if "SubscribeSingle" in text:  # the only request the pipeline sends
+            self._pending = [*reversed(self._frames), subscribe_applied(text, self._snapshot)]
+            self._ready.set()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closing = True
+
+
+def no_socket(workload: Workload, schema: ModuleSchema, snapshot: list[str], frames: list[str]) -> float:
+    """(c) ``pipeline`` with the transport swapped for ``FramesInMemory``."""
+
+    async def open_in_memory(*args: Any, **kwargs: Any) -> FramesInMemory:
+        return FramesInMemory(snapshot, frames)
+
+    with mock.patch.object(rx_spacetimedb.connection.Transport, "open", open_in_memory):
+        return pipeline(0, workload, schema)
+
+
 # -- reducer round trips ---------------------------------------------------------------------------
 
 
@@ -286,18 +329,21 @@ def main() -> None:
         prebuild(port.value, workloads)
         print(f"End to end: CPython {platform.python_version()}, websockets {websockets_version}, "
               f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds\n")
-        print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
+              "| c no socket msgs/s | c/a |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for workload in workloads:
-            floor_times, pipeline_times = [], []
+            snapshot, frames = build_frames(workload)
+            floor_times, pipeline_times, no_socket_times = [], [], []
             for _ in range(rounds):
                 floor_times.append(asyncio.run(floor(port.value, workload)))
                 pipeline_times.append(pipeline(port.value, workload, schema))
-            a, b = min(floor_times), min(pipeline_times)
-            rows = workload.row_strings
-            print(f"| {workload.rows:,} | {workload.messages:,} | {fmt_rate(rows / a)} | "
-                  f"{fmt_rate(workload.messages / a)} | {fmt_rate(rows / b)} | "
-                  f"{fmt_rate(workload.messages / b)} | {a / b:.2f} |", flush=True)
+                no_socket_times.append(no_socket(workload, schema, snapshot, frames))
+            a, b, c = min(floor_times), min(pipeline_times), min(no_socket_times)
+            rows, messages = workload.row_strings, workload.messages
+            print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
+                  f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
+                  f"{fmt_rate(messages / c)} | {a / c:.2f} |", flush=True)
         if args.profile:
             workload = next(w for w in workloads if w.rows == 100)
             profile = cProfile.Profile()
