@@ -44,7 +44,7 @@ from rx_spacetimedb.protocol.messages import (
     UnsubscribeApplied,
     UnsubscribeMultiApplied,
 )
-from rx_spacetimedb.protocol.sats import field_name
+from rx_spacetimedb.protocol.sats import field_name, slot_descriptors
 from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import ConnectionId
 
@@ -138,9 +138,8 @@ class TransactionDiff:
 
 _new = object.__new__
 _set_table, _set_inserts, _set_deletes, _set_updates, _set_cause, _set_message = (
-    TableDiff.__dict__[f.name].__set__ for f in dataclasses.fields(TableDiff))
-_set_tables, _set_tx_cause, _set_tx_message = (
-    TransactionDiff.__dict__[f.name].__set__ for f in dataclasses.fields(TransactionDiff))
+    slot.__set__ for slot in slot_descriptors(TableDiff))
+_set_tables, _set_tx_cause, _set_tx_message = (slot.__set__ for slot in slot_descriptors(TransactionDiff))
 
 
 def _table_diff(name: str, inserts: tuple[Any, ...], deletes: tuple[Any, ...],
@@ -784,8 +783,8 @@ class ClientCache:
             deleted = tuple(row for key, row in old.items() if key not in new)
             updated = tuple((row, new[key]) for key, row in old.items() if key in new and new[key] != row)
             inserted = tuple(row for key, row in new.items() if key not in old)
-            diff = TableDiff(name, inserted, deleted, updated, "resync", message)
-            if diff:
+            diff = _table_diff(name, inserted, deleted, updated, "resync", message)
+            if diff is not None:
                 diffs.append(diff)
         return tuple(diffs)
 

@@ -36,7 +36,8 @@ from rx_spacetimedb.protocol.values import (
     Uuid,
 )
 
-__all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name"]
+__all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name",
+           "slot_descriptors"]
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -180,7 +181,7 @@ _SPECIAL_CLASSES: dict[str, type[Identity | ConnectionId | Timestamp | TimeDurat
 }
 
 
-def _slots(cls: type) -> tuple[Any, ...]:
+def slot_descriptors(cls: type) -> tuple[Any, ...]:
     """The slot descriptors of a slotted dataclass, in field order (what its ``__init__`` stores)."""
     return tuple(getattr(cls, f.name) for f in dataclasses.fields(cls))
 
@@ -195,7 +196,7 @@ def _trusting_constructor(cls: type) -> Callable[[Any], Any]:
     time. Variants such as ``Committed`` have no check at all (``_plain_one_slot``).
     """
     new = object.__new__
-    (slot,) = _slots(cls)
+    (slot,) = slot_descriptors(cls)
     store = slot.__set__
 
     def make(value: int) -> Any:
@@ -480,7 +481,7 @@ class TypeCodec:
             lines += self._field_code(f"x{i}", f"d{i}", element.type, env)
         xs = [f"x{i}" for i in range(count)]
         if cls in self._generated:
-            for i, slot in enumerate(_slots(cls)):
+            for i, slot in enumerate(slot_descriptors(cls)):
                 env[f"s{i}"] = slot.__set__
             build = ["row = new(cls)", *(f"s{i}(row, x{i})" for i in range(count)), "return row"]
         else:  # a user's class (or an envelope class, or int for a one-field product): its constructor
@@ -566,7 +567,7 @@ class TypeCodec:
                 names = [v.name for v in target.variants]
                 if not all(n and not n.isdigit() for n in names):  # tags by number: Python's rules
                     return ("call", self.decoder(ty))
-                makers = tuple((c.cls, _slots(c.cls)[0]) if _plain_one_slot(c) else c.make
+                makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
                                for c in self._variants[ty.index])
                 return ("variant", tuple(names), makers, tuple(self.plan(v.type) for v in target.variants))
             if isinstance(target, ProductType) and target.special is None and target.elements:
@@ -586,7 +587,7 @@ class TypeCodec:
             special = ty.special
             if special is not None:
                 cls = _SPECIAL_CLASSES[special]
-                (slot,) = _slots(cls)
+                (slot,) = slot_descriptors(cls)
                 return ("special", special, cls, slot, self.plan(ty.elements[0].type))
             if not ty.elements:
                 return ("unit",)
@@ -596,7 +597,8 @@ class TypeCodec:
         return ("call", self.decoder(ty))
 
     def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
-        setters = _slots(cls) if cls in self._generated else None  # as the generated decoder builds it
+        # slots only for the classes we generate: as their generated decoder builds them
+        setters = slot_descriptors(cls) if cls in self._generated else None
         return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
 
     def _sum_decoder(self, ty: SumType) -> Decoder:
