@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 from rx_spacetimedb.protocol import (
@@ -38,8 +37,7 @@ from rx_spacetimedb.protocol import (
 )
 from rx_spacetimedb.protocol.sats import Form
 from rx_spacetimedb.protocol.types import RefType
-
-EXAMPLES = Path("/work/shared/spec/examples")
+from tests.protocol._examples import EXAMPLES
 
 
 def _schema_json() -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,11 +24,8 @@ from rx_spacetimedb.testing import (
     SpacetimeDBEmulator,
     example_module,
 )
+from tests.protocol._examples import EXAMPLES
 from tests.testing.helpers import Client, run
-
-EXAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "examples"
-if not EXAMPLES.exists():  # the checkout may live elsewhere; the spec is always here
-    EXAMPLES = Path("/work/shared/spec/examples")
 
 ALICE = Identity.from_hex("0xc20071130a560e3f5832e71f59bc7eea12eb08e3c12a8f2464a1bb7ba704976a")
 BOB = Identity.from_hex("0xc200c6a52583da9e4abafaff736f162ff8d362069ffb478cdf33d09c06c2e106")
