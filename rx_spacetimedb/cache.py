@@ -97,6 +97,12 @@ class TableDiff(Generic[Row]):
         """The reducer behind this change, when the server said (full ``TransactionUpdate`` only)."""
         return self.message.reducer_call if isinstance(self.message, TransactionUpdate) else None
 
+    def with_message(self, message: ServerMessage | None) -> TableDiff[Row]:
+        """The same diff, from ``message`` (see ``rx_spacetimedb.delivery``)."""
+        diff = _table_diff(self.table, self.inserts, self.deletes, self.updates, self.cause, message)
+        assert diff is not None  # self was not empty either: the cache builds no empty TableDiff
+        return diff
+
     def map_rows(self, convert: Callable[[Row], Any]) -> TableDiff[Any]:
         """The same diff with every row passed through ``convert`` (e.g. to a user row type)."""
         return TableDiff(
@@ -134,6 +140,10 @@ class TransactionDiff:
     def reducer_call(self) -> ReducerCallInfo | None:
         """The reducer behind this change, when the server said (full ``TransactionUpdate`` only)."""
         return self.message.reducer_call if isinstance(self.message, TransactionUpdate) else None
+
+    def with_message(self, message: ServerMessage | None) -> TransactionDiff:
+        """The same diff with every table's diff, from ``message`` (see ``rx_spacetimedb.delivery``)."""
+        return _transaction_diff(tuple([t.with_message(message) for t in self.tables]), self.cause, message)
 
 
 _new = object.__new__
@@ -401,6 +411,9 @@ class ClientCache:
         self._pending_legacy: dict[int, tuple[str, ...]] = {}
         self._pending_unsubs: set[int] = set()
         self._keys: dict[tuple[ModuleSchema, str], _KeyGetter | None] = {}
+        # Counts the changes of what lookups show: a seed read with snapshot() knows which diffs
+        # it already holds.
+        self._version = 0
         self._warned_tables: set[str] = set()
 
     # -- what the connection sends ---------------------------------------------------------
@@ -483,6 +496,7 @@ class ClientCache:
             self._armed = False
             self._arm_on_next_subscription = False
             self._stale = None
+            self._version += 1
             return TransactionDiff(self._net_diff(shown, self._state, message), "resync", message)
 
     def end_resync_when_applied(self) -> TransactionDiff | None:
@@ -518,6 +532,7 @@ class ClientCache:
             ProtocolError: a row did not decode; the cache is left unchanged (atomicity).
         """
         with self._lock:
+            self._version += 1
             diff = self._apply(message)
             if isinstance(message, _SNAPSHOTS):
                 self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
@@ -531,6 +546,7 @@ class ClientCache:
     def clear(self) -> TransactionDiff:
         """Drop every row and subscription (e.g. the connection closed for good), emitting deletes."""
         with self._lock:
+            self._version += 1
             shown = self._shown if self._shown is not None else self._state
             self._state = _State()
             self._shown = None
@@ -805,6 +821,16 @@ class ClientCache:
         with self._lock:
             state = self._table(table)
             return tuple(state.rows.values()) if state is not None else ()
+
+    @property
+    def version(self) -> int:
+        """Grows with every change of what lookups show (each ``apply``, a resync's end, ``clear``)."""
+        return self._version
+
+    def snapshot(self, table: str) -> tuple[int, tuple[Any, ...]]:
+        """``(version, rows)`` read together: the rows hold every change up to that version."""
+        with self._lock:
+            return self._version, self.rows(table)
 
     def get(self, table: str, key: Any, default: Any = None) -> Any:
         """The row with this primary key (a tuple for composite keys; the row itself without a key)."""

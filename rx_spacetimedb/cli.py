@@ -431,6 +431,8 @@ def _cmd_call(args: argparse.Namespace, io: _Output) -> int:
             else:
                 io.print(f"{args.name} returned: {_value_text(value)}")
             return EXIT_OK
+        if schema is not None:
+            schema.reducer(args.name)  # an unknown name is a usage error here, before anything is sent
         update = conn.call_reducer(args.name, values).result(args.timeout + 1)
         if args.json:
             _json_line(io.out, {

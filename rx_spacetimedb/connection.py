@@ -29,11 +29,13 @@ from rx_spacetimedb._ioloop import IoLoop
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
 from rx_spacetimedb.credentials import CredentialStore, default_credentials_path
+from rx_spacetimedb.delivery import Delivery, MessageSubject, deliver
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
     ConnectionClosed,
     ConnectionClosedByUser,
+    ConnectTimeout,
     DatabaseNotFound,
     OutOfEnergy,
     ProcedureFailed,
@@ -46,15 +48,19 @@ from rx_spacetimedb.errors import (
     SpacetimeDBError,
     SubscriptionFailed,
 )
+from rx_spacetimedb.handler import attach_handler, check_handler
 from rx_spacetimedb.operators import (
     LiveTable,
     ReducerResult,
+    cache_diffs,
     exponential_backoff,
     reducer_results,
     retry_when,
     table_diffs,
+    transactions,
 )
 from rx_spacetimedb.operators._backoff import RetryAttempt
+from rx_spacetimedb.operators._row_type import row_converter
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import decode_server_message, encode_client_message
 from rx_spacetimedb.protocol.jsontext import dumps
@@ -155,10 +161,14 @@ class Connection:
         self._fetch_schema = fetch_schema
         self._row_types = dict(row_types or {})
         self._credentials = credentials
-        self._user_token = token
         self._token = token
+        # Where the token came from: "user" (token=), "file" (credentials), "minted" (the server
+        # gave it to this process while anonymous: the only kind dropped when the server rejects it).
+        self._token_source: Literal["user", "file", "minted"] | None = "user" if token else None
         if token is None and credentials is not None:
             self._token = credentials.load()
+            self._token_source = "file" if self._token else None
+        self._identity_reset = ""  # why the next IdentityToken is a new identity, if it is
         self._request_timeout = request_timeout
         self._max_queued = max_queued_requests
         self._ping_interval = ping_interval
@@ -169,6 +179,8 @@ class Connection:
         self._io = IoLoop(f"rx-spacetimedb-io[{name or database}]")
         self._lock = threading.RLock()
         self._closed = False
+        # Why the connection ended (a fatal error, or close()): every request then fails at once.
+        self._fatal: Exception | None = None
         self._transport: Transport | None = None
         self._outbox: asyncio.Queue[str] | None = None
         self._queued: deque[tuple[m.ClientMessage, Request[Any] | None]] = deque()
@@ -187,16 +199,15 @@ class Connection:
         self._connected_once = False
 
         self.errors: GuardedSubject[Exception] = GuardedSubject(self._report_observer_error)
-        self._messages: GuardedSubject[m.ServerMessage] = GuardedSubject(self._report_observer_error)
+        # Two subjects of the same stamped messages: the live tables of ``table()`` follow the
+        # first, so every observer of ``messages`` (and of a request's outcome) sees them current.
+        self._tables_feed: MessageSubject[m.ServerMessage] = MessageSubject(self, self._report_observer_error)
+        self._messages: MessageSubject[m.ServerMessage] = MessageSubject(self, self._report_observer_error)
         self._states: LatestSubject[ConnectionState] = LatestSubject(
             ConnectionState("connecting"), self._report_observer_error)
         self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
             None, self._report_observer_error)
-        self._schema_ready = threading.Event()
-        if schema is not None:
-            self._schema_ready.set()
-        self.cache = ClientCache(self._require_schema, auto_resync=False)
-        self._diffs: GuardedSubject[TransactionDiff] = GuardedSubject(self._report_observer_error)
+        self.cache = ClientCache(self._current_schema, auto_resync=False)
         self._tables: dict[tuple[str, type | None], LiveTable[Any]] = {}
 
         self._backoff = exponential_backoff(
@@ -246,51 +257,64 @@ class Connection:
         return self._token
 
     # -- typed views (schema, cache, operators) ------------------------------------------
+    # Each is the operator of the same name on ``messages``: one code path, and what the operator
+    # gives on this connection's stream is by construction what these give.
 
     @property
     def diffs(self) -> Observable[TransactionDiff]:
-        """Every change to the client cache (subscribe, transaction, unsubscribe, resync), in order."""
-        return self._diffs
+        """Every change to the client cache (subscribe, transaction, unsubscribe, resync), in order.
+
+        Also the answers that changed nothing (an empty snapshot, a failed reducer): each message
+        that touches the cache emits one diff, ``bool(diff)`` says whether rows changed.
+        """
+        return self._messages.pipe(cache_diffs(include_empty=True), ops.filter(_touches_cache))
 
     def table_diffs(self, table: str, row_type: type[Row] | None = None) -> Observable[TableDiff[Row]]:
-        """The changes of one table (inserts, deletes, updates as (old, new)), one per message."""
-        self._require_schema().table(table)
-        return self._diffs.pipe(table_diffs(table, schema=self._require_schema, row_type=row_type))
+        """The changes of one table (inserts, deletes, updates as (old, new)), one per message.
+
+        Raises:
+            SchemaError: an unknown table or a row type that does not fit, at once when the schema
+                is known (else on the stream when it arrives).
+        """
+        if self.schema is not None:
+            row_converter(self.schema, table, row_type)
+        return self._messages.pipe(table_diffs(table, row_type=row_type))
 
     def transactions(self) -> Observable[TransactionDiff]:
-        """One emission per transaction, with every table's changes together."""
-        return self._diffs.pipe(ops.filter(_is_transaction))
+        """One emission per committed transaction, with every table's changes together."""
+        return self._messages.pipe(transactions())
 
     def reducer_results(self, name: str | None = None, *, own: bool = False) -> Observable[ReducerResult]:
         """Reducer calls seen on this connection, arguments decoded; ``own`` keeps this client's."""
-        return self._messages.pipe(reducer_results(
-            name, own=own, schema=self._require_schema, connection_id=lambda: self.connection_id))
+        if name is not None and self.schema is not None:
+            self.schema.reducer(name)
+        return self._messages.pipe(reducer_results(name, own=own))
 
     def table(self, name: str, row_type: type[Row] | None = None) -> LiveTable[Row]:
         """A live view of one table's cached rows (shared per name and row type).
 
-        It needs the schema, so it waits for it (up to the request timeout) if the connection
-        has not fetched it yet.
+        Never waits: before the schema has arrived it returns a live table that fills once the
+        rows do (an unknown name then errors its streams with ``SchemaError``).
+
+        Raises:
+            SchemaError: an unknown table or a row type that does not fit, when the schema is known.
         """
-        schema = self._require_schema()
-        schema.table(name)
+        if self.schema is not None:
+            row_converter(self.schema, name, row_type)
         with self._lock:
             key = (name, row_type)
             live = self._tables.get(key)
             if live is None:
-                live = LiveTable(self._diffs, name, schema=self._require_schema, row_type=row_type,
-                                 cache=self.cache)
+                live = LiveTable(self._tables_feed, name, row_type=row_type)
                 self._tables[key] = live
         live.connect()
         return live
 
-    def _require_schema(self) -> ModuleSchema:
-        """The module schema, waiting for the fetch if it is under way."""
-        if self.schema is None and not self._schema_ready.wait(self._request_timeout or 30.0):
+    def _current_schema(self) -> ModuleSchema:
+        """The module schema for the cache, which decodes rows only once there is one."""
+        if self.schema is None:
             raise SchemaError("no module schema: the connection has not fetched it (yet), or "
                               "was created with fetch_schema=False and no schema=")
-        if self.schema is None:
-            raise SchemaError("no module schema")
         return self.schema
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -307,8 +331,9 @@ class Connection:
             if self._closed:
                 return
             self._closed = True
+            if self._fatal is None:
+                self._fatal = ConnectionClosedByUser("the connection was closed with close()")
             pending = self._take_all_pending()
-        self._schema_ready.set()
         self._pipeline.dispose()
         transport = self._transport
         if transport is not None and self._io.running:
@@ -322,8 +347,8 @@ class Connection:
             request.fail(ConnectionClosedByUser("the connection was closed before the answer came"))
         self._set_state(ConnectionState("closed", *self._ids()))
         self._states.on_completed()
+        self._tables_feed.on_completed()
         self._messages.on_completed()
-        self._diffs.on_completed()
         self._identity.on_completed()
         self.errors.on_completed()
         self._io.stop(timeout)
@@ -347,34 +372,57 @@ class Connection:
                 f"identity={identity}]>")
 
     async def connected(self, timeout: float | None = None) -> m.IdentityToken:
-        """Wait (on the caller's asyncio loop) until the socket is connected; the IdentityToken."""
-        return await asyncio.wait_for(asyncio.wrap_future(self._first_identity()), timeout)
+        """Wait (on the caller's asyncio loop) until a socket is connected; its ``IdentityToken``.
+
+        The same rules as ``wait_connected``.
+        """
+        future = self._next_connected()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise self._connect_timeout(timeout) from self.state.error
 
     def wait_connected(self, timeout: float | None = None) -> m.IdentityToken:
-        """Block until connected (scripts, notebooks); raises the fatal error if one ends it."""
-        return self._first_identity().result(timeout)
+        """Block until a socket is connected (scripts, notebooks); its ``IdentityToken``.
 
-    def _first_identity(self) -> concurrent.futures.Future[m.IdentityToken]:
+        While connecting or reconnecting it waits for the new socket (never the old identity).
+
+        Raises:
+            ConnectTimeout: not connected within ``timeout`` (a ``TimeoutError``); its message and
+                ``last_error`` give the cause of the last failed attempt.
+            The error that ended the connection (``AuthenticationFailed``, ``DatabaseNotFound``, a
+            refused socket with ``reconnect=False``...), or ``ConnectionClosedByUser`` after ``close()``.
+        """
+        future = self._next_connected()
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._connect_timeout(timeout) from self.state.error
+
+    def _connect_timeout(self, timeout: float | None) -> ConnectTimeout:
+        state = self.state
+        cause = f"; last attempt: {state.error}" if state.error is not None else "; no attempt failed yet"
+        retry = (f" (attempt {state.attempt}, next in {state.delay:g} s)"
+                 if state.status == "reconnecting" else "")
+        return ConnectTimeout(f"not connected after {timeout} s{cause}{retry}", last_error=state.error)
+
+    def _next_connected(self) -> concurrent.futures.Future[m.IdentityToken]:
+        """The ``IdentityToken`` of the current socket if connected, else of the next one."""
         future: concurrent.futures.Future[m.IdentityToken] = concurrent.futures.Future()
 
-        def done(value: m.IdentityToken) -> None:
-            if not future.done():
-                future.set_result(value)
-
-        def failed(err: Exception) -> None:
-            if not future.done():
-                future.set_exception(err)
-
-        def ended() -> None:
-            failed(ConnectionClosedByUser("closed before connecting"))
-
         def on_state(state: ConnectionState) -> None:
-            if state.status == "closed":
-                failed(state.error or ConnectionClosedByUser("closed before connecting"))
+            if future.done():
+                return
+            token = self._identity_token
+            if state.status == "connected" and token is not None:
+                future.set_result(token)
+            elif state.status == "closed":
+                future.set_exception(state.error or self._fatal
+                                     or ConnectionClosedByUser("the connection was closed with close()"))
 
-        subscriptions = [self.identity.pipe(ops.take(1)).subscribe(done, failed, ended),
-                         self._states.subscribe(on_state)]
-        future.add_done_callback(lambda _: [d.dispose() for d in subscriptions])
+        subscription = self._states.subscribe(on_state)  # replays the current state
+        future.add_done_callback(lambda _: subscription.dispose())
         return future
 
     # -- the session ---------------------------------------------------------------------
@@ -400,14 +448,7 @@ class Connection:
     async def _run_session(self, observer: abc.ObserverBase[m.ServerMessage]) -> None:
         self._set_state(ConnectionState("connecting", *self._ids()))
         try:
-            if self._fetch_schema and self.schema is None:
-                self.schema = await fetch_schema(self.host, self.database, token=self._token,
-                                                 ssl=self._ssl, row_types=self._row_types)
-                self._schema_ready.set()
-            transport = await Transport.open(
-                self.host, self.database, token=self._token, light=self._light,
-                confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
-                ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
+            transport = await self._open()
         except Exception as err:  # mapped errors, and anything unmapped: a disconnect, never silent
             self._disconnected(err)
             observer.on_error(err)
@@ -444,6 +485,47 @@ class Connection:
         self._disconnected(error)
         observer.on_error(error)
 
+    async def _open(self) -> Transport:
+        """Fetch the schema if needed and open the socket; a rejected minted token is dropped."""
+        try:
+            return await self._open_once()
+        except AuthenticationFailed as err:
+            if self._token_source != "minted":
+                raise self._explain_rejected_token(err) from err
+            # A development server that was reset forgot the identity it minted for us: carry on
+            # as a new anonymous identity rather than stop (§1.4), and say so.
+            self._identity_reset = ("new identity: the server rejected the token it had minted for this "
+                                    f"connection ({err.body or 'HTTP 401'}); was it reset?")
+            _log.warning("rx_spacetimedb: %s", self._identity_reset)
+            self._token, self._token_source = None, None
+            if self._credentials is not None:
+                self._credentials.clear()
+            return await self._open_once()
+
+    async def _open_once(self) -> Transport:
+        if self._fetch_schema and self.schema is None:
+            self.schema = await fetch_schema(self.host, self.database, token=self._token,
+                                             ssl=self._ssl, row_types=self._row_types)
+        return await Transport.open(
+            self.host, self.database, token=self._token, light=self._light,
+            confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
+            ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
+
+    def _explain_rejected_token(self, err: AuthenticationFailed) -> AuthenticationFailed:
+        """The 401 with where the token came from and what to do (never the token itself)."""
+        if self._token_source == "file" and self._credentials is not None:
+            hint = (f"the token loaded from the credentials file {str(self._credentials.path)!r} was "
+                    "rejected: delete that file (or call CredentialStore.clear()) to connect as a new "
+                    "identity, or pass a valid token=")
+        elif self._token_source == "user":
+            hint = ("the token passed as connect(token=...) was rejected: pass a valid token, or none "
+                    "to connect anonymously")
+        else:
+            return err
+        explained = AuthenticationFailed(err.status, f"{err.body}; {hint}" if err.body else hint)
+        explained.token_source = self._token_source
+        return explained
+
     async def _write(self, transport: Transport, outbox: asyncio.Queue[str]) -> None:
         """Send frames in the order they were queued (one writer per socket keeps them ordered)."""
         while True:
@@ -473,32 +555,32 @@ class Connection:
                                         reason=str(reason)))
 
     def _on_message(self, message: m.ServerMessage) -> None:
-        """Fold the message into the cache, publish the diffs, settle requests, then emit it.
+        """Fold the message into the cache, stamp it with the change, emit it, then settle requests.
 
-        In this order, whoever sees the message or a request's outcome also sees current tables.
+        In this order, whoever sees the message, a diff or a request's outcome sees current tables,
+        and every stream derived from ``messages`` has had the message when a request settles.
         """
-        if not self._trusted(message):
-            self._messages.on_next(message)  # still seen on the raw stream, never folded
-            return
+        trusted = self._trusted(message)  # an untrusted message is still seen, never folded
         diffs: list[TransactionDiff] = []
-        try:
-            if self.schema is not None:
-                diffs.append(self.cache.apply(message))
-        except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
-            self._report(err)
-        try:
-            if isinstance(message, m.IdentityToken):
-                diffs.extend(self._on_identity(message))
-        except Exception as err:
-            self._report(err)
-        for diff in diffs:
-            if diff.cause != "none":
-                self._diffs.on_next(diff)
-        try:
-            self._correlate(message)
-        except Exception as err:
-            self._report(err)
+        if trusted:
+            try:
+                if self.schema is not None:
+                    diffs.append(self.cache.apply(message).with_message(None))
+            except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
+                self._report(err)
+            try:
+                if isinstance(message, m.IdentityToken):
+                    diffs.extend(self._on_identity(message))
+            except Exception as err:
+                self._report(err)
+        deliver(message, Delivery(self.schema, tuple(diffs), self.connection_id, self.cache.version))
+        self._tables_feed.on_next(message)
         self._messages.on_next(message)
+        if trusted:
+            try:
+                self._correlate(message)
+            except Exception as err:
+                self._report(err)
 
     def _trusted(self, message: m.ServerMessage) -> bool:
         """Whether a message fits this connection's state; reports those that do not (§6.4, §7.2)."""
@@ -542,19 +624,20 @@ class Connection:
         return f"{type(message).__name__} for {what}, which this connection never sent"
 
     def _on_fatal(self, error: Exception) -> None:
-        self._schema_ready.set()  # nobody waits for a schema that will never come
         with self._lock:
+            self._fatal = error  # every later request fails at once with it
             pending = self._take_all_pending()
         for request in pending:
             request.fail(error)
         self._set_state(ConnectionState("closed", *self._ids(), error=error,
                                         close_code=getattr(error, "code", None)))
+        self._tables_feed.on_error(error)
         self._messages.on_error(error)
-        self._diffs.on_error(error)
         self._identity.on_completed()
         self._states.on_completed()
 
     def _on_session_completed(self) -> None:
+        self._tables_feed.on_completed()
         self._messages.on_completed()
 
     # -- identity and resubscription -----------------------------------------------------
@@ -563,11 +646,14 @@ class Connection:
         self._backoff.reset()
         reconnect = self._connected_once
         self._connected_once = True
-        if self._user_token is None:
+        if self._token_source != "user":
             # Anonymous: keep the minted token so reconnects keep this identity (§1.4).
+            if self._token_source is None or token.token != self._token:
+                self._token_source = "minted"
             self._token = token.token
             if self._credentials is not None:
                 self._credentials.save(token.token)
+        reset, self._identity_reset = self._identity_reset, ""
         # Under the lock, "connected" and the list of what to (re)send change together: a request
         # made meanwhile on another thread is either in this list or sent by its caller, never both.
         with self._lock:
@@ -595,15 +681,34 @@ class Connection:
             queued = list(self._queued)
             self._queued.clear()
             finished = self.cache.end_resync_when_applied() if reconnect else None
-        self._set_state(ConnectionState("connected", token.identity, token.connection_id))
+        self._set_state(ConnectionState("connected", token.identity, token.connection_id, reason=reset))
         self._identity.on_next(token)
         for frame in frames:
             self._send_now(frame)
         for frame, queued_request in queued:
+            if queued_request is not None and self._fails_unsent(frame, queued_request):
+                continue
             if queued_request is not None:
                 queued_request.sent = True
             self._send_now(frame)
         return [finished] if finished is not None else []
+
+    def _fails_unsent(self, frame: m.ClientMessage, request: Request[Any]) -> bool:
+        """Fail a call queued before the schema came, if the schema has no such reducer/procedure."""
+        if isinstance(frame, m.CallReducer):
+            unknown = self._unknown("reducer", frame.reducer)
+            error: Exception | None = ReducerFailed(frame.reducer, unknown) if unknown else None
+        elif isinstance(frame, m.CallProcedure):
+            unknown = self._unknown("procedure", frame.procedure)
+            error = ProcedureFailed(frame.procedure, unknown) if unknown else None
+        else:
+            return False
+        if error is None:
+            return False
+        with self._lock:
+            self._forget(request)
+        request.fail(error)
+        return True
 
     # -- correlation ---------------------------------------------------------------------
 
@@ -737,13 +842,21 @@ class Connection:
                 so the outcome completes with ``None`` as soon as the call is sent.
             timeout: Seconds to wait for the answer (default: the connection's request_timeout).
 
+        A reducer the module does not have fails the outcome with ``ReducerFailed("no such
+        reducer")``, whether the schema says so at the call or the server does later.
+
         Raises:
-            ValueError/TypeError: bad name, flags or arguments (with the schema, checked against
+            ValueError/TypeError: a bad name, flags or arguments (with the schema, checked against
                 the reducer's parameters).
+            The error that ended the connection (``ConnectionClosedByUser`` after ``close()``).
         """
         _check_name("reducer", reducer)
         if flags not in (m.FULL_UPDATE, m.NO_SUCCESS_NOTIFY):
             raise ValueError(f"flags: must be FULL_UPDATE (0) or NO_SUCCESS_NOTIFY (1), got {flags!r}")
+        self._check_open()
+        unknown = self._unknown("reducer", reducer)
+        if unknown is not None:
+            return _failed("reducer", reducer, ReducerFailed(reducer, unknown))
         text = self._encode_args("reducer", reducer, args)
         with self._lock:
             request_id = self._new_request_id()
@@ -757,8 +870,15 @@ class Connection:
 
     def call_procedure(self, procedure: str, args: Sequence[Any] | Mapping[str, Any] = (), *,
                        timeout: float | None = None) -> Request[Any]:
-        """Call a procedure; the outcome is its decoded return value or a typed error."""
+        """Call a procedure; the outcome is its decoded return value or a typed error.
+
+        A procedure the module does not have fails the outcome with ``ProcedureFailed``.
+        """
         _check_name("procedure", procedure)
+        self._check_open()
+        unknown = self._unknown("procedure", procedure)
+        if unknown is not None:
+            return _failed("procedure", procedure, ProcedureFailed(procedure, unknown))
         text = self._encode_args("procedure", procedure, args)
         with self._lock:
             request_id = self._new_request_id()
@@ -771,6 +891,7 @@ class Connection:
         """Run one query once; the outcome is a ``OneOffResult`` or ``QueryFailed``."""
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError("sql: must be a non-empty string")
+        self._check_open()
         message_id = os.urandom(16)
         request: Request[Any] = Request("one_off_query", message_id, sql)
         with self._lock:
@@ -826,6 +947,7 @@ class Connection:
         if not isinstance(query_id, int):
             raise TypeError("query_id: must be an int or a subscription Request, "
                             f"not {type(query_id).__name__}")
+        self._check_open()
         with self._lock:
             sub = self._subscriptions.get(query_id)
             if sub is None:
@@ -855,15 +977,22 @@ class Connection:
         schema = self.schema
         if schema is not None:
             table = schema.reducers if kind == "reducer" else schema.procedures
-            if name in table:
-                params = table[name].params
-                return schema.encode_args(params, args)
-            raise ValueError(f"{kind}: unknown {kind} {name!r}; the module has {sorted(table)}")
+            return schema.encode_args(table[name].params, args)
         return dumps(list(args) if not isinstance(args, Mapping) else dict(args))
 
+    def _unknown(self, kind: str, name: str) -> str | None:
+        """Why the module has no such reducer/procedure (in the server's words), or None."""
+        schema = self.schema
+        if schema is None:
+            return None  # the server will say, with the same words
+        table = schema.reducers if kind == "reducer" else schema.procedures
+        return None if name in table else f"no such {kind}; the module has {sorted(table)}"
+
     def _check_open(self) -> None:
-        if self._closed:
-            raise ConnectionClosedByUser("the connection is closed")
+        """Raise the error that ended the connection: no request waits for an answer that cannot come."""
+        error = self._fatal
+        if error is not None:
+            raise error.with_traceback(None)
 
     def _submit_subscription(self, frame: m.ClientMessage, request: Request[Any]) -> None:
         """Send now if connected; otherwise the (re)connect sends every live subscription.
@@ -877,10 +1006,10 @@ class Connection:
     def _submit(self, frame: m.ClientMessage, request: Request[Any], timeout: float | None) -> None:
         """Send now, or queue until connected; the decision and the send share the lock with the
         socket's end, so a request is either aborted with its socket or sent on the next one."""
-        if self._closed:
-            self._forget(request)
-            raise ConnectionClosedByUser("the connection is closed")
         with self._lock:
+            if self._fatal is not None:  # ended since the caller's check
+                self._forget(request)
+                raise self._fatal.with_traceback(None)
             if self._outbox is not None and self._identity_token is not None:
                 request.sent = True
                 self._send_now(frame)
@@ -981,8 +1110,15 @@ def _is_not_none(value: object) -> bool:
     return value is not None
 
 
-def _is_transaction(diff: TransactionDiff) -> bool:
-    return diff.cause == "transaction"
+def _touches_cache(diff: TransactionDiff) -> bool:
+    return diff.cause != "none"
+
+
+def _failed(kind: str, name: str, error: Exception) -> Request[Any]:
+    """A request that failed before it was sent."""
+    request: Request[Any] = Request(kind, 0, name)
+    request.fail(error)
+    return request
 
 
 def _rekey(request: Request[Any], request_id: int) -> Request[Any]:
@@ -1105,6 +1241,8 @@ def connect(
     scheme = "wss" if tls or ssl_context is not None else "ws"
     url = host if "://" in host else f"{scheme}://{host}:{port}"
     build_url(url, database)  # validates host and database now, at the call
+    if handler is not None:
+        check_handler(handler)
     store: CredentialStore | None
     if credentials is True:
         store = CredentialStore(default_credentials_path(url, database))
@@ -1124,8 +1262,6 @@ def connect(
         ping_interval=ping_interval, open_timeout=open_timeout, name=name, scheduler=scheduler,
     )
     if handler is not None:
-        from rx_spacetimedb.handler import attach_handler
-
         attach_handler(conn, handler)
     if subscribe:
         conn.subscribe_multi(list(subscribe))

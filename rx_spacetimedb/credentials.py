@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from rx_spacetimedb.errors import CredentialsError
+
 __all__ = ["CredentialStore", "default_credentials_path"]
 
 
@@ -23,12 +25,30 @@ class CredentialStore:
         self.path = Path(path)
 
     def load(self) -> str | None:
-        """The saved token, or None."""
+        """The saved token, or None when there is no file yet.
+
+        Raises:
+            CredentialsError: the file is not a token ``save`` wrote (binary, empty, a directory,
+                unreadable); the message names the file and what to do.
+        """
+        what = "it"
         try:
             token = self.path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
-        return token or None
+        except IsADirectoryError:
+            what = "it is a directory"
+        except UnicodeDecodeError:
+            what = "it is not text"
+        except OSError as err:
+            what = f"it cannot be read ({err.strerror or err})"
+        else:
+            if token and token.isprintable() and not any(c.isspace() for c in token):
+                return token
+            what = "it is empty" if not token else "it does not hold one token"
+        raise CredentialsError(f"credentials file {str(self.path)!r}: {what}; it should hold the token "
+                               "saved by an earlier run. Delete it to connect as a new identity, or "
+                               "pass another credentials= path")
 
     def save(self, token: str) -> None:
         """Write the token atomically with mode 0600."""

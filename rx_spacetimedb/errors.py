@@ -6,6 +6,7 @@ Every error the library raises or emits on a stream derives from ``SpacetimeDBEr
     ├── ProtocolError              a frame or value that does not follow the protocol
     ├── SchemaError                an unknown table/reducer name, a row type that does not fit
     ├── TransportError             the socket: refused, dropped, timed out
+    │   ├── ConnectTimeout         wait_connected() timed out (also a TimeoutError): the last cause
     │   ├── ConnectionClosed       the socket closed (close code and reason when there is one)
     │   │   └── ConnectionRejected closed before IdentityToken: the module refused the client
     │   └── HandshakeError         the HTTP upgrade was answered with an error status
@@ -18,9 +19,10 @@ Every error the library raises or emits on a stream derives from ``SpacetimeDBEr
     │   ├── ProcedureFailed        the procedure failed (InternalError)
     │   ├── SubscriptionFailed     SubscriptionError for a subscribe/unsubscribe
     │   ├── QueryFailed            a one-off query came back with an error
-    │   ├── RequestTimeout         no answer in time
+    │   ├── RequestTimeout         no answer in time (also a TimeoutError)
     │   └── RequestAborted         the connection went away before the answer came
     ├── SlowConsumer               a subscriber fell too far behind (observe_on_bounded)
+    ├── CredentialsError           a credentials file that cannot be read as a token
     └── ConnectionClosedByUser     the connection was closed with close(); no more requests
 """
 
@@ -31,7 +33,9 @@ __all__ = [
     "BadRequest",
     "ConnectionClosed",
     "ConnectionClosedByUser",
+    "ConnectTimeout",
     "ConnectionRejected",
+    "CredentialsError",
     "DatabaseNotFound",
     "HandshakeError",
     "OutOfEnergy",
@@ -86,6 +90,14 @@ class TransportError(SpacetimeDBError):
     """The socket could not be opened or was lost."""
 
 
+class ConnectTimeout(TransportError, TimeoutError):
+    """Not connected in time; ``last_error`` is why the last attempt failed (None: none failed yet)."""
+
+    def __init__(self, message: str, *, last_error: Exception | None = None) -> None:
+        self.last_error = last_error
+        super().__init__(message)
+
+
 class ConnectionClosed(TransportError):
     """The WebSocket closed; ``code``/``reason`` are the close frame's (1006: no close frame)."""
 
@@ -113,7 +125,13 @@ class BadRequest(HandshakeError):
 
 
 class AuthenticationFailed(HandshakeError):
-    """HTTP 401: the token is invalid, expired or signed by an unknown key."""
+    """HTTP 401: the token is invalid, expired or signed by an unknown key.
+
+    ``token_source`` says where the rejected token came from: ``"user"`` (``token=``), ``"file"``
+    (a credentials file) or None.
+    """
+
+    token_source: str | None = None
 
 
 class DatabaseNotFound(HandshakeError):
@@ -161,7 +179,7 @@ class QueryFailed(RequestError):
     """A one-off query came back with an error."""
 
 
-class RequestTimeout(RequestError):
+class RequestTimeout(RequestError, TimeoutError):
     """No answer arrived within the request's timeout."""
 
 
@@ -171,6 +189,10 @@ class RequestAborted(RequestError):
 
 class SlowConsumer(SpacetimeDBError):
     """A subscriber fell more than ``max_pending`` items behind (``observe_on_bounded``, overflow "error")."""
+
+
+class CredentialsError(SpacetimeDBError):
+    """A credentials file that is not a saved token (binary, empty, a directory, unreadable)."""
 
 
 class ConnectionClosedByUser(SpacetimeDBError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -11,15 +12,44 @@ from rx_spacetimedb.protocol import messages as m
 if TYPE_CHECKING:
     from rx_spacetimedb.connection import Connection, ConnectionState
 
-__all__ = ["attach_handler", "callback_name"]
+__all__ = ["CALLBACK_NAMES", "attach_handler", "callback_name", "check_handler"]
 
 
 def callback_name(message: object) -> str:
     """``TransactionUpdate`` → ``on_transaction_update``."""
-    name = type(message).__name__
-    if isinstance(message, m.UnknownServerMessage):
-        name = "UnknownServerMessage"
-    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return _callback_for(m.UnknownServerMessage if isinstance(message, m.UnknownServerMessage)
+                         else type(message))
+
+
+def _callback_for(kind: type) -> str:
+    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
+
+
+CALLBACK_NAMES = frozenset(
+    [_callback_for(kind) for kind in typing.get_args(m.ServerMessage)] + ["on_disconnect"])
+"""Every callback a handler may have: one per server message kind, and ``on_disconnect``."""
+
+
+def check_handler(handler: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The handler object and the extra argument of its callbacks.
+
+    Raises:
+        ValueError: a malformed tuple, or ``on_...`` names that match no message kind or event
+            (a typo would otherwise never be called), listed with the valid names.
+    """
+    extra: tuple[Any, ...] = ()
+    if isinstance(handler, tuple):
+        if len(handler) != 2:
+            raise ValueError("handler: a tuple must be (object, arg)")
+        handler, arg = handler
+        extra = (arg,)
+    names = list(handler) if isinstance(handler, Mapping) else [
+        n for n in dir(handler) if n.startswith("on_") and callable(getattr(handler, n, None))]
+    unknown = sorted(str(n) for n in names if n not in CALLBACK_NAMES)
+    if unknown:
+        raise ValueError(f"handler: {unknown} match no message kind or event; the callbacks are "
+                         f"{sorted(CALLBACK_NAMES)}")
+    return handler, extra
 
 
 def attach_handler(conn: Connection, handler: Any) -> None:
@@ -29,21 +59,12 @@ def attach_handler(conn: Connection, handler: Any) -> None:
     passed as a second argument, or a dict of callables keyed by those names. Missing callbacks
     are skipped. It is an observer of ``conn.messages``/``conn.states``, not a second code path.
     """
-    extra: tuple[Any, ...] = ()
-    if isinstance(handler, tuple):
-        if len(handler) != 2:
-            raise ValueError("handler: a tuple must be (object, arg)")
-        handler, arg = handler
-        extra = (arg,)
+    handler, extra = check_handler(handler)
 
     def lookup(name: str) -> Callable[..., Any] | None:
         found = handler.get(name) if isinstance(handler, Mapping) else getattr(handler, name, None)
         return found if callable(found) else None
 
-    if isinstance(handler, Mapping):
-        unknown = [k for k in handler if not str(k).startswith("on_")]
-        if unknown:
-            raise ValueError(f"handler: keys must be on_<kind> callback names, got {unknown}")
 
     def on_message(message: m.ServerMessage) -> None:
         callback = lookup(callback_name(message))

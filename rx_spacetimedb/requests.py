@@ -71,6 +71,8 @@ class Request(Generic[_T]):
         try:
             return self._future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if self._future.done():
+                raise  # the outcome itself (RequestTimeout is a TimeoutError too)
             raise TimeoutError(f"{self!r} has no answer after {timeout} s") from None
 
     def __await__(self) -> Generator[Any, None, _T]:

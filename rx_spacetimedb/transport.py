@@ -333,8 +333,10 @@ class Transport:
             # 1002: websockets refused the server's over-long close reason of a decode error.
             suspect = code == 1002
         else:
+            # The server simply went away (a crash, a restart, the network): nothing says that
+            # our message was the cause.
             code, reason, origin = 1006, "", "connection lost without a close frame"
-            suspect = True
+            suspect = False
         message = f"{origin}: {code}" + (f" {reason}" if reason else "")
         if self._closing:
             return ConnectionClosed(message, code=code, reason=reason)

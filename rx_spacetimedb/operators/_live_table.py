@@ -15,44 +15,49 @@ from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 
 from rx_spacetimedb._streams import GuardedSubject, LatestSubject
-from rx_spacetimedb.cache import ClientCache, SchemaSource, TableDiff, primary_key_getter, resolve_schema
-from rx_spacetimedb.operators._row_type import row_converter
-from rx_spacetimedb.operators._table_diffs import table_diffs
+from rx_spacetimedb.cache import SchemaSource, TableDiff, primary_key_getter, resolve_schema
+from rx_spacetimedb.delivery import MessageOrigin, find_origin
+from rx_spacetimedb.operators._fold import Folded, folded
+from rx_spacetimedb.operators._row_type import RowConverters, row_converter
+from rx_spacetimedb.protocol.schema import ModuleSchema
 
 __all__ = ["LiveTable", "live_table"]
 
 Row = TypeVar("Row")
-_S = TypeVar("_S")
 
 
 class LiveTable(Generic[Row]):
-    """The rows of one table, kept current from a message stream (or a connection's diff stream).
+    """The rows of one table, kept current from a message stream.
 
     ``snapshots`` replays the current rows (an immutable tuple) to each new subscriber and emits
     after every change; ``diffs``/``inserts``/``updates``/``deletes`` are hot change streams;
     ``rows()``/``get(key)`` read the current state synchronously. Emissions to one failing
     observer are logged and do not stop the others. Nothing is read until ``connect()``.
 
+    On a connection's stream it starts from the rows the connection's cache holds and then follows
+    the change each message carries, so a late live table misses nothing and counts nothing twice.
+    Other streams are folded through a private cache (``schema=``), from empty.
+
     Args:
-        source: server messages (folded through a private cache) or ``TransactionDiff`` values.
+        source: server messages (a connection's, or others with ``schema``) or ``TransactionDiff`` values.
         table: the table's canonical name.
-        schema: the module schema, or a function returning it.
+        schema: the module schema, or a function returning it (not needed on a connection's stream).
         row_type: your own dataclass or NamedTuple for the rows (default: the generated class).
-        cache: the cache that ``source`` (a diff stream) comes from, e.g. a connection's shared one:
-            ``connect()`` starts from its current rows, so a late live table misses nothing.
     """
 
-    def __init__(self, source: Observable[Any], table: str, *, schema: SchemaSource,
-                 row_type: type[Row] | None = None, cache: ClientCache | None = None) -> None:
+    def __init__(self, source: Observable[Any], table: str, *, schema: SchemaSource | None = None,
+                 row_type: type[Row] | None = None) -> None:
         self.table = table
         self._source = source
         self._schema = schema
         self._row_type = row_type
-        self._cache = cache
+        # Guards the rows, the key function, the converters and the version below.
         self._lock = threading.Lock()
         self._rows: dict[Any, Row] = {}
-        self._folded = 0  # diffs folded so far (lets a cache seed notice one arriving meanwhile)
+        self._converters = RowConverters(table, row_type)
         self._key_of: Callable[[Any], Any] | None = None
+        # The connection cache's version the rows hold: older stamped diffs are in them already.
+        self._version = -1
         self._subscription = SerialDisposable()
         self._connected = False
         self._snapshots: LatestSubject[tuple[Row, ...]] = LatestSubject(())
@@ -69,34 +74,44 @@ class LiveTable(Generic[Row]):
             if self._connected:
                 return self._subscription
             self._connected = True
-            self._key_of = primary_key_getter(resolve_schema(self._schema), self.table) or (lambda row: row)
-        diffs = self._source.pipe(table_diffs(self.table, schema=self._schema, row_type=self._row_type))
-        self._subscription.disposable = diffs.subscribe(self._on_diff, self._on_error, self._on_completed)
-        if self._cache is not None:
-            self._seed(self._cache)
+        stream = folded(self._source, schema=self._schema, cache=None, operator=f"live_table({self.table!r})")
+        subscription, origin = find_origin(
+            lambda: stream.subscribe(self._on_folded, self._on_error, self._on_completed))
+        self._subscription.disposable = subscription
+        if origin is not None and not self._subscription.is_disposed:
+            self._seed(origin)
         return self._subscription
 
-    def _seed(self, cache: ClientCache) -> None:
-        """Start from the cache's rows, read *after* subscribing so no diff falls in between.
+    def _seed(self, origin: MessageOrigin) -> None:
+        """Start from the connection's cached rows and the cache version they hold.
 
-        A diff the cache already holds may still arrive; folding it again changes nothing, because
-        rows are set and removed by key.
+        Stamped diffs of that version or older (e.g. still queued behind an ``observe_on``) are then
+        skipped, newer ones folded: exact, with no window in between.
         """
-        convert = row_converter(resolve_schema(self._schema), self.table, self._row_type)
-        while True:
+        schema = origin.schema
+        if schema is None:
+            return  # no schema yet: the cache is empty, every diff is new
+        try:
             with self._lock:
-                folded = self._folded
-            # Read the cache outside our lock: a connection may emit diffs while holding the cache's.
-            current = [convert(row) for row in cache.rows(self.table)]
-            with self._lock:
-                if self._folded != folded:
-                    continue  # a diff came in meanwhile and may be older than what we read: again
-                key_of = self._key_of
-                assert key_of is not None
-                self._rows = {key_of(row): row for row in current}
+                convert = self._converters.get(schema)
+                version, rows = origin.cache.snapshot(self.table)
+                key_of = self._key(schema)
+                self._rows = {key_of(row): row for row in
+                              (rows if convert is None else [convert(r) for r in rows])}
+                self._version = version
                 snapshot = tuple(self._rows.values())
-                break
+        except Exception as err:  # an unknown table or a row type that does not fit
+            self._subscription.dispose()
+            self._on_error(err)
+            return
         self._snapshots.on_next(snapshot)
+
+    def _key(self, schema: ModuleSchema | None) -> Callable[[Any], Any]:
+        """The primary-key function (the row itself for a table without one); needs the lock."""
+        if self._key_of is None:
+            getter = primary_key_getter(schema, self.table) if schema is not None else None
+            self._key_of = getter or _whole_row
+        return self._key_of
 
     def dispose(self) -> None:
         """Stop following the source; the rows stay as they were."""
@@ -163,10 +178,26 @@ class LiveTable(Generic[Row]):
 
     # -- folding -------------------------------------------------------------------------
 
-    def _on_diff(self, diff: TableDiff[Row]) -> None:
+    def _on_folded(self, value: Folded) -> None:
+        for diff in value.diffs:
+            found = diff.table(self.table)
+            if found:
+                try:
+                    self._fold(found, value)
+                except Exception as err:  # an unknown table or a row type that does not fit
+                    self._subscription.dispose()
+                    self._on_error(err)
+                    return
+
+    def _fold(self, diff: TableDiff[Any], value: Folded) -> None:
+        schema = value.schema if value.schema is not None else self._resolved_schema()
         with self._lock:
-            key_of = self._key_of
-            assert key_of is not None
+            if value.version is not None and value.version <= self._version:
+                return  # the seed holds it already
+            convert = self._converters.get(schema)
+            if convert is not None:
+                diff = diff.map_rows(convert)
+            key_of = self._key(schema)
             rows = self._rows
             for row in diff.deletes:
                 rows.pop(key_of(row), None)
@@ -177,7 +208,6 @@ class LiveTable(Generic[Row]):
                 rows[new_key] = new
             for row in diff.inserts:
                 rows[key_of(row)] = row
-            self._folded += 1
             snapshot = tuple(rows.values())
         # The source is serialized (Rx contract), so emitting outside the lock keeps the order.
         self._diffs.on_next(diff)
@@ -188,6 +218,9 @@ class LiveTable(Generic[Row]):
         for row in diff.inserts:
             self._inserts.on_next(row)
         self._snapshots.on_next(snapshot)
+
+    def _resolved_schema(self) -> ModuleSchema | None:
+        return resolve_schema(self._schema) if self._schema is not None else None
 
     def _on_error(self, error: Exception) -> None:
         for subject in (self._diffs, self._inserts, self._updates, self._deletes, self._snapshots):
@@ -200,20 +233,23 @@ class LiveTable(Generic[Row]):
 
 @overload
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: None = None, cache: ClientCache | None = None
+    table: str, *, schema: SchemaSource | None = None, row_type: None = None
 ) -> Callable[[Observable[Any]], LiveTable[Any]]: ...
 
 
 @overload
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: type[Row], cache: ClientCache | None = None
+    table: str, *, schema: SchemaSource | None = None, row_type: type[Row]
 ) -> Callable[[Observable[Any]], LiveTable[Row]]: ...
 
 
 def live_table(
-    table: str, *, schema: SchemaSource, row_type: type[Any] | None = None, cache: ClientCache | None = None
+    table: str, *, schema: SchemaSource | None = None, row_type: type[Any] | None = None
 ) -> Callable[[Observable[Any]], LiveTable[Any]]:
-    """A connected ``LiveTable`` of one table, for ``source.pipe(live_table("Player", schema=s))``.
+    """A connected ``LiveTable`` of one table, for ``conn.messages.pipe(live_table("Player"))``.
+
+    On a connection's stream it starts from the connection's cached rows and needs no schema (it is
+    what ``conn.table`` gives); other message streams need ``schema=`` and start empty.
 
     ::
 
@@ -225,19 +261,24 @@ def live_table(
 
     Args:
         table: the table's canonical name.
-        schema: the module schema, or a function returning it.
+        schema: the module schema, or a function returning it, for a stream with no connection.
         row_type: your own dataclass or NamedTuple for the rows.
-        cache: the cache a diff ``source`` comes from, to start from its current rows.
 
     Returns:
         A function of the source returning a connected ``LiveTable``; ``dispose()`` it when done.
+        Without a connection behind the stream and without ``schema``, its streams error with
+        ``TypeError`` at once.
     """
+    if isinstance(schema, ModuleSchema):
+        row_converter(schema, table, row_type)  # a wrong name or row type fails at the call
 
     def _live_table(source: Observable[Any]) -> LiveTable[Any]:
-        live: LiveTable[Any] = LiveTable(source, table, schema=schema, row_type=row_type, cache=cache)
+        live: LiveTable[Any] = LiveTable(source, table, schema=schema, row_type=row_type)
         live.connect()
         return live
 
     return _live_table
 
 
+def _whole_row(row: Any) -> Any:
+    return row

@@ -17,7 +17,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 
 from rx_spacetimedb.errors import SlowConsumer
 
-__all__ = ["Overflow", "SlowConsumer", "observe_on_bounded"]
+__all__ = ["Overflow", "SlowConsumer", "check_bounds", "observe_on_bounded"]
 
 _T = TypeVar("_T")
 
@@ -56,10 +56,7 @@ def observe_on_bounded(
     """
     if not isinstance(scheduler, abc.SchedulerBase):
         raise TypeError(f"scheduler: must be a reactivex scheduler, not {type(scheduler).__name__}")
-    if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-        raise ValueError(f"max_pending: must be an int >= 1, got {max_pending!r}")
-    if overflow not in _OVERFLOWS:
-        raise ValueError(f"overflow: must be one of {_OVERFLOWS}, got {overflow!r}")
+    check_bounds(max_pending, overflow)
     if on_drop is not None and not callable(on_drop):
         raise TypeError("on_drop: must be callable or None")
 
@@ -71,6 +68,14 @@ def observe_on_bounded(
         return Observable(subscribe)
 
     return _observe_on_bounded
+
+
+def check_bounds(max_pending: object, overflow: object) -> None:
+    """Raise ValueError naming ``max_pending`` or ``overflow`` when one is not valid."""
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+        raise ValueError(f"max_pending: must be an int >= 1, got {max_pending!r}")
+    if overflow not in _OVERFLOWS:
+        raise ValueError(f"overflow: must be one of {_OVERFLOWS}, got {overflow!r}")
 
 
 class _Bounded:

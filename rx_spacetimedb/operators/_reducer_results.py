@@ -14,6 +14,9 @@ from typing import Any, Literal
 from reactivex import Observable, abc
 
 from rx_spacetimedb.cache import SchemaSource, resolve_schema
+from rx_spacetimedb.delivery import delivery_of
+from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.operators._fold import subscribe_with_origin
 from rx_spacetimedb.protocol.messages import (
     Committed,
     DatabaseUpdate,
@@ -106,8 +109,10 @@ def reducer_results(
 ) -> Callable[[Observable[Any]], Observable[ReducerResult]]:
     """The reducer calls in a message stream as ``ReducerResult`` values.
 
-    Only full ``TransactionUpdate`` messages carry reducer details; ``TransactionUpdateLight``
-    (other clients' calls on v10 modules) does not, so it emits nothing here.
+    On a connection's stream it needs no argument: each message carries the schema that decodes
+    the arguments and the connection id that ``own`` compares with. Only full ``TransactionUpdate``
+    messages carry reducer details; ``TransactionUpdateLight`` (other clients' calls on v10 modules)
+    does not, so it emits nothing here.
 
     ::
 
@@ -118,16 +123,20 @@ def reducer_results(
     Args:
         name: keep only this reducer's calls (canonical name as in the schema).
         own: keep only calls made by this connection: ``caller_connection_id`` equal to the
-            connection id of the stream's latest ``IdentityToken`` (or ``connection_id``).
-        schema: the module schema (or a function returning it) to decode the arguments.
-        connection_id: this connection's id, or a function returning it, for ``own`` when the
-            stream carries no ``IdentityToken``.
+            connection id of the socket the message came on (off a connection: of the stream's
+            latest ``IdentityToken``, or ``connection_id``).
+        schema: the module schema (or a function returning it), for a stream with no connection.
+        connection_id: this connection's id, or a function returning it, for ``own`` on a stream
+            with no connection and no ``IdentityToken``.
 
     Returns:
         An operator function ``Observable[ServerMessage] -> Observable[ReducerResult]``.
 
     Raises:
-        SchemaError: ``name`` is not a reducer of ``schema`` (when a schema object is given).
+        SchemaError: ``name`` is not a reducer of the schema (at call time with a schema object,
+            at subscribe time on a connection that knows its schema).
+        TypeError (on the stream, at subscribe time): no connection behind the stream and no
+            ``schema``.
     """
     if name is not None and isinstance(schema, ModuleSchema):
         schema.reducer(name)
@@ -150,11 +159,26 @@ def reducer_results(
                     return
                 if name is not None and message.reducer_call.reducer_name != name:
                     return
+                delivery = delivery_of(message)
+                if delivery is not None:
+                    if own and message.caller_connection_id != delivery.connection_id:
+                        return
+                    observer.on_next(ReducerResult.from_message(message, delivery.schema))
+                    return
                 if own and message.caller_connection_id != mine():
                     return
                 observer.on_next(ReducerResult.from_message(message, schema))
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+            subscription, origin = subscribe_with_origin(
+                source, observer, scheduler, on_next, needs_origin=schema is None,
+                operator="reducer_results")
+            if name is not None and origin is not None and origin.schema is not None:
+                try:
+                    origin.schema.reducer(name)
+                except SchemaError as err:
+                    subscription.dispose()
+                    observer.on_error(err)
+            return subscription
 
         return Observable(subscribe)
 

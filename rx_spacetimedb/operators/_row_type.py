@@ -14,7 +14,7 @@ from rx_spacetimedb.errors import SchemaError
 from rx_spacetimedb.protocol.sats import field_name
 from rx_spacetimedb.protocol.schema import ModuleSchema
 
-__all__ = ["field_names", "row_converter"]
+__all__ = ["RowConverters", "field_names", "row_converter"]
 
 
 def field_names(row_type: type) -> tuple[str, ...]:
@@ -55,3 +55,23 @@ def row_converter(schema: ModuleSchema | None, table: str, row_type: type | None
         return row if isinstance(row, row_type) else row_type(*_values(row, columns))
 
     return convert
+
+
+class RowConverters:
+    """The row converter of one table for the schema at hand, checked once per schema.
+
+    A stream's schema is known only when its messages say (a connection fetches it on connect).
+    """
+
+    def __init__(self, table: str, row_type: type[Any] | None) -> None:
+        self._table, self._row_type = table, row_type
+        self._checked: tuple[ModuleSchema | None, Callable[[Any], Any] | None] | None = None
+
+    def get(self, schema: ModuleSchema | None) -> Callable[[Any], Any] | None:
+        """None when rows stay as decoded; raises SchemaError for an unknown table or a bad row type."""
+        checked = self._checked
+        if checked is not None and checked[0] is schema:
+            return checked[1]
+        convert = row_converter(schema, self._table, self._row_type)
+        self._checked = (schema, None if self._row_type is None else convert)
+        return self._checked[1]

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 
-from rx_spacetimedb.cache import SchemaSource, TableDiff, TransactionDiff, resolve_schema
-from rx_spacetimedb.operators._cache_diffs import cache_diffs
-from rx_spacetimedb.operators._row_type import row_converter
+from rx_spacetimedb.cache import SchemaSource, TableDiff
+from rx_spacetimedb.delivery import find_origin
+from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.operators._fold import Folded, folded
+from rx_spacetimedb.operators._row_type import RowConverters, row_converter
 from rx_spacetimedb.protocol.schema import ModuleSchema
 
 __all__ = ["table_diffs"]
@@ -39,10 +40,13 @@ def table_diffs(
 ) -> Callable[[Observable[Any]], Observable[TableDiff[Any]]]:
     """The changes of one table: inserts, deletes and updates ``(old, new)``, once per message.
 
-    Works on server messages (folded through a private client cache, so overlapping queries and
-    reconnects come out right) or on ``TransactionDiff`` values of a connection's shared cache.
-    The initial rows of a subscription arrive as inserts (``cause == "subscribe"``); messages that
-    do not change this table emit nothing.
+    On a connection's stream (``conn.messages.pipe(table_diffs("Player"))``, also behind
+    ``filter``, ``observe_on``...) it needs no schema and gives what ``conn.table_diffs`` gives,
+    whenever it is subscribed: the diffs come from the connection's cache, so overlapping queries
+    and reconnects come out right. Other message streams are folded through a private cache
+    (``schema=``); ``TransactionDiff`` values are read as they are. The initial rows of a
+    subscription arrive as inserts (``cause == "subscribe"``); messages that do not change this
+    table emit nothing.
 
     ::
 
@@ -51,7 +55,7 @@ def table_diffs(
 
     Args:
         table: the table's canonical name in the schema.
-        schema: the module schema (or a function returning it); needed for a message stream.
+        schema: the module schema (or a function returning it), for a stream with no connection.
         row_type: your own dataclass or NamedTuple for the rows (fields named and ordered like the
             columns); default: the row class generated from the schema.
 
@@ -60,7 +64,9 @@ def table_diffs(
 
     Raises:
         SchemaError: unknown table, or a ``row_type`` that does not match its columns (at call time
-            with a schema, else on the stream at subscription).
+            with a schema, else on the stream as soon as the schema is known).
+        TypeError (on the stream, at subscribe time): no connection behind the stream and no
+            ``schema``.
     """
     if isinstance(schema, ModuleSchema):
         # Fail early when we can: a wrong name should not wait for the first row.
@@ -69,21 +75,31 @@ def table_diffs(
     def _table_diffs(source: Observable[Any]) -> Observable[TableDiff[Any]]:
         def subscribe(observer: abc.ObserverBase[TableDiff[Any]],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            try:
-                convert = row_converter(resolve_schema(schema) if schema is not None else None,
-                                        table, row_type)
-            except Exception as err:
-                observer.on_error(err)
-                return Disposable()
+            converters = RowConverters(table, row_type)
 
-            def on_next(diff: TransactionDiff) -> None:
-                found = diff.table(table)
-                if found:
-                    observer.on_next(found if row_type is None else found.map_rows(convert))
+            def on_next(value: Folded) -> None:
+                try:
+                    convert = converters.get(value.schema)
+                except SchemaError as err:
+                    observer.on_error(err)
+                    return
+                for diff in value.diffs:
+                    found = diff.table(table)
+                    if found:
+                        observer.on_next(found if convert is None else found.map_rows(convert))
 
-            return source.pipe(cache_diffs(schema)).subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+            subscription, origin = find_origin(lambda: folded(
+                source, schema=schema, cache=None, operator=f"table_diffs({table!r})").subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler))
+            if origin is not None and origin.schema is not None:
+                try:  # a connection that knows its schema: a wrong name fails now
+                    converters.get(origin.schema)
+                except SchemaError as err:
+                    subscription.dispose()
+                    observer.on_error(err)
+            return subscription
 
         return Observable(subscribe)
 
     return _table_diffs
+

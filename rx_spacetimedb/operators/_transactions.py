@@ -42,8 +42,10 @@ def transactions(
         source:          --S--T1(Player,Score)--F--L2(Player)--|   (F: failed, L: light)
         transactions():  -----X1----------------------X2-------|   (X1 holds both tables)
 
+    On a connection's stream it needs no argument (the connection's cache folded each message).
+
     Args:
-        schema: the module schema (or a function returning it); needed for a message stream.
+        schema: the module schema (or a function returning it), for a stream with no connection.
 
     Returns:
         An operator function ``Observable[ServerMessage | TransactionDiff] -> Observable[TransactionDiff]``.

@@ -17,6 +17,7 @@ __all__ = [
     "ClientMessage",
     "Committed",
     "DatabaseUpdate",
+    "Delivered",
     "Failed",
     "IdentityToken",
     "InitialSubscription",
@@ -162,8 +163,19 @@ class OneOffTable:
 # -- server messages -------------------------------------------------------------------------
 
 
+class Delivered:
+    """Base of every server message: one slot a connection fills when it delivers the message.
+
+    ``_delivery`` holds what the connection knew then (its schema, the net change its client cache
+    computed, its own connection id: ``rx_spacetimedb.delivery``), so operators downstream of
+    ``conn.messages`` need no state of their own. It is not a field: not compared, shown or pickled.
+    """
+
+    __slots__ = ("_delivery",)
+
+
 @dataclass(**_slots)
-class IdentityToken:
+class IdentityToken(Delivered):
     """Always the first message: who we are, our token and this connection's id."""
 
     identity: Identity
@@ -172,7 +184,7 @@ class IdentityToken:
 
 
 @dataclass(**_slots)
-class InitialSubscription:
+class InitialSubscription(Delivered):
     """Answer to a legacy ``Subscribe``: every row of the new subscription set."""
 
     database_update: DatabaseUpdate
@@ -181,7 +193,7 @@ class InitialSubscription:
 
 
 @dataclass(**_slots)
-class TransactionUpdate:
+class TransactionUpdate(Delivered):
     """A transaction: the caller's outcome, or a change to rows this client subscribes to."""
 
     status: UpdateStatus
@@ -194,7 +206,7 @@ class TransactionUpdate:
 
 
 @dataclass(**_slots)
-class TransactionUpdateLight:
+class TransactionUpdateLight(Delivered):
     """A transaction of another client, without reducer details."""
 
     request_id: int
@@ -202,7 +214,7 @@ class TransactionUpdateLight:
 
 
 @dataclass(**_slots)
-class OneOffQueryResponse:
+class OneOffQueryResponse(Delivered):
     """Answer to ``OneOffQuery``: the rows, or ``error``."""
 
     message_id: bytes
@@ -212,7 +224,7 @@ class OneOffQueryResponse:
 
 
 @dataclass(**_slots)
-class SubscribeApplied:
+class SubscribeApplied(Delivered):
     """Answer to ``SubscribeSingle``: every row the query matches now."""
 
     request_id: int
@@ -222,7 +234,7 @@ class SubscribeApplied:
 
 
 @dataclass(**_slots)
-class UnsubscribeApplied:
+class UnsubscribeApplied(Delivered):
     """Answer to ``Unsubscribe``: the rows to remove."""
 
     request_id: int
@@ -232,7 +244,7 @@ class UnsubscribeApplied:
 
 
 @dataclass(**_slots)
-class SubscriptionError:
+class SubscriptionError(Delivered):
     """A subscription failed; without ``request_id`` every subscription of the connection ended."""
 
     total_host_execution_duration_micros: int
@@ -243,7 +255,7 @@ class SubscriptionError:
 
 
 @dataclass(**_slots)
-class SubscribeMultiApplied:
+class SubscribeMultiApplied(Delivered):
     """Answer to ``SubscribeMulti``: rows of the queries this request added."""
 
     request_id: int
@@ -253,7 +265,7 @@ class SubscribeMultiApplied:
 
 
 @dataclass(**_slots)
-class UnsubscribeMultiApplied:
+class UnsubscribeMultiApplied(Delivered):
     """Answer to ``UnsubscribeMulti``: rows of the queries this request released."""
 
     request_id: int
@@ -263,7 +275,7 @@ class UnsubscribeMultiApplied:
 
 
 @dataclass(**_slots)
-class ProcedureResult:
+class ProcedureResult(Delivered):
     """Answer to ``CallProcedure``."""
 
     status: ProcedureStatus
@@ -273,7 +285,7 @@ class ProcedureResult:
 
 
 @dataclass(**_slots)
-class UnknownServerMessage:
+class UnknownServerMessage(Delivered):
     """A message variant this client does not know (from a newer server): tag and raw payload."""
 
     tag: str

@@ -156,23 +156,59 @@ def test_connect_is_idempotent_and_repr_says_the_state() -> None:
     assert repr(live) == "<LiveTable 'Player' rows=1 connected>"
 
 
-def test_a_late_live_table_on_a_shared_cache_starts_from_its_rows() -> None:
-    from reactivex.subject import Subject
+class Stamping:
+    """What a Connection does on its I/O thread, without a socket: fold, stamp, emit."""
 
-    from rx_spacetimedb.cache import ClientCache, TransactionDiff
+    def __init__(self) -> None:
+        from rx_spacetimedb.cache import ClientCache
+        from rx_spacetimedb.delivery import MessageSubject
 
-    cache = ClientCache(SCHEMA)
-    diffs: Subject[TransactionDiff] = Subject()
+        self.schema = SCHEMA
+        self.cache = ClientCache(SCHEMA)
+        self.messages: Any = MessageSubject(self, lambda err: None)
 
-    def feed(message: Any) -> None:  # what a connection does on its I/O thread
-        diffs.on_next(cache.apply(message))
+    def fold(self, message: Any) -> Any:
+        from rx_spacetimedb.delivery import Delivery, deliver
 
-    feed(sub_applied(1, A, B))
-    live = diffs.pipe(live_table("Player", schema=SCHEMA, cache=cache))
+        diff = self.cache.apply(message).with_message(None)
+        deliver(message, Delivery(SCHEMA, (diff,), None, self.cache.version))
+        return message
+
+    def feed(self, message: Any) -> None:
+        self.messages.on_next(self.fold(message))
+
+
+def test_a_late_live_table_on_a_connection_starts_from_its_cached_rows() -> None:
+    conn = Stamping()
+    conn.feed(sub_applied(1, A, B))
+    live = conn.messages.pipe(live_table("Player"))  # no schema: the connection has it
     snapshots = record(live.snapshots)
     assert snapshots == [(A, B)]
-    feed(light(tx_table("Player", delta((B,), (B2,)))))
+    conn.feed(light(tx_table("Player", delta((B,), (B2,)))))
     assert snapshots == [(A, B), (A, B2)] and live.get(2) == B2
+
+
+def test_diffs_the_seed_already_holds_are_skipped_however_late_they_arrive() -> None:
+    conn = Stamping()
+    conn.feed(sub_applied(1, A, B))
+    # Folded by the connection but still queued (e.g. behind an observe_on) when the table starts.
+    queued = conn.fold(light(tx_table("Player", delta((A,)))))
+    live = conn.messages.pipe(live_table("Player"))
+    deletes = record(live.deletes)
+    assert live.rows() == (B,)
+    conn.messages.on_next(queued)
+    assert deletes == [] and live.rows() == (B,)  # not deleted twice, nothing resurrected
+    conn.feed(light(tx_table("Player", delta((), (A,)))))
+    assert live.rows() == (B, A)
+
+
+def test_a_live_table_on_a_stream_without_connection_or_schema_errors_at_once() -> None:
+    import reactivex
+
+    live = reactivex.never().pipe(live_table("Player"))
+    errors: list[Exception] = []
+    live.snapshots.subscribe(on_error=errors.append)
+    assert isinstance(errors[0], TypeError) and "schema=" in str(errors[0])
 
 
 def test_snapshots_replay_the_final_rows_after_the_source_completed() -> None:
@@ -185,27 +221,3 @@ def test_snapshots_replay_the_final_rows_after_the_source_completed() -> None:
     assert seen == [(A, B)] and done == [True]
 
 
-def test_a_diff_arriving_while_seeding_from_the_cache_is_not_undone() -> None:
-    from reactivex.subject import Subject
-
-    from rx_spacetimedb.cache import ClientCache, TransactionDiff
-
-    diffs: Subject[TransactionDiff] = Subject()
-
-    class RacingCache(ClientCache):
-        """Delivers a delete of A right after the first read, as an I/O thread might."""
-
-        reads = 0
-
-        def rows(self, table: str) -> tuple[Any, ...]:
-            current = super().rows(table)
-            self.reads += 1
-            if self.reads == 1:
-                diffs.on_next(self.apply(light(tx_table("Player", delta((A,))))))
-            return current
-
-    cache = RacingCache(SCHEMA)
-    cache.apply(sub_applied(1, A, B))
-    live = diffs.pipe(live_table("Player", schema=SCHEMA, cache=cache))
-    assert cache.reads == 2  # the first read was stale, so it read again
-    assert live.rows() == (B,)

@@ -93,9 +93,8 @@ def test_own_keeps_the_calls_of_the_latest_identity_tokens_connection() -> None:
         on_next(240, identity_token(OTHER_CONNECTION)),  # reconnected with a new connection id
         on_next(250, mine), on_next(260, theirs),
     )
-    out = emitted(scheduler.start(lambda: source.pipe(reducer_results(own=True))).messages)
+    out = emitted(scheduler.start(lambda: source.pipe(reducer_results(own=True, schema=SCHEMA))).messages)
     assert [(t, r.caller_connection_id) for t, r in out] == [(220, MY_CONNECTION), (260, OTHER_CONNECTION)]
-    assert all(r.args is None for _, r in out)  # no schema: args stay raw
 
 
 def test_own_with_a_connection_id_source() -> None:
@@ -104,7 +103,7 @@ def test_own_with_a_connection_id_source() -> None:
         on_next(210, committed(caller=MY_CONNECTION)), on_next(220, committed(caller=OTHER_CONNECTION)),
         on_next(230, light()))
     out = emitted(scheduler.start(
-        lambda: source.pipe(reducer_results(own=True, connection_id=lambda: OTHER_CONNECTION))).messages)
+        lambda: source.pipe(reducer_results(own=True, schema=SCHEMA, connection_id=lambda: OTHER_CONNECTION))).messages)
     assert [t for t, _ in out] == [220]
 
 

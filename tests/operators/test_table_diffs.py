@@ -166,7 +166,7 @@ def test_wrong_names_fail_early_and_clearly() -> None:
         table_diffs("Balance", schema=SCHEMA, row_type=MyLogLine)
 
 
-def test_schema_provider_errors_at_subscription_and_missing_schema_on_the_first_message() -> None:
+def test_schema_provider_errors_on_the_stream_and_a_missing_schema_at_subscribe_time() -> None:
     scheduler = TestScheduler()
     source = scheduler.create_hot_observable(on_next(210, sub_applied(1, player(1))))
     result = scheduler.start(lambda: source.pipe(table_diffs("Players", schema=lambda: SCHEMA)))
@@ -175,17 +175,18 @@ def test_schema_provider_errors_at_subscription_and_missing_schema_on_the_first_
     scheduler = TestScheduler()
     source = scheduler.create_hot_observable(on_next(210, sub_applied(1, player(1))))
     result = scheduler.start(lambda: source.pipe(table_diffs("Player")))
-    assert result.messages[0].time == 210
-    assert isinstance(result.messages[0].value.exception, TypeError)
+    assert result.messages[0].time == 200  # subscribed: no connection behind it, nothing to decode with
+    error = result.messages[0].value.exception
+    assert isinstance(error, TypeError) and "pass schema=" in str(error)
 
 
-def test_diffs_of_a_shared_cache_pass_through_without_a_schema() -> None:
+def test_diffs_of_a_shared_cache_pass_through() -> None:
     cache = ClientCache(SCHEMA)
     gone = light(tx_table("Player", delta((player(1),))))
     folded = [cache.apply(sub_applied(1, player(1))), cache.apply(gone)]
     scheduler = TestScheduler()
     source = scheduler.create_hot_observable(on_next(210, folded[0]), on_next(220, folded[1]))
-    result = scheduler.start(lambda: source.pipe(table_diffs("Player")))
+    result = scheduler.start(lambda: source.pipe(table_diffs("Player", schema=SCHEMA)))
     assert [changes(d) for _, d in emitted(result.messages)] == [
         ("subscribe", (player(1),), (), ()), ("transaction", (), (player(1),), ())]
 
