@@ -819,6 +819,19 @@ class Connection:
             self._submit_subscription(m.SubscribeMulti(texts, self._new_request_id(), query_id), request)
         return request
 
+    def subscribe_all(self) -> Request[m.SubscribeMultiApplied]:
+        """Subscribe to every public table as one query set (the SDKs' ``subscribeToAllTables``).
+
+        It needs the schema for the table names, so it waits for it (up to the request timeout).
+
+        Raises:
+            SchemaError: no schema, or the module has no public table.
+        """
+        tables = [t.name for t in self._require_schema().tables.values() if t.public]
+        if not tables:
+            raise SchemaError("subscribe_all: the module has no public table")
+        return self.subscribe_multi([f"SELECT * FROM {name}" for name in tables])
+
     def unsubscribe(self, query_id: int | Request[Any]) -> Request[Any]:
         """Drop a subscribe_single/subscribe_multi by query id (or its Request)."""
         if isinstance(query_id, Request):
