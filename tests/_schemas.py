@@ -180,7 +180,9 @@ def random_schema(data: st.DataObject) -> dict[str, Any]:
         pk = data.draw(st.lists(column, max_size=1))
         unique = data.draw(st.lists(column, max_size=2, unique=True))
         btree = data.draw(st.lists(column, max_size=2, unique=True))
-        tables.append(table_json(name, ref, pk, unique, btree, data.draw(st.booleans())))
+        elements = typespace[ref].elements  # type: ignore[union-attr]
+        schedule = next((c for c, e in enumerate(elements) if e.type == SCHEDULE_AT), None)
+        tables.append(table_json(name, ref, pk, unique, btree, data.draw(st.booleans()), schedule))
     reducers = {}
     for name in data.draw(st.lists(st.sampled_from(NAMES), max_size=3, unique=True)):
         params = data.draw(st.lists(st.sampled_from(NAMES), max_size=3, unique=True)
