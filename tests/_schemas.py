@@ -127,7 +127,8 @@ def generated(data: dict[str, Any]) -> str:
 # own names, names that escape or snake-case to the same identifier.
 NAMES = ["id", "name", "class", "def", "None", "self", "1st", "int", "str", "value", "Identity",
          "ROW_TYPES", "Tables", "rows", "count", "live", "_conn", "match", "type", "Any", "a b", "__x",
-         "tuple", "conn", "DoIt", "do_it", "Player", "player", "PlayerTable"]
+         "tuple", "conn", "DoIt", "do_it", "Player", "player", "PlayerTable", "bytes", "Request",
+         "dataclass", "builtins"]
 VARIANTS = ["Circle", "Square", "class", "1x", "Empty", "value", "None", "Rect"]
 _SPECIALS = [IDENTITY, CONNECTION_ID, TIMESTAMP, TIME_DURATION, UUID, SCHEDULE_AT, BYTES]
 

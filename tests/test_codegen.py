@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from rx_spacetimedb.cli import main
@@ -227,18 +227,34 @@ Vec2(1.0)  # error: a missing field
 '''
 
 
+def random_modules(count: int) -> list[str]:
+    """The generated sources of ``count`` random schemas (the same ones every run)."""
+    sources: list[str] = []
+
+    @settings(max_examples=count, derandomize=True, database=None, phases=[Phase.generate])
+    @given(st.data())
+    def collect(data: st.DataObject) -> None:
+        sources.append(generated(random_schema(data)))
+
+    collect()
+    return sources
+
+
 def test_generated_modules_pass_ruff_and_mypy_strict_and_a_wrong_use_fails(tmp_path: Path) -> None:
-    (tmp_path / "example_db.py").write_text(generated(example_module().build().to_json()))
-    (tmp_path / "rich.py").write_text(generated(rich_schema()))
+    modules = {"example_db.py": generated(example_module().build().to_json()),
+               "rich.py": generated(rich_schema())}
+    modules.update((f"random_{i}.py", source) for i, source in enumerate(random_modules(8)))
+    for name, source in modules.items():
+        (tmp_path / name).write_text(source)
     (tmp_path / "good_use.py").write_text(GOOD_USE)
     (tmp_path / "bad_use.py").write_text(BAD_USE)
     ruff = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
-                           str(ROOT / "pyproject.toml"), "example_db.py", "rich.py"],
+                           str(ROOT / "pyproject.toml"), *modules],
                           cwd=tmp_path, capture_output=True, text=True)
     assert ruff.returncode == 0, ruff.stdout + ruff.stderr
     env = {**os.environ, "MYPYPATH": str(ROOT)}
     mypy = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-version",
-                           "3.11", "example_db.py", "rich.py", "good_use.py", "bad_use.py"],
+                           "3.11", *modules, "good_use.py", "bad_use.py"],
                           cwd=tmp_path, capture_output=True, text=True, env=env)
     errors = [line for line in mypy.stdout.splitlines() if ": error:" in line]
     expected = [i for i, line in enumerate(BAD_USE.splitlines(), 1) if "# error:" in line]

@@ -13,7 +13,7 @@ import builtins
 import keyword
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rx_spacetimedb.errors import SchemaError
 from rx_spacetimedb.protocol.generated import (
@@ -44,6 +44,8 @@ _MODULE_NAMES = frozenset({
     "LiveTable", "Request", "GeneratedModule", "TransactionUpdate", "ConnectionId", "Identity",
     "ScheduleAt", "SumValue", "TimeDuration", "Timestamp", "Uuid", "SCHEMA_HASH", "SCHEMA_VERSION",
     "GENERATED", "ROW_TYPES", "Reducers", "Procedures", "Tables",
+    "conn", "self",  # the parameters of the generated methods, whose bodies use annotations
+    "rows", "count", "live",  # methods of the table classes, whose annotations name row classes
     *dir(builtins),
 })
 # What the generated code may import, by module, in the order ruff's isort wants.
@@ -57,6 +59,7 @@ _IMPORTS = (
                                         "TimeDuration", "Timestamp", "Uuid")),
     ("rx_spacetimedb.requests", ("Request",)),
 )
+_BUILTIN_TYPES = frozenset({"bool", "bytes", "float", "int", "str", "tuple"})
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TABLE_METHODS = frozenset({"rows", "count", "live"})
 
@@ -91,30 +94,36 @@ class _Ctx:
     names: dict[int, str]  # typespace index -> the schema's name of the type
     classes: dict[int, str]  # named product -> its class name
     aliases: dict[int, str]  # user enum -> its union alias name
+    used: set[str] = field(default_factory=set)  # names the code refers to (what to import)
 
     def resolve(self, ty: AlgebraicType) -> AlgebraicType:
         return self.schema.codec.resolve(ty)
 
     def annotation(self, ty: AlgebraicType) -> str:
         """The Python type a value of ``ty`` decodes to, as annotation text."""
+        text = self._annotation(ty)
+        self.used.update(_IDENTIFIER.findall(text))
+        return text
+
+    def _annotation(self, ty: AlgebraicType) -> str:
         if isinstance(ty, RefType):
             if ty.index in self.classes:
                 return self.classes[ty.index]
             if ty.index in self.aliases:
                 return self.aliases[ty.index]
-            return self.annotation(self.resolve(ty))
+            return self._annotation(self.resolve(ty))
         if isinstance(ty, PrimitiveType):
             return _PRIMITIVE.get(ty.name, "int")
         if isinstance(ty, ArrayType):
             if self.resolve(ty.elem) == PrimitiveType("U8"):
                 return "bytes"
-            return f"tuple[{self.annotation(ty.elem)}, ...]"
+            return f"tuple[{self._annotation(ty.elem)}, ...]"
         if isinstance(ty, ProductType):
             if ty.special is not None:
                 return SPECIAL_NAMES[ty.special]
             return "tuple[()]" if not ty.elements else "Any"  # an anonymous product: a run-time class
         if ty.is_option:
-            inner = self.annotation(ty.variants[0].type)
+            inner = self._annotation(ty.variants[0].type)
             return inner if inner.endswith("| None") else f"{inner} | None"
         if ty.is_schedule_at:
             return "ScheduleAt"
@@ -183,12 +192,7 @@ def generate_module(schema: ModuleSchema, *, source: str = "") -> str:
     exported = ["SCHEMA_HASH", "SCHEMA_VERSION"]
 
     # -- named products -------------------------------------------------------------------
-    shadow_aliases: dict[str, str] = {}  # a type name hidden by a field name -> its alias
-
-    def alias_of(name: str) -> str:
-        if name not in shadow_aliases:
-            shadow_aliases[name] = module_names.take(f"_{name}_type")
-        return shadow_aliases[name]
+    shadow_aliases: dict[str, str] = {}  # an annotation naming a type a field hides -> its alias
     for index, cls in classes.items():
         product = schema.typespace[index]
         assert isinstance(product, ProductType)
@@ -199,8 +203,13 @@ def generate_module(schema: ModuleSchema, *, source: str = "") -> str:
         # annotations after it (mypy: "not valid as a type"): those refer to a module-level alias.
         hidden = set(fields)
 
-        def unhidden(text: str, hidden: set[str] = hidden) -> str:
-            return _IDENTIFIER.sub(lambda m: alias_of(m[0]) if m[0] in hidden else m[0], text)
+        def unhidden(text: str, hidden: set[str] = hidden, cls: str = cls) -> str:
+            if hidden.isdisjoint(_IDENTIFIER.findall(text)):
+                return text
+            if text not in shadow_aliases:  # the whole annotation, so tuple[...] stays generic
+                shadow_aliases[text] = module_names.take(f"_{cls}_type{len(shadow_aliases) + 1}")
+            return shadow_aliases[text]
+
 
         out += [f"    {f}: {unhidden(ctx.annotation(e.type))}"
                 for f, e in zip(fields, product.elements, strict=True)]
@@ -223,13 +232,15 @@ def generate_module(schema: ModuleSchema, *, source: str = "") -> str:
             members.append(cls)
             exported.append(cls)
         union = " | ".join(members) if members else "Never"
+        ctx.used.update(("TypeAlias", union))
         out += ["", "", f"{alias}: TypeAlias = {union}"]
         exported.append(alias)
         sums[type_name[index]] = members
 
     if shadow_aliases:
         out.append("")
-        out += [f"{alias}: TypeAlias = {name}" for name, alias in shadow_aliases.items()]
+        out += [f"{alias}: TypeAlias = {text}" for text, alias in shadow_aliases.items()]
+        ctx.used.add("TypeAlias")
 
     # -- the record and ROW_TYPES ---------------------------------------------------------
     out += ["", "", "GENERATED = GeneratedModule(", "    schema_hash=SCHEMA_HASH,",
@@ -250,11 +261,12 @@ def generate_module(schema: ModuleSchema, *, source: str = "") -> str:
     out += _tables(schema, ctx, module_names)
     exported += ["Reducers", "Procedures", "Tables"]
     body = "\n".join(["__all__ = [", *(f"    {_str(n)}," for n in sorted(exported)), "]", "", *out])
-    return "\n".join([*_header(source, body), body]) + "\n"
+    ctx.used.update(("dataclass", "GeneratedModule", "Connection"))
+    return "\n".join([*_header(source, ctx.used), body]) + "\n"
 
 
-def _header(source: str, body: str) -> list[str]:
-    """The docstring and the imports the body uses (and no others: ruff's F401)."""
+def _header(source: str, used: set[str]) -> list[str]:
+    """The docstring and the imports of the names the code uses (and no others: ruff's F401)."""
     out = [
         f'"""Typed rows, reducers and tables of a SpacetimeDB module{f" ({source})" if source else ""}.',
         "",
@@ -266,16 +278,16 @@ def _header(source: str, body: str) -> list[str]:
         "",
         "from dataclasses import dataclass",
     ]
-    typing = [n for n in ("Any", "Never", "TypeAlias") if re.search(rf"\b{n}\b", body)]
+    typing = [n for n in ("Any", "Never", "TypeAlias") if n in used]
     if typing:
         out.append(f"from typing import {', '.join(typing)}")
     out.append("")
     for module, names in _IMPORTS:
-        used = [n for n in names if re.search(rf"(?<![.\w]){n}\b", body)]
-        if len(used) > 3:
-            out += [f"from {module} import (", *(f"    {n}," for n in used), ")"]
-        elif used:
-            out.append(f"from {module} import {', '.join(used)}")
+        wanted = [n for n in names if n in used]
+        if len(wanted) > 3:
+            out += [f"from {module} import (", *(f"    {n}," for n in wanted), ")"]
+        elif wanted:
+            out.append(f"from {module} import {', '.join(wanted)}")
     return [*out, ""]
 
 
@@ -286,16 +298,39 @@ def _dict_arg(name: str, entries: list[str]) -> list[str]:
     return [f"    {name}={{", *(f"        {e}," for e in entries), "    },"]
 
 
-def _params(product: ProductType, ctx: _Ctx) -> tuple[str, str]:
-    """(the ``self, a: int, b: str`` parameter text, the ``[a, b]`` argument list) of a call."""
+def _params(product: ProductType, ctx: _Ctx) -> tuple[list[str], list[str]]:
+    """(the ``a: int`` parameters, the ``a`` arguments) of a call, names escaped and distinct."""
     names = _Names({"self"})
-    params = ["self"]
-    args = []
+    params, args = [], []
     for name, element in zip(product.names, product.elements, strict=True):
         arg = names.take(field_name(name or "arg"))
         params.append(f"{arg}: {ctx.annotation(element.type)}")
         args.append(arg)
-    return ", ".join(params), "[" + ", ".join(args) + "]"
+    return params, args
+
+
+def _method_names(ctx: _Ctx) -> _Names:
+    """Names for methods: one named like a type (``int``, ``Identity``, a class of the module) would
+    hide it from the annotations of the methods after it."""
+    imported = {n for _, names in _IMPORTS for n in names}
+    return _Names({"_conn", "Any", "Never", *_BUILTIN_TYPES, *imported, *ctx.classes.values(),
+                   *ctx.aliases.values()})
+
+
+_WIDTH = 100  # longer generated lines are wrapped, one item a line
+
+
+def _method(name: str, params: list[str], returns: str, doc: str, call: str, args: list[str]) -> list[str]:
+    """A method that forwards its parameters to ``self._conn.<call>``, wrapped when long."""
+    head = f"    def {name}(self{''.join(f', {p}' for p in params)}) -> {returns}:"
+    if len(head) > _WIDTH:
+        head = "\n".join([f"    def {name}(", "        self,", *(f"        {p}," for p in params),
+                          f"    ) -> {returns}:"])
+    body = f"        return self._conn.{call}[{', '.join(args)}])"
+    if len(body) > _WIDTH:
+        body = "\n".join([f"        return self._conn.{call}[", *(f"            {a}," for a in args),
+                          "        ])"])
+    return ["", head, f'        """{doc}"""', body]
 
 
 def _reducers(schema: ModuleSchema, ctx: _Ctx) -> list[str]:
@@ -305,15 +340,15 @@ def _reducers(schema: ModuleSchema, ctx: _Ctx) -> list[str]:
            '    __slots__ = ("_conn",)', "",
            "    def __init__(self, conn: Connection) -> None:",
            "        self._conn = conn"]
-    methods = _Names({"_conn"})
+    methods = _method_names(ctx)
     for reducer in schema.reducers.values():
         if reducer.lifecycle is not None:  # Init/OnConnect/OnDisconnect: the server calls them
             continue
         params, args = _params(reducer.params, ctx)
-        method = methods.take(snake_case(reducer.name))
-        out += ["", f"    def {method}({params}) -> Request[TransactionUpdate]:",
-                f'        """Call the reducer {_str(reducer.name)[1:-1]}."""',
-                f"        return self._conn.call_reducer({_str(reducer.name)}, {args})"]
+        ctx.used.update(("Request", "TransactionUpdate"))
+        out += _method(methods.take(snake_case(reducer.name)), params, "Request[TransactionUpdate]",
+                       f"Call the reducer {_str(reducer.name)[1:-1]}.",
+                       f"call_reducer({_str(reducer.name)}, ", args)
     return out
 
 
@@ -323,13 +358,14 @@ def _procedures(schema: ModuleSchema, ctx: _Ctx) -> list[str]:
            "", '    __slots__ = ("_conn",)', "",
            "    def __init__(self, conn: Connection) -> None:",
            "        self._conn = conn"]
-    methods = _Names({"_conn"})
+    methods = _method_names(ctx)
     for procedure in schema.procedures.values():
         params, args = _params(procedure.params, ctx)
         returns = ctx.annotation(procedure.return_type)
-        out += ["", f"    def {methods.take(snake_case(procedure.name))}({params}) -> Request[{returns}]:",
-                f'        """Call the procedure {_str(procedure.name)[1:-1]}."""',
-                f"        return self._conn.call_procedure({_str(procedure.name)}, {args})"]
+        ctx.used.add("Request")
+        out += _method(methods.take(snake_case(procedure.name)), params, f"Request[{returns}]",
+                       f"Call the procedure {_str(procedure.name)[1:-1]}.",
+                       f"call_procedure({_str(procedure.name)}, ", args)
     return out
 
 
@@ -352,8 +388,11 @@ def _tables(schema: ModuleSchema, ctx: _Ctx, module_names: _Names) -> list[str]:
             types = [ctx.annotation(product.elements[c].type) for c in columns]
             key = types[0] if len(types) == 1 else f"tuple[{', '.join(types)}]"
             attr = index_names.take("_".join(fields[c] for c in columns))
-            indexes.append(f"        self.{attr}: {kind}[{key}, {row}] = {kind}(conn.cache, "
-                           f"{_str(table.name)}, {tuple(columns)!r})")
+            head = f"        self.{attr}: {kind}[{key}, {row}] = {kind}("
+            where = f"conn.cache, {_str(table.name)}, {columns!r}"
+            ctx.used.add(kind)
+            indexes.append(f"{head}{where})" if len(head) + len(where) < _WIDTH
+                           else f"{head}\n            {where},\n        )")
         out += ["", "", f"class {cls}:",
                 f'    """The table {_str(table.name)[1:-1]} in the client cache: rows, a live view, '
                 'index lookups."""', "",
@@ -369,6 +408,7 @@ def _tables(schema: ModuleSchema, ctx: _Ctx, module_names: _Names) -> list[str]:
                 '        """The live view (snapshots and changes) of this table."""',
                 f"        return self._conn.table({_str(table.name)}, {row})"]
         attrs.append((table_attrs.take(snake_case(table.name)), cls))
+        ctx.used.add("LiveTable")
     out += ["", "", "class Tables:",
             '    """The tables, typed: ``Tables(conn).player.identity.find(x)`` (the SDKs\' ``db``)."""',
             "", "    def __init__(self, conn: Connection) -> None:", "        self._conn = conn"]
