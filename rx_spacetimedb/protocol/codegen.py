@@ -193,26 +193,22 @@ def generate_module(schema: ModuleSchema, *, source: str = "") -> str:
 
     # -- named products -------------------------------------------------------------------
     shadow_aliases: dict[str, str] = {}  # an annotation naming a type a field hides -> its alias
+    rows_of = {t.product_type_ref: f"A row of the table {_str(t.name)[1:-1]}" for t in schema.tables.values()}
     for index, cls in classes.items():
         product = schema.typespace[index]
         assert isinstance(product, ProductType)
         fields = _fields(product, f"type {type_name[index]}")
         out += ["", "", "@dataclass(frozen=True, slots=True)", f"class {cls}:",
-                f'    """The product type {_str(type_name[index])[1:-1]}."""', ""]
-        # A field named like a type it is annotated with (``str: str``) hides that type from the
-        # annotations after it (mypy: "not valid as a type"): those refer to a module-level alias.
-        hidden = set(fields)
-
-        def unhidden(text: str, hidden: set[str] = hidden, cls: str = cls) -> str:
-            if hidden.isdisjoint(_IDENTIFIER.findall(text)):
-                return text
-            if text not in shadow_aliases:  # the whole annotation, so tuple[...] stays generic
-                shadow_aliases[text] = module_names.take(f"_{cls}_type{len(shadow_aliases) + 1}")
-            return shadow_aliases[text]
-
-
-        out += [f"    {f}: {unhidden(ctx.annotation(e.type))}"
-                for f, e in zip(fields, product.elements, strict=True)]
+                f'    """{rows_of.get(index, "The type " + _str(type_name[index])[1:-1])}."""', ""]
+        # A field named like a type (``str: str``) hides that type from the annotations of the
+        # fields after it (mypy: "not valid as a type"): those name a module-level alias instead.
+        for number, (name, element) in enumerate(zip(fields, product.elements, strict=True)):
+            text = ctx.annotation(element.type)
+            if not set(fields[:number]).isdisjoint(_IDENTIFIER.findall(text)):
+                if text not in shadow_aliases:  # the whole annotation, so tuple[...] stays generic
+                    shadow_aliases[text] = module_names.take(f"_{cls}_type{len(shadow_aliases) + 1}")
+                text = shadow_aliases[text]
+            out.append(f"    {name}: {text}")
         exported.append(cls)
 
     # -- user enums: a class per variant, and their union ---------------------------------
@@ -335,8 +331,8 @@ def _method(name: str, params: list[str], returns: str, doc: str, call: str, arg
 
 def _reducers(schema: ModuleSchema, ctx: _Ctx) -> list[str]:
     out = ["", "", "class Reducers:",
-           '    """The reducers, typed: ``Reducers(conn).create_player("alice")`` returns the call\'s',
-           '    ``Request`` (its outcome: the committed ``TransactionUpdate``, or a typed error)."""', "",
+           '    """The reducers, typed: each method returns the call\'s ``Request``, whose outcome is the',
+           '    committed ``TransactionUpdate`` or a typed error (``ReducerFailed``...)."""', "",
            '    __slots__ = ("_conn",)', "",
            "    def __init__(self, conn: Connection) -> None:",
            "        self._conn = conn"]
