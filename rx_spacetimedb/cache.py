@@ -15,6 +15,8 @@ Rules (spec §7.3, §7.5):
     * Reconnects (and ``SubscriptionError`` without ``request_id``) go through a *resync*: the user
       keeps seeing the old rows while fresh snapshots build a new state, and only the net difference
       comes out at the end, never a wipe and a refill.
+    * Index lookups (``UniqueIndex``, ``BTreeIndex``) fold the same diffs the user sees, so they
+      always agree with ``rows()`` and never scan a table.
 """
 
 from __future__ import annotations

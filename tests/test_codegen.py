@@ -91,6 +91,13 @@ def test_a_database_whose_schema_differs_is_refused_naming_the_first_difference(
             ModuleSchema.from_json(fewer, row_classes=mod.ROW_TYPES)
 
 
+def test_a_module_of_another_schema_format_is_refused() -> None:
+    data = example_module().build().to_json()
+    source = generated(data).replace("SCHEMA_VERSION = 9", "SCHEMA_VERSION = 8")
+    with imported(source) as mod, pytest.raises(SchemaError, match=r"schema format 8.*reads 9"):
+        ModuleSchema.from_json(data, row_classes=mod.ROW_TYPES)
+
+
 def test_connect_with_row_types_of_another_schema_fails_at_connect(server: SpacetimeDBEmulator) -> None:
     import rx_spacetimedb
 

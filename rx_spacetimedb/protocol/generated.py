@@ -204,6 +204,9 @@ def bind(schema: ModuleSchema, row_classes: Mapping[str, type] | None) -> Bindin
     if len(records) > 1:
         raise SchemaError("row_classes: classes of more than one generated module")
     (record,) = records.values()
+    if record.schema_version != SCHEMA_VERSION:
+        raise SchemaError(f"the generated module is of schema format {record.schema_version}, this "
+                          f"version of rx_spacetimedb reads {SCHEMA_VERSION}: regenerate it")
     live = signature(schema)
     if schema_hash(live) != record.schema_hash:
         raise SchemaError(
