@@ -15,10 +15,13 @@ Rules (spec §7.3, §7.5):
     * Reconnects (and ``SubscriptionError`` without ``request_id``) go through a *resync*: the user
       keeps seeing the old rows while fresh snapshots build a new state, and only the net difference
       comes out at the end, never a wipe and a refill.
+    * Index lookups (``UniqueIndex``, ``BTreeIndex``) fold the same diffs the user sees, so they
+      always agree with ``rows()`` and never scan a table.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import operator
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from rx_spacetimedb.errors import SchemaError
+from rx_spacetimedb.protocol.generated import table_indexes
 from rx_spacetimedb.protocol.messages import (
     Committed,
     DatabaseUpdate,
@@ -49,11 +53,13 @@ from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import ConnectionId
 
 __all__ = [
+    "BTreeIndex",
     "ClientCache",
     "DiffCause",
     "SchemaSource",
     "TableDiff",
     "TransactionDiff",
+    "UniqueIndex",
     "primary_key_getter",
     "resolve_schema",
 ]
@@ -415,6 +421,7 @@ class ClientCache:
         # it already holds.
         self._version = 0
         self._warned_tables: set[str] = set()
+        self._indexes: dict[str, dict[tuple[int, ...], _ColumnIndex]] = {}  # table -> columns -> index
 
     # -- what the connection sends ---------------------------------------------------------
 
@@ -497,7 +504,8 @@ class ClientCache:
             self._arm_on_next_subscription = False
             self._stale = None
             self._version += 1
-            return TransactionDiff(self._net_diff(shown, self._state, message), "resync", message)
+            net = self._net_diff(shown, self._state, message)
+            return self._indexed(TransactionDiff(net, "resync", message))
 
     def end_resync_when_applied(self) -> TransactionDiff | None:
         """Finish the resync once every noted subscription is answered (now, if they all are).
@@ -541,7 +549,7 @@ class ClientCache:
             if self._shown is not None:
                 # Rebuilding: the user keeps seeing the old rows until the resync ends.
                 return TransactionDiff((), diff.cause, message)
-            return diff
+            return self._indexed(diff)
 
     def clear(self) -> TransactionDiff:
         """Drop every row and subscription (e.g. the connection closed for good), emitting deletes."""
@@ -555,7 +563,7 @@ class ClientCache:
             self._pending_subs.clear()
             self._pending_legacy.clear()
             self._pending_unsubs.clear()
-            return TransactionDiff(self._net_diff(shown, self._state, None), "clear", None)
+            return self._indexed(TransactionDiff(self._net_diff(shown, self._state, None), "clear", None))
 
     def _apply(self, message: ServerMessage) -> TransactionDiff:
         state = self._state
@@ -870,3 +878,180 @@ class ClientCache:
             flags = "".join([", RESYNCING" if self._shown is not None else "",
                              ", STALE" if self._stale is not None else ""])
             return f"<ClientCache [{tables}]{flags}>"
+
+    # -- index lookups (see BTreeIndex, UniqueIndex) ------------------------------------------
+
+    def _index(self, table: str, columns: tuple[int, ...]) -> _ColumnIndex:
+        """The index of these columns, built from the rows now on first use, then kept by ``_indexed``.
+
+        The caller holds the lock.
+        """
+        assert self._lock._is_owned()  # type: ignore[attr-defined]
+        by_columns = self._indexes.setdefault(table, {})
+        index = by_columns.get(columns)
+        if index is None:
+            schema = resolve_schema(self._schema_source)
+            key_of = self._key_of(schema, table)
+            names = schema.row_product(table).names
+            index = _ColumnIndex(_KeyGetter(columns, names), key_of or _whole_row)
+            state = self._table(table)
+            for row in state.rows.values() if state is not None else ():
+                index.add(row)
+            by_columns[columns] = index
+        return index
+
+    def _indexed(self, diff: TransactionDiff) -> TransactionDiff:
+        """Fold a diff of the visible rows into the indexes of its tables; returns the diff."""
+        if self._indexes:
+            for table_diff in diff.tables:
+                for index in self._indexes.get(table_diff.table, {}).values():
+                    index.fold(table_diff)
+        return diff
+
+
+# -- index lookups ---------------------------------------------------------------------------
+
+
+def _whole_row(row: Any) -> Any:
+    return row
+
+
+class _ColumnIndex:
+    """Rows grouped by the value of some columns, with those values kept sorted for ranges.
+
+    Kept current from the cache's diffs (insert, delete, update), never rebuilt by a scan; the
+    sorted list is dropped for good if the values cannot be ordered (``range`` then refuses).
+    """
+
+    __slots__ = ("groups", "key_of", "ordered", "value_of")
+
+    def __init__(self, value_of: Callable[[Any], Any], key_of: Callable[[Any], Any]) -> None:
+        self.value_of, self.key_of = value_of, key_of
+        self.groups: dict[Any, dict[Any, Any]] = {}  # column value -> row key -> row
+        self.ordered: list[Any] | None = []  # the distinct column values, sorted (None: unorderable)
+
+    def add(self, row: Any) -> None:
+        value = self.value_of(row)
+        group = self.groups.get(value)
+        if group is None:
+            group = self.groups[value] = {}
+            if self.ordered is not None:
+                try:
+                    bisect.insort(self.ordered, value)
+                except TypeError:
+                    self.ordered = None
+        group[self.key_of(row)] = row
+
+    def remove(self, row: Any) -> None:
+        value = self.value_of(row)
+        group = self.groups.get(value)
+        if group is None or group.pop(self.key_of(row), None) is None or group:
+            return
+        del self.groups[value]
+        if self.ordered is not None:
+            del self.ordered[bisect.bisect_left(self.ordered, value)]
+
+    def fold(self, diff: TableDiff[Any]) -> None:
+        for row in diff.deletes:
+            self.remove(row)
+        for old, _ in diff.updates:
+            self.remove(old)
+        for _, new in diff.updates:
+            self.add(new)
+        for row in diff.inserts:
+            self.add(row)
+
+
+Key = TypeVar("Key")
+
+
+class BTreeIndex(Generic[Key, Row]):
+    """Rows of a cached table by a btree-indexed column (or columns): exact matches and ranges.
+
+    The SDKs' ``ctx.db.player().level().filter(5)`` is ``BTreeIndex(conn.cache, "Player",
+    "level").filter(5)`` (or, generated, ``Tables(conn).player.level.filter(5)``). Lookups read a
+    hash and a sorted list the cache keeps current as rows change: never a scan of the table.
+
+    Args:
+        cache: the client cache (``conn.cache``).
+        table: the table's name.
+        columns: a column name or position, or several (then values are tuples, in that order).
+
+    Raises (on first use):
+        SchemaError: the table has no such index (the message lists the ones it has).
+    """
+
+    _unique = False
+
+    def __init__(self, cache: ClientCache, table: str, columns: str | int | tuple[str | int, ...]) -> None:
+        self._cache = cache
+        self.table = table
+        self._columns = columns if isinstance(columns, tuple) else (columns,)
+        self._resolved: tuple[int, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.table}{list(self._columns)}>"
+
+    def _get(self) -> _ColumnIndex:
+        """The cache's index (the cache lock is held by the caller)."""
+        columns = self._resolved
+        if columns is None:
+            columns = self._resolved = self._check(resolve_schema(self._cache._schema_source))
+        return self._cache._index(self.table, columns)
+
+    def _check(self, schema: ModuleSchema) -> tuple[int, ...]:
+        names = schema.row_product(self.table).names
+        columns = []
+        for column in self._columns:
+            if isinstance(column, str):
+                matches = [i for i, n in enumerate(names) if column in (n, field_name(n))]
+                if not matches:
+                    raise SchemaError(f"table {self.table!r} has no column {column!r}; it has {list(names)}")
+                column = matches[0]
+            columns.append(column)
+        found = tuple(columns)
+        unique, btree = table_indexes(schema.table(self.table))
+        if found not in (unique if self._unique else (*unique, *btree)):
+            have = [[names[c] for c in cs] for cs in (unique if self._unique else (*unique, *btree))]
+            kind = "unique column set" if self._unique else "index"
+            raise SchemaError(f"table {self.table!r} has no {kind} on {[names[c] for c in found]}; "
+                              f"it has {have}")
+        return found
+
+    def filter(self, value: Key) -> tuple[Row, ...]:
+        """The rows whose column equals ``value`` (a tuple of values for several columns)."""
+        with self._cache._lock:
+            group = self._get().groups.get(value)
+            return tuple(group.values()) if group else ()
+
+    def range(self, start: Key | None = None, stop: Key | None = None) -> tuple[Row, ...]:
+        """The rows with ``start <= value < stop`` (``None``: unbounded), in order of the value.
+
+        The SDKs' ``filter(start..stop)``. Raises TypeError if the column's values cannot be ordered.
+        """
+        with self._cache._lock:
+            index = self._get()
+            ordered = index.ordered
+            if ordered is None:
+                raise TypeError(f"{self!r}: the values of this index cannot be ordered")
+            low = 0 if start is None else bisect.bisect_left(ordered, start)
+            high = len(ordered) if stop is None else bisect.bisect_left(ordered, stop)
+            groups = index.groups
+            return tuple(row for value in ordered[low:high] for row in groups[value].values())
+
+
+class UniqueIndex(BTreeIndex[Key, Row]):
+    """Rows of a cached table by a unique column (or columns): ``find`` in O(1), plus ranges.
+
+    The SDKs' ``ctx.db.player().identity().find(&id)`` / ``conn.db.player.identity.find(id)`` is
+    ``UniqueIndex(conn.cache, "Player", "identity").find(id)`` (generated:
+    ``Tables(conn).player.identity.find(id)``).
+    """
+
+    _unique = True
+
+    def find(self, value: Key) -> Row | None:
+        """The row whose column equals ``value``, or None."""
+        with self._cache._lock:
+            group = self._get().groups.get(value)
+            return next(iter(group.values())) if group else None

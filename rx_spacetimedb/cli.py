@@ -1,4 +1,5 @@
-"""The command line, ``python -m rx_spacetimedb`` (or ``rx-spacetimedb``): demo, watch, sql, call, identity.
+"""The command line, ``python -m rx_spacetimedb`` (or ``rx-spacetimedb``): demo, watch, sql, call, identity,
+generate.
 
 Each command is a thin script over ``connect()``: the options mirror its arguments, the token comes
 from ``--token`` or ``SPACETIMEDB_TOKEN`` and is never printed (except by ``identity``, whose job is
@@ -8,6 +9,7 @@ to mint one), and every failure ends as one ``error: ...`` line on stderr with a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import json
@@ -20,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from reactivex import operators as ops
@@ -34,6 +37,7 @@ from rx_spacetimedb.errors import (
     DatabaseNotFound,
     HandshakeError,
     ProcedureFailed,
+    ProtocolError,
     QueryFailed,
     ReducerFailed,
     RequestAborted,
@@ -43,7 +47,9 @@ from rx_spacetimedb.errors import (
     TransportError,
 )
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.schema_fetch import http_base
+from rx_spacetimedb.protocol.codegen import generate_module
+from rx_spacetimedb.protocol.schema import ModuleSchema
+from rx_spacetimedb.schema_fetch import fetch_schema, http_base
 
 __all__ = [
     "EXIT_AUTH",
@@ -204,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     identity.add_argument("--save", metavar="FILE", default=None,
                           help="write the token to FILE (as --credentials reads it) instead of printing it")
     identity.add_argument("--json", action="store_true", help='print {"identity": ..., "token": ...}')
+
+    generate = commands.add_parser(
+        "generate", help="write a typed Python module for a database's schema (rows, reducers, tables)",
+        description="Writes one self-contained, typed module from a module schema: a dataclass per "
+                    "row and named type, a class per enum variant, ROW_TYPES for connect(row_types=), "
+                    "Reducers, Procedures and Tables. Read the schema from --schema FILE (the JSON of "
+                    "GET /v1/database/DB/schema?version=9) or fetch it from --database on --host. "
+                    "Commit the file and regenerate it when the module changes.",
+        epilog=_EXIT_CODES_HELP, formatter_class=raw)
+    generate.add_argument("--out", metavar="FILE.py", required=True, help="the module to write ('-': stdout)")
+    generate.add_argument("--schema", metavar="FILE", default=None, help="schema JSON file to read")
+    generate.add_argument("--host", default=os.environ.get(HOST_ENV, "localhost"),
+                          help=f"host name or URL (default: ${HOST_ENV} or localhost)")
+    generate.add_argument("--port", type=int, default=3000, help="TCP port (default 3000)")
+    generate.add_argument("--tls", action="store_true", help="use https")
+    generate.add_argument("-d", "--database", default=None,
+                          help="database name or identity whose schema to fetch (instead of --schema)")
+    generate.add_argument("--token", default=None,
+                          help=f"token (JWT) for the schema request; prefer ${TOKEN_ENV}; never printed")
+    generate.add_argument("--timeout", type=_positive_float, default=10.0,
+                          help="seconds to wait for the schema (default 10)")
     return parser
 
 
@@ -664,7 +691,43 @@ def _call_and_wait(conn: Connection, reducer: str, args: list[Any], timeout: flo
 # -- entry point -----------------------------------------------------------------------------
 
 
+def _cmd_generate(args: argparse.Namespace, io: _Output) -> int:
+    """Read or fetch the schema, write the typed module (through a temporary file: never half)."""
+    if (args.schema is None) == (args.database is None):
+        raise CliError("generate: give either --schema FILE or --database NAME (with --host)", EXIT_USAGE)
+    if args.schema is not None:
+        try:
+            text = Path(args.schema).read_bytes()
+        except OSError as err:
+            raise CliError(f"--schema: cannot read {args.schema}: {err.strerror}", EXIT_USAGE) from None
+        try:
+            schema = ModuleSchema.from_json(text)
+        except ProtocolError as err:
+            raise CliError(f"--schema {args.schema}: not a module schema: {err}", EXIT_USAGE) from None
+        source = Path(args.schema).name
+    else:
+        url = _url(args.host, args.port, args.tls)
+        schema = asyncio.run(fetch_schema(url, args.database, token=_token(args), timeout=args.timeout))
+        source = f"database {args.database}"
+    module = generate_module(schema, source=source)
+    if args.out == "-":
+        io.print(module.rstrip("\n"))
+        return EXIT_OK
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(module, encoding="utf-8")
+        os.replace(partial, out)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise CliError(f"--out: cannot write {args.out}: {err.strerror}", EXIT_USAGE) from None
+    io.status(f"wrote {out} ({len(schema.tables)} tables, {len(schema.reducers)} reducers, "
+              f"{len(schema.procedures)} procedures)")
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, _Output], int]] = {
+    "generate": _cmd_generate,
     "sql": _cmd_sql,
     "call": _cmd_call,
     "identity": _cmd_identity,

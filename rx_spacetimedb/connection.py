@@ -110,7 +110,10 @@ class OneOffResult:
 
 @dataclass(slots=True)
 class _Subscription:
-    """A live SubscribeSingle/SubscribeMulti, re-sent after every reconnect."""
+    """A live SubscribeSingle/SubscribeMulti, re-sent after every reconnect.
+
+    ``queries`` is empty only for a ``subscribe_all()`` made before the schema came.
+    """
 
     query_id: int
     queries: tuple[str, ...]
@@ -662,6 +665,7 @@ class Connection:
                 # Rebuild from the fresh snapshots; only the net change since the drop comes out.
                 self.cache.begin_resync()
             frames: list[m.ClientMessage] = []
+            failed: list[tuple[Request[Any], Exception]] = []
             if self._legacy is not None:
                 queries, request = self._legacy
                 request_id = self._new_request_id()
@@ -669,6 +673,14 @@ class Connection:
                 frames.append(m.Subscribe(queries, request_id))
                 if reconnect:
                     self.cache.note_subscribe(request_id, queries)
+            unresolved = [sub for sub in self._subscriptions.values() if not sub.queries]
+            for sub in unresolved:  # subscribe_all() made before the schema came: its tables now
+                try:
+                    sub.queries = self._all_tables()
+                    self.cache.note_subscribe_multi(sub.query_id, sub.queries)
+                except SchemaError as err:
+                    del self._subscriptions[sub.query_id]
+                    failed.append((sub.request, err))
             for sub in self._subscriptions.values():
                 if sub.multi:
                     frames.append(m.SubscribeMulti(sub.queries, self._new_request_id(), sub.query_id))
@@ -681,6 +693,8 @@ class Connection:
             queued = list(self._queued)
             self._queued.clear()
             finished = self.cache.end_resync_when_applied() if reconnect else None
+        for request, error in failed:
+            request.fail(error)
         self._set_state(ConnectionState("connected", token.identity, token.connection_id, reason=reset))
         self._identity.on_next(token)
         for frame in frames:
@@ -939,6 +953,41 @@ class Connection:
             self.cache.note_subscribe_multi(query_id, texts)
             self._submit_subscription(m.SubscribeMulti(texts, self._new_request_id(), query_id), request)
         return request
+
+    def subscribe_all(self) -> Request[m.SubscribeMultiApplied]:
+        """Subscribe to every public table as one query set (the SDKs' ``subscribeToAllTables``).
+
+        Never waits: made before the schema has arrived, the tables are read from it when the
+        socket opens (the schema is fetched first).
+
+        Raises:
+            SchemaError: the module has no public table, or the connection will never have a schema
+                (``fetch_schema=False`` and no ``schema=``); when the schema arrives later, the
+                outcome fails with it instead.
+        """
+        if self.schema is None and not self._fetch_schema:
+            raise SchemaError("subscribe_all: the connection has no module schema to read the tables "
+                              "from (fetch_schema=False and no schema=)")
+        self._check_open()
+        with self._lock:
+            # Checked under the lock: the socket's first IdentityToken fills in what is still empty.
+            queries = self._all_tables() if self.schema is not None else ()
+            query_id = self._new_query_id()
+            request: Request[Any] = Request("subscribe_multi", query_id)
+            self._subscriptions[query_id] = _Subscription(query_id, queries, True, request)
+            if queries:
+                self.cache.note_subscribe_multi(query_id, queries)
+                frame = m.SubscribeMulti(queries, self._new_request_id(), query_id)
+                self._submit_subscription(frame, request)
+        return request
+
+    def _all_tables(self) -> tuple[str, ...]:
+        """``SELECT * FROM`` every public table of the schema."""
+        assert self.schema is not None
+        tables = [t.name for t in self.schema.tables.values() if t.public]
+        if not tables:
+            raise SchemaError("subscribe_all: the module has no public table")
+        return tuple(f"SELECT * FROM {name}" for name in tables)
 
     def unsubscribe(self, query_id: int | Request[Any]) -> Request[Any]:
         """Drop a subscribe_single/subscribe_multi by query id (or its Request)."""

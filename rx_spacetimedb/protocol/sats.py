@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol.jsontext import F32_OVERFLOW, RawJson, format_f32
+from rx_spacetimedb.protocol.rowclasses import register_row_class
 from rx_spacetimedb.protocol.types import (
     INT_RANGES,
     AlgebraicType,
@@ -326,6 +327,7 @@ class TypeCodec:
         except TypeError as err:  # e.g. two columns that map to one attribute name ("a b", "_a_b")
             raise ProtocolError(f"no Python class for {cls_name} {list(product.names)}: {err}") from None
         cls.__module__ = "rx_spacetimedb.rows"
+        register_row_class(cls)  # picklable and copyable, though no module holds the class
         self._generated.add(cls)
         if index is not None:
             self._classes[index] = cls

@@ -19,6 +19,7 @@ import orjson
 
 from rx_spacetimedb.errors import ProtocolError, SchemaError
 from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
+from rx_spacetimedb.protocol.generated import bind
 from rx_spacetimedb.protocol.jsontext import dumps, loads_exact, parse_exact
 from rx_spacetimedb.protocol.sats import Decoder, Form, InexactInteger, TypeCodec, field_name
 from rx_spacetimedb.protocol.types import (
@@ -179,12 +180,15 @@ class ModuleSchema:
         names = dict(self.type_names)
         for table in tables:
             names.setdefault(table.product_type_ref, table.name)
-        classes: dict[int, type] = {}
+        generated = bind(self, row_classes)  # a generated module's classes, checked against us
+        classes: dict[int, type] = dict(generated.classes) if generated else {}
         for table_name, cls in (row_classes or {}).items():
             table = self.table(table_name)
             _check_row_class(table_name, cls, self.typespace[table.product_type_ref])
             classes[table.product_type_ref] = cls
-        self.codec = TypeCodec(self.typespace, names=names, classes=classes)
+        self.codec = TypeCodec(self.typespace, names=names, classes=classes,
+                               variants=generated.variants if generated else None,
+                               slotted=generated.slotted if generated else ())
         self._raw = dict(raw) if raw is not None else None
         self._row_decoders: dict[str, Decoder] = {}
         self._wide_rows: dict[str, bool] = {}

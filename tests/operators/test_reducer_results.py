@@ -103,7 +103,8 @@ def test_own_with_a_connection_id_source() -> None:
         on_next(210, committed(caller=MY_CONNECTION)), on_next(220, committed(caller=OTHER_CONNECTION)),
         on_next(230, light()))
     out = emitted(scheduler.start(
-        lambda: source.pipe(reducer_results(own=True, schema=SCHEMA, connection_id=lambda: OTHER_CONNECTION))).messages)
+        lambda: source.pipe(reducer_results(own=True, schema=SCHEMA,
+                                            connection_id=lambda: OTHER_CONNECTION))).messages)
     assert [t for t, _ in out] == [220]
 
 
