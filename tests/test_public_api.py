@@ -15,7 +15,7 @@ def test_top_level_names() -> None:
         "OutOfEnergy", "ProcedureFailed", "ProtocolError", "QueryFailed", "ReducerFailed", "Request",
         "RequestAborted", "RequestError", "RequestTimeout", "SchemaError", "SpacetimeDBError",
         "SubscriptionFailed", "TransportError", "__version__", "connect", "ClientCache", "TableDiff",
-        "TransactionDiff", "LiveTable", "ReducerResult",
+        "TransactionDiff", "LiveTable", "ReducerResult", "ConnectTimeout", "CredentialsError",
     ])
     for name in rx_spacetimedb.__all__:
         assert hasattr(rx_spacetimedb, name), name
