@@ -37,6 +37,10 @@ def test_readme_snippets_run_in_order(capsys: pytest.CaptureFixture[str]) -> Non
     assert "alice" in out
     assert "name \"alice\" is already taken" in out
     assert "up" in out
+    # The card's spelling on the live connection, subscribed after the snapshot: an update.
+    assert "transaction [] [(1200, 1300)]" in out
+    assert "SetScore SetScoreArgs(id=1, score=1300) committed" in out
+    assert "inserted ['erin']" in out  # async for over aio.iterate
     assert "closed" in out
 
 
