@@ -17,13 +17,17 @@ every client frame is recorded per connection (``server.clients``, ``server.hist
 Methods are safe to call from any thread: from a foreign thread they run on the server's loop and
 wait for the result.
 
+With ``data_dir=`` the database survives restarts (signing key and commit log on disk, see
+``_storage``); ``restart()`` stops and starts again on the same port.
+
 Deliberate differences from the real server (all documented in the README):
 
-* tokens are HMAC-signed JWT-shaped tokens of this emulator (others get 401), and identities are
-  derived from ``(iss, sub)`` with BLAKE2b instead of BLAKE3 (same ``c200`` shape, other digits);
+* tokens are HMAC-signed JWT-shaped tokens of this emulator (others get 401); identities are
+  derived from ``(iss, sub)`` as the server derives them (BLAKE3);
 * Close 1011 reasons are cut to 123 bytes (spec §8.3); oversized messages get Close 1009;
 * only ``v1.json.spacetimedb``: an offer including a binary protocol gets HTTP 400 instead of being
-  answered in BSATN; ``confirmed`` is accepted and has no effect (everything is durable at once);
+  answered in BSATN; every message is sent after its transaction is durable, so ``confirmed=false``
+  behaves as ``confirmed=true``;
 * no row-level security, views, event tables, private reducers, SQL DML or query row limits.
 """
 
@@ -34,10 +38,12 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -69,6 +75,15 @@ from rx_spacetimedb.protocol.values import (
     ScheduleAt,
     TimeDuration,
     Timestamp,
+)
+from rx_spacetimedb.testing._storage import (
+    CommitLog,
+    Recovery,
+    commit_record,
+    open_data_dir,
+    replay,
+    schema_digest,
+    signing_key,
 )
 from rx_spacetimedb.testing.auth import TokenError, TokenIssuer, identity_from_claims
 from rx_spacetimedb.testing.module import (
@@ -296,9 +311,19 @@ class SpacetimeDBEmulator:
         max_message_size: largest client message accepted (spec: 32 MiB).
         queue_limit: unprocessed client messages (then Close 1013) and undelivered server messages (then
             a drop without Close) allowed per connection (spec: 16384 each).
+        data_dir: a directory that keeps the database across restarts, as a real server's data
+            directory does: its signing key (so saved tokens stay valid) and a commit log that every
+            transaction reaches (fsync-ed) before any client hears of it (see ``_storage``). None (the
+            default): everything stays in memory, like ``spacetime start --in-memory``.
 
     The module's ``init`` reducer runs when the emulator is created, so rows can be seeded (with
-    ``call_reducer``/``with_tx``) before or after starting it.
+    ``call_reducer``/``with_tx``) before or after starting it; with a ``data_dir`` only when the
+    directory is new, and the rows of the log are loaded instead when it is not (``recovery`` says
+    what was found).
+
+    Raises:
+        ValueError: the data directory holds another database or another schema, or a damaged key.
+        RuntimeError: another emulator holds the data directory.
     """
 
     def __init__(
@@ -317,6 +342,7 @@ class SpacetimeDBEmulator:
         clock: Callable[[], Timestamp] = Timestamp.now,
         max_message_size: int = _MAX_MESSAGE,
         queue_limit: int = _QUEUE_LIMIT,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if module is None:
             from rx_spacetimedb.testing.example import example_module
@@ -333,6 +359,11 @@ class SpacetimeDBEmulator:
         self.idle_timeout = idle_timeout
         self.hide_reducer_details = hide_reducer_details
         self.fragment_size = fragment_size
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        """Where the database is kept across restarts (None: in memory)."""
+        if token_issuer is None and self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            token_issuer = TokenIssuer(secret=signing_key(self.data_dir))
         self.tokens = token_issuer or TokenIssuer()
         self.owner_token: str | None = None
         """A token of the owner identity (minted when ``owner`` is not given; None otherwise)."""
@@ -361,11 +392,69 @@ class SpacetimeDBEmulator:
         self.queue_limit = queue_limit
         if fragment_size is not None and fragment_size < 4:
             raise ValueError("fragment_size must be at least 4 bytes (one UTF-8 character)")
-        init = module.lifecycle("Init")
+        self._log: CommitLog | None = None
+        self._header: dict[str, Any] | None = None  # the first record's header, until it is written
+        self.recovery: Recovery | None = None
+        """What opening ``data_dir`` found (new, commits replayed, torn bytes ignored); None in memory."""
+        self._load()
+
+    # -- storage -----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Load the database from ``data_dir``, or run ``init`` (in memory, or a new data dir)."""
+        if self.data_dir is not None and self._open_data_dir():
+            return
+        init = self.module.lifecycle("Init")
         if init is not None:
             status = self._run_reducer_tx(init.name, (), self.identity, None, 0, "[]")
             if not isinstance(status, m.Committed):
+                if self._log is not None:
+                    self._log.close()  # nothing was written: the data dir stays new
+                    self._log = None
                 raise ReducerError(f"init reducer failed: {status}")
+        if self._header is not None:
+            self._persist({})  # a new data dir without an init reducer: the header alone
+
+    def _open_data_dir(self) -> bool:
+        """Load the database from ``data_dir``; True if it held one (so ``init`` must not run)."""
+        assert self.data_dir is not None
+        if self._log is not None:
+            self._log.close()
+        self.db = Database(self.module)
+        self._log, records, self.recovery = open_data_dir(self.data_dir)
+        header = {"database": self.database, "module": self.module.name, "schema": schema_digest(self.db)}
+        if not records:
+            self._header = header
+            return False
+        found = records[0].get("init")
+        if found != header:
+            self._log.close()
+            self._log = None
+            raise ValueError(
+                f"{self.data_dir} holds {_describe(found)}, not database {self.database!r} of module "
+                f"{self.module.name!r} with this schema; use another data_dir (or delete it to start over)"
+            )
+        for record in records:
+            replay(self.db, record)
+        return True
+
+    def _persist(self, changes: Mapping[str, tuple[list[Any], list[Any]]]) -> None:
+        """Append a commit to the log and fsync it, before anyone hears of it (no-op in memory).
+
+        Raises:
+            OSError: the commit could not be made durable (the caller rolls it back).
+        """
+        if self._log is None:
+            if self.data_dir is not None:
+                raise OSError("the emulator is stopped; start it again to write to its data_dir")
+            return
+        if not changes and self._header is None:
+            return
+        record = commit_record(self.db, changes)
+        if self._header is not None:
+            record["init"] = self._header
+        self._log.append(record)
+        self._header = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -488,6 +577,8 @@ class SpacetimeDBEmulator:
 
         Async tests share one loop with the server, so no thread is needed.
         """
+        if self.data_dir is not None and self._log is None:
+            self._load()  # stopped before: read the data back from disk, as a restarted server does
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._running = asyncio.Event()
@@ -515,6 +606,29 @@ class SpacetimeDBEmulator:
             if table.schedule is not None:
                 self._schedule_rows(table.name, self.db.rows(table.name))
         return self
+
+    def restart(self) -> SpacetimeDBEmulator:
+        """Stop (cutting every connection) and start again on the same port with the same data.
+
+        Rehearses a server restart for reconnect tests. With a ``data_dir`` the database is read back
+        from disk, exactly as a restarted server would find it; in memory the rows are kept.
+        """
+        if self._loop is not None and self._on_loop():
+            raise RuntimeError("restart would block the server loop; await restart_async()")
+        port = self.port
+        self.stop()
+        self._requested_port = port
+        return self.start()
+
+    async def restart_async(self) -> SpacetimeDBEmulator:
+        """``restart()`` for an emulator started with ``start_async`` (on the running loop)."""
+        if self._thread is not None:
+            await asyncio.to_thread(self.restart)
+            return self
+        port = self.port
+        await self.stop_async()
+        self._requested_port = port
+        return await self.start_async()
 
     async def stop_async(self) -> None:
         """Stop serving (started with ``start_async``) and close every connection.
@@ -545,6 +659,9 @@ class SpacetimeDBEmulator:
             task.cancel()
         self._loop = None
         self._port = None
+        if self._log is not None:
+            self._log.close()  # releases the data dir: it may be opened again (or by another emulator)
+            self._log = None
 
     # -- thread marshalling ------------------------------------------------------------------
 
@@ -1397,7 +1514,7 @@ class SpacetimeDBEmulator:
             tx.rollback()
             status = m.Failed(str(err) or type(err).__name__)
         else:
-            status = m.Committed(m.DatabaseUpdate())
+            status = self._commit(tx)
         micros = _micros_since(start)
         info = m.ReducerCallInfo(name, self.schema.reducer_ids[name], args_text, request_id)
         energy = EnergyQuanta(1_000_000_000 if isinstance(status, m.OutOfEnergy) else micros * 1400)
@@ -1415,6 +1532,16 @@ class SpacetimeDBEmulator:
         )
         return status
 
+    def _commit(self, tx: Transaction) -> m.UpdateStatus:
+        """Make a successful transaction durable; Failed (and rolled back) if the disk refuses it."""
+        try:
+            self._persist(tx.changes())
+        except OSError as err:
+            tx.rollback()
+            log.error("commit not durable, rolled back: %s", err)
+            return m.Failed(f"the commit could not be written to the data directory: {err}")
+        return m.Committed(m.DatabaseUpdate())
+
     def _system_tx(self, body: Callable[[ReducerContext], _T], reducer_name: str) -> _T:
         timestamp = self.clock()
         start = time.perf_counter()
@@ -1425,6 +1552,9 @@ class SpacetimeDBEmulator:
         except BaseException:
             tx.rollback()
             raise
+        status = self._commit(tx)
+        if isinstance(status, m.Failed):
+            raise ReducerError(status.message)
         micros = _micros_since(start)
         info = m.ReducerCallInfo(reducer_name, _NO_REDUCER_ID, "[]", 0)
         self._broadcast(
@@ -1853,6 +1983,14 @@ class SpacetimeDBEmulator:
         except Exception as err:
             return reply(500, f"The module instance encountered a fatal error: {err}", ident_headers)
         return reply(200, text, ident_headers, json_body=True)
+
+
+def _describe(header: Any) -> str:
+    """A data directory's header in words, for the error when it does not fit."""
+    if not isinstance(header, dict):
+        return "no database header"
+    database, module = header.get("database"), header.get("module")
+    return f"database {database!r} of module {module!r} (schema {header.get('schema')})"
 
 
 def _inline(ty: AlgebraicType, resolve: Callable[[AlgebraicType], AlgebraicType]) -> ProductType:
