@@ -26,6 +26,8 @@ __all__ = ["Claims", "TokenError", "TokenIssuer", "identity_from_claims"]
 
 _HEADER = {"typ": "JWT", "alg": "ES256"}
 _PROCESS_SECRET = secrets.token_bytes(32)
+_LEEWAY = 60
+"""Seconds a token stays valid after its ``exp`` (the server's JWT validation default)."""
 
 
 class TokenError(Exception):
@@ -127,7 +129,7 @@ class TokenIssuer:
         ):
             raise TokenError("Invalid token: InvalidClaims")
         exp = payload.get("exp")
-        if isinstance(exp, int) and exp < time.time():
+        if isinstance(exp, int) and exp + _LEEWAY < time.time():
             raise TokenError("Invalid token: ExpiredSignature")
         identity = identity_from_claims(payload["iss"], payload["sub"])
         if payload.get("hex_identity", identity.hex) != identity.hex:

@@ -392,6 +392,12 @@ class SpacetimeDBEmulator:
         self.queue_limit = queue_limit
         if fragment_size is not None and fragment_size < 4:
             raise ValueError("fragment_size must be at least 4 bytes (one UTF-8 character)")
+        problem = database_name_error(database)
+        if problem is not None:
+            raise ValueError(
+                f"database={database!r}: {problem}; the server takes lowercase letters and digits "
+                "with single hyphens inside (e.g. 'my-game')"
+            )
         self._log: CommitLog | None = None
         self._header: dict[str, Any] | None = None  # the first record's header, until it is written
         self.recovery: Recovery | None = None
@@ -1007,14 +1013,17 @@ class SpacetimeDBEmulator:
         return None
 
     def _check_database(self, name: str) -> tuple[int, str] | None:
-        """None if ``name`` is this database; else (status, body) as the real server answers."""
+        """None if ``name`` is this database; else (status, body) as the real server answers.
+
+        An unknown name or identity is a 404 (fatal for clients: ``DatabaseNotFound``), a name the
+        server cannot parse a 400 (axum's path rejection).
+        """
         text = name[2:] if name.startswith(("0x", "0X")) else name
         if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
-            if int(text, 16) == self.identity.value:
-                return None
-            return 500, f"Unable to authorize {text.lower()} for SQL: database {text.lower()} not found"
-        if not name or any(not (c.isalnum() or c in "-_") for c in name):
-            return 400, f"Invalid database name: `{name}`"
+            return None if int(text, 16) == self.identity.value else (404, "No such database.")
+        problem = database_name_error(name)
+        if problem is not None:
+            return 400, f"Invalid URL: {problem}"
         if name != self.database:
             return 404, f"`{name}` not found"
         return None
@@ -1556,7 +1565,7 @@ class SpacetimeDBEmulator:
         if isinstance(status, m.Failed):
             raise ReducerError(status.message)
         micros = _micros_since(start)
-        info = m.ReducerCallInfo(reducer_name, _NO_REDUCER_ID, "[]", 0)
+        info = m.ReducerCallInfo(reducer_name, 0, "[]", 0)  # the server's id for "no reducer" here
         self._broadcast(
             tx,
             m.Committed(m.DatabaseUpdate()),
@@ -1800,6 +1809,12 @@ class SpacetimeDBEmulator:
                 },
             )
         if split.path == "/v1/ping":
+            if method != "GET":
+                return reply(405)
+            if "authorization" in headers or "token" in params:  # checked when given, as the server does
+                auth = self._http_auth(headers, params)
+                if isinstance(auth, str):
+                    return reply(401 if auth.startswith("Invalid token") else 400, auth)
             return reply(200)
         if split.path == "/v1/identity":
             if method != "POST":
@@ -1819,6 +1834,8 @@ class SpacetimeDBEmulator:
                 return reply(400, f"Invalid identity: {segments[3]}")
             return reply(204) if claimed == auth[0] else reply(400)
         if split.path == "/v1/identity/websocket-token" and method == "POST":
+            if "authorization" not in headers and "token" not in params:
+                return reply(401, "Authorization required")
             auth = self._http_auth(headers, params)
             if not isinstance(auth, tuple):
                 return reply(401 if auth else 400, auth or "Authorization is invalid: malformed token")
@@ -1983,6 +2000,24 @@ class SpacetimeDBEmulator:
         except Exception as err:
             return reply(500, f"The module instance encountered a fatal error: {err}", ident_headers)
         return reply(200, text, ident_headers, json_body=True)
+
+
+def database_name_error(name: str) -> str | None:
+    """Why the server would refuse ``name`` as a database name (``parse_database_name``), or None.
+
+    Names are lowercase ASCII letters and digits, with single hyphens between them.
+    """
+    if not name:
+        return "database names cannot be empty"
+    if len(name) == 64 and all(c in "0123456789abcdefABCDEF" for c in name):
+        return "database names cannot be identities"
+    for index, char in enumerate(name):
+        if char == "-":
+            if index == 0 or index == len(name) - 1 or name[index + 1] == "-":
+                return "invalid hyphen in database name"
+        elif not ("a" <= char <= "z" or "0" <= char <= "9"):
+            return "invalid characters in database name"
+    return None
 
 
 def _describe(header: Any) -> str:
