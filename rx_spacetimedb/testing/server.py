@@ -104,6 +104,8 @@ log = logging.getLogger("rx_spacetimedb.testing")
 SUBPROTOCOL: Final = "v1.json.spacetimedb"
 _PREFERENCE: Final = ("v3.bsatn.spacetimedb", "v2.bsatn.spacetimedb", "v1.bsatn.spacetimedb", SUBPROTOCOL)
 _NO_REDUCER_ID: Final = 4294967295
+_FATAL: Final = "The module instance encountered a fatal error: "
+"""The server's prefix of a procedure's failure text (``ProcedureCallError::InternalError``)."""
 _MAX_MESSAGE: Final = 33554432
 _QUEUE_LIMIT: Final = 16384
 _CLOSE_REASON_BYTES: Final = 123
@@ -1768,7 +1770,7 @@ class SpacetimeDBEmulator:
         except OutOfEnergyError:
             status = m.ProcedureOutOfEnergy()
         except Exception as err:
-            status = m.InternalError(str(err) or type(err).__name__)
+            status = m.InternalError(f"{_FATAL}{str(err) or type(err).__name__}")
         else:
             self._send(
                 client,
@@ -1952,6 +1954,33 @@ class SpacetimeDBEmulator:
         if content_type != "application/json":
             return reply(415, "Expected request with `Content-Type: application/json`")
         text = body.decode(errors="replace")
+        # The call runs in its own short-lived connection, reducer or procedure, found or not: the
+        # lifecycle reducers run around it and it has a connection id (the server's ``with_connection``).
+        connection_id = ConnectionId(secrets.randbits(128) or 1)
+        connected = self.module.lifecycle("OnConnect")
+        if connected is not None:
+            hello = self._run_reducer_tx(connected.name, (), identity, connection_id, 0, "[]")
+            if isinstance(hello, m.Failed):
+                return reply(403, hello.message, ident_headers)
+            if isinstance(hello, m.OutOfEnergy):
+                return reply(503, "out of energy", ident_headers)
+        try:
+            return self._http_invoke(name, text, identity, connection_id, ident_headers, reply)
+        finally:
+            disconnected = self.module.lifecycle("OnDisconnect")
+            if disconnected is not None:
+                self._run_reducer_tx(disconnected.name, (), identity, connection_id, 0, "[]")
+
+    def _http_invoke(
+        self,
+        name: str,
+        text: str,
+        identity: Identity,
+        connection_id: ConnectionId,
+        ident_headers: dict[str, str],
+        reply: Callable[..., tuple[int, str, dict[str, str], bytes]],
+    ) -> tuple[int, str, dict[str, str], bytes]:
+        """Find and run the reducer or procedure of an HTTP call inside its connection."""
         procedure = self.module.procedure_spec(name)
         reducer = self.module.reducer_spec(name)
         if reducer is None and procedure is None:
@@ -1965,19 +1994,7 @@ class SpacetimeDBEmulator:
         except ValueError as err:
             return reply(400, f"invalid arguments for {kind} {name}: {err}")
         if reducer is not None:
-            connection_id = ConnectionId(secrets.randbits(128) or 1)
-            # The call runs in its own short-lived connection: the lifecycle reducers run around it.
-            connected = self.module.lifecycle("OnConnect")
-            if connected is not None:
-                hello = self._run_reducer_tx(connected.name, (), identity, connection_id, 0, "[]")
-                if isinstance(hello, m.Failed):
-                    return reply(403, hello.message, ident_headers)
-                if isinstance(hello, m.OutOfEnergy):
-                    return reply(503, "out of energy", ident_headers)
             status = self._run_reducer_tx(name, values, identity, connection_id, 0, text)
-            disconnected = self.module.lifecycle("OnDisconnect")
-            if disconnected is not None:
-                self._run_reducer_tx(disconnected.name, (), identity, connection_id, 0, "[]")
             extra = {
                 **ident_headers,
                 "spacetime-energy-used": "0",
@@ -1990,16 +2007,21 @@ class SpacetimeDBEmulator:
             return reply(200, b"", extra)
         assert procedure is not None
         ctx = ProcedureContext(
-            identity, None, self.clock(), self.db.view(), self.identity, lambda b: self._system_tx(b, "")
+            identity,
+            connection_id,
+            self.clock(),
+            self.db.view(),
+            self.identity,
+            lambda b: self._system_tx(b, ""),
         )
         try:
             result = procedure.func(ctx, *values)
-            text = dumps(self.schema.codec.encoder(procedure.returns, "C")(result))
+            returned = dumps(self.schema.codec.encoder(procedure.returns, "C")(result))
         except OutOfEnergyError:
             return reply(402, "Procedure terminated due to insufficient budget", ident_headers)
         except Exception as err:
-            return reply(500, f"The module instance encountered a fatal error: {err}", ident_headers)
-        return reply(200, text, ident_headers, json_body=True)
+            return reply(500, f"{_FATAL}{str(err) or type(err).__name__}", ident_headers)
+        return reply(200, returned, ident_headers, json_body=True)
 
 
 def database_name_error(name: str) -> str | None:

@@ -263,7 +263,7 @@ class _Parser:
             elif self.at_text(","):
                 raise SqlError("Implicit joins are not supported")
             elif any(self.at(w) for w in ("left", "right", "full", "outer", "cross")):
-                raise SqlError("Unsupported JOIN type")
+                raise SqlError("Non-inner joins are not supported")
             else:
                 break
             jtable, jalias = self.relvar()
@@ -749,10 +749,8 @@ def compile_query(
         assert isinstance(on.left, _Field) and isinstance(on.right, _Field)
         left, left_type = typer.expr(on.left, None)
         right, _ = typer.expr(on.right, left_type)
-        if subscription and not _join_indexed(scope, on):
-            raise SqlError("Subscriptions require indexes on join columns")
         joins.append((jtable, jalias, (left, right)))
-    if subscription and any(on is None for _, _, on in select.joins):
+    if subscription and select.joins and not _index_joins(select, scope):
         raise SqlError("Subscriptions require indexes on join columns")
     predicate = typer.expr(select.where, _BOOL)[0] if select.where is not None else None
     if select.project == "*":
@@ -769,15 +767,54 @@ def compile_query(
     return Query(sql, scope[returned], returned, scope[select.alias], select.alias, joins, predicate)
 
 
-def _join_indexed(scope: dict[str, TableSchema], on: _Bin) -> bool:
-    """True if a column of the join condition has an index (so the server can plan an index join)."""
-    for side in (on.left, on.right):
-        assert isinstance(side, _Field) and side.alias is not None
-        table = scope[side.alias]
-        index = table.column_names.index(side.name)
-        if index in table.indexed:
-            return True
-    return False
+def _conjuncts(expr: _Expr | None) -> list[_Expr]:
+    """The terms of a WHERE clause's top-level AND (the whole clause if it is not an AND)."""
+    if expr is None:
+        return []
+    if isinstance(expr, _Log) and expr.op == "and":
+        return _conjuncts(expr.left) + _conjuncts(expr.right)
+    return [expr]
+
+
+def _filtered_aliases(where: _Expr | None) -> set[str]:
+    """Relation variables that get a constant filter pushed down to their scan.
+
+    The server's optimizer (``PushConstEq``/``PushConstAnd``) pushes each top-level AND term of
+    the form ``column <op> constant`` (``:sender`` included) to the scan of that column's table;
+    ORs and column-to-column comparisons stay above the join.
+    """
+    aliases: set[str] = set()
+    for term in _conjuncts(where):
+        if not isinstance(term, _Bin):
+            continue
+        for field, other in ((term.left, term.right), (term.right, term.left)):
+            if isinstance(field, _Field) and field.alias is not None and isinstance(other, _Lit | _Sender):
+                aliases.add(field.alias)
+    return aliases
+
+
+def _index_joins(select: _Select, scope: dict[str, TableSchema]) -> bool:
+    """True if the server's planner turns every join into an index join (subscriptions need that).
+
+    The plan is left-deep in FROM order. A join becomes an index join only if its right-hand table
+    (after pushed-down filters) has an index on its join column (``HashToIxJoin``). For the first
+    join the sides are swapped first when only the right-hand table has a pushed filter
+    (``ReorderHashJoin``), so the index must then be on the left table's join column.
+    """
+    filtered = _filtered_aliases(select.where)
+    for position, (_, alias, on) in enumerate(select.joins):
+        if on is None:
+            return False  # a cross join is a nested-loop join
+        probed = alias
+        if position == 0 and select.alias not in filtered and alias in filtered:
+            probed = select.alias
+        side = next((f for f in (on.left, on.right) if isinstance(f, _Field) and f.alias == probed), None)
+        if side is None:
+            return False
+        table = scope[probed]
+        if table.column_names.index(side.name) not in table.indexed:
+            return False
+    return True
 
 
 def type_name(ty: AlgebraicType, typespace: Sequence[AlgebraicType]) -> str:

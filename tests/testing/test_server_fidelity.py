@@ -1,4 +1,4 @@
-"""Where the emulator answers as the real server does (issue 15): database names, auth, token expiry."""
+"""Where the emulator answers as the real server does: database names, auth, token expiry, HTTP calls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import pytest
 
 import rx_spacetimedb
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.testing import SpacetimeDBEmulator, TokenError, TokenIssuer
+from rx_spacetimedb.protocol.types import STRING
+from rx_spacetimedb.testing import (
+    ProcedureContext,
+    ReducerContext,
+    SpacetimeDBEmulator,
+    TokenError,
+    TokenIssuer,
+    example_module,
+)
 from rx_spacetimedb.testing.server import database_name_error
 from tests.conftest import WAIT
 
@@ -119,3 +127,36 @@ def test_with_tx_broadcasts_carry_reducer_id_0(server: SpacetimeDBEmulator) -> N
         conn.call_reducer("AddNote", ["barrier"]).result(timeout=WAIT)
     system = next(u for u in seen if u.reducer_call.reducer_name == "")
     assert system.reducer_call.reducer_id == 0
+
+
+def test_http_calls_of_procedures_run_in_their_own_connection_too() -> None:
+    module = example_module()
+    seen: list[str] = []
+
+    @module.client_connected
+    def connected(ctx: ReducerContext) -> None:
+        seen.append(f"connected {ctx.connection_id is not None}")
+
+    @module.client_disconnected
+    def disconnected(ctx: ReducerContext) -> None:
+        seen.append("disconnected")
+
+    @module.procedure("WhoCalls", [], returns=STRING)
+    def who_calls(ctx: ProcedureContext) -> str:
+        seen.append(f"procedure {ctx.connection_id is not None}")
+        return "me"
+
+    @module.procedure("Fails", [], returns=STRING)
+    def fails(ctx: ProcedureContext) -> str:
+        raise RuntimeError("boom")
+
+    json_type = {"Content-Type": "application/json"}
+    with SpacetimeDBEmulator(module) as emulator:
+        base = f"/v1/database/{emulator.database}/call"
+        assert request(emulator, "POST", f"{base}/WhoCalls", b"[]", json_type) == (200, b'"me"')
+        assert seen == ["connected True", "procedure True", "disconnected"]
+        seen.clear()
+        assert request(emulator, "POST", f"{base}/Fails", b"[]", json_type) == (
+            500, b"The module instance encountered a fatal error: boom")
+        assert request(emulator, "POST", f"{base}/Nope", b"[]", json_type) == (404, b"No such procedure")
+        assert seen == ["connected True", "disconnected"] * 2  # around failures and unknown names too
