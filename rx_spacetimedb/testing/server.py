@@ -95,7 +95,14 @@ from rx_spacetimedb.testing.module import (
     ReducerError,
     Transaction,
 )
-from rx_spacetimedb.testing.sql import Query, SqlError, compile_query, is_select_star_from_star
+from rx_spacetimedb.testing.sql import (
+    Dml,
+    Query,
+    SqlError,
+    compile_query,
+    compile_statement,
+    is_select_star_from_star,
+)
 
 __all__ = ["EmulatedClient", "SUBPROTOCOL", "SpacetimeDBEmulator"]
 
@@ -110,6 +117,8 @@ _MAX_MESSAGE: Final = 33554432
 _QUEUE_LIMIT: Final = 16384
 _CLOSE_REASON_BYTES: Final = 123
 _T = TypeVar("_T")
+_Reply = tuple[int, str, dict[str, str], bytes]
+"""An HTTP answer: status, reason, headers, body."""
 
 
 def _truncate_reason(text: str) -> str:
@@ -742,7 +751,7 @@ class SpacetimeDBEmulator:
         """
 
         def run() -> _T:
-            return self._system_tx(body, "")
+            return self._system_tx(body)
 
         return self._call(run)
 
@@ -1553,7 +1562,14 @@ class SpacetimeDBEmulator:
             return m.Failed(f"the commit could not be written to the data directory: {err}")
         return m.Committed(m.DatabaseUpdate())
 
-    def _system_tx(self, body: Callable[[ReducerContext], _T], reducer_name: str) -> _T:
+    def _system_tx(
+        self, body: Callable[[ReducerContext], _T], caller: Identity | None = None, reducer_id: int = 0
+    ) -> _T:
+        """Run ``body`` as a transaction without a reducer (``with_tx``, procedures, SQL DML), broadcast it.
+
+        The server reports these with an empty reducer name and id 0, or u32::MAX for SQL DML, whose
+        caller is the SQL caller.
+        """
         timestamp = self.clock()
         start = time.perf_counter()
         tx = self.db.begin()
@@ -1567,12 +1583,12 @@ class SpacetimeDBEmulator:
         if isinstance(status, m.Failed):
             raise ReducerError(status.message)
         micros = _micros_since(start)
-        info = m.ReducerCallInfo(reducer_name, 0, "[]", 0)  # the server's id for "no reducer" here
+        info = m.ReducerCallInfo("", reducer_id, "[]", 0)
         self._broadcast(
             tx,
             m.Committed(m.DatabaseUpdate()),
             timestamp,
-            self.identity,
+            caller or self.identity,
             ConnectionId(0),
             info,
             EnergyQuanta(micros * 1400),
@@ -1761,7 +1777,7 @@ class SpacetimeDBEmulator:
             timestamp,
             self.db.view(),
             self.identity,
-            lambda body: self._system_tx(body, ""),
+            lambda body: self._system_tx(body),
         )
         status: m.ProcedureStatus
         try:
@@ -1906,38 +1922,82 @@ class SpacetimeDBEmulator:
         body: bytes,
         identity: Identity,
         ident_headers: dict[str, str],
-        reply: Callable[..., tuple[int, str, dict[str, str], bytes]],
-    ) -> tuple[int, str, dict[str, str], bytes]:
-        start = time.perf_counter()
+        reply: Callable[..., _Reply],
+    ) -> _Reply:
+        """``POST /sql``: one statement of the /sql grammar, inside its own short-lived connection."""
         try:
             text = body.decode()
         except UnicodeDecodeError:
-            return reply(400, "request body is not UTF-8")
-        try:
-            query = compile_query(text, self.db, sender=identity, is_owner=identity == self.owner)
-        except SqlError as err:
-            return reply(400, str(err))
-        rows = query.rows(self.db)
-        encoder = self.db.stores[query.table_name].encoder_c
-        assert query.table.ref is not None
-        schema = product_to_json(
-            _inline(self.schema.codec.resolve(query.table.ref), self.schema.codec.resolve)
+            return reply(400, "Request body didn't contain valid UTF-8")
+        return self._in_connection(
+            identity, ident_headers, reply, lambda _: self._run_sql(text, identity, ident_headers, reply)
         )
+
+    def _run_sql(
+        self, text: str, identity: Identity, ident_headers: dict[str, str], reply: Callable[..., _Reply]
+    ) -> _Reply:
+        start = time.perf_counter()
+        stats = {"rows_inserted": 0, "rows_deleted": 0, "rows_updated": 0}
+        schema: dict[str, Any] = {"elements": []}
+        rows: list[Any] = []
+        try:
+            statement = compile_statement(text, self.db, sender=identity, is_owner=identity == self.owner)
+            if isinstance(statement, Dml):
+                counts = self._system_tx(lambda ctx: statement.apply(ctx.db), identity, _NO_REDUCER_ID)
+                stats = dict(zip(stats, counts, strict=True))
+            elif statement.outputs is not None:
+                resolve = self.schema.codec.resolve
+                outputs = ProductType(tuple(Element(n, ty) for n, _, _, ty in statement.outputs))
+                schema = product_to_json(_inline(outputs, resolve))
+                encoders = [self.schema.codec.encoder(ty, "C") for _, _, _, ty in statement.outputs]
+                rows = [
+                    [encode(v) for encode, v in zip(encoders, values, strict=True)]
+                    for values in statement.values(self.db)
+                ]
+            else:
+                encoder = self.db.stores[statement.table_name].encoder_c
+                assert statement.table.ref is not None
+                schema = product_to_json(
+                    _inline(self.schema.codec.resolve(statement.table.ref), self.schema.codec.resolve)
+                )
+                found = statement.rows(self.db)
+                rows = [encoder(r) for r in found[: statement.limit]]
+        except (SqlError, ReducerError) as err:
+            return reply(400, str(err))
         micros = _micros_since(start)
-        result = [
-            {
-                "schema": schema,
-                "rows": [encoder(r) for r in rows],
-                "total_duration_micros": micros,
-                "stats": {"rows_inserted": 0, "rows_deleted": 0, "rows_updated": 0},
-            }
-        ]
+        result = [{"schema": schema, "rows": rows, "total_duration_micros": micros, "stats": stats}]
         return reply(
             200,
             dumps(result),
             {**ident_headers, "spacetime-execution-duration-micros": str(micros)},
             json_body=True,
         )
+
+    def _in_connection(
+        self,
+        identity: Identity,
+        ident_headers: dict[str, str],
+        reply: Callable[..., _Reply],
+        run: Callable[[ConnectionId], _Reply],
+    ) -> _Reply:
+        """Answer an HTTP request inside its own short-lived connection, as the server does for
+        ``/call`` and ``/sql`` (``with_connection``): a new connection id, ``client_connected`` first
+        (its refusal is a 403), ``client_disconnected`` afterwards whatever happened.
+        """
+        connection_id = ConnectionId(secrets.randbits(128) or 1)
+        connected = self.module.lifecycle("OnConnect")
+        if connected is not None:
+            hello = self._run_reducer_tx(connected.name, (), identity, connection_id, 0, "[]")
+            if isinstance(hello, m.Failed):
+                return reply(403, hello.message, ident_headers)
+            if isinstance(hello, m.OutOfEnergy):
+                return reply(503, "out of energy", ident_headers)
+        try:
+            return run(connection_id)
+        finally:
+            disconnected = self.module.lifecycle("OnDisconnect")
+            if disconnected is not None:
+                self._run_reducer_tx(disconnected.name, (), identity, connection_id, 0, "[]")
 
     def _http_call(
         self,
@@ -1954,22 +2014,15 @@ class SpacetimeDBEmulator:
         if content_type != "application/json":
             return reply(415, "Expected request with `Content-Type: application/json`")
         text = body.decode(errors="replace")
-        # The call runs in its own short-lived connection, reducer or procedure, found or not: the
-        # lifecycle reducers run around it and it has a connection id (the server's ``with_connection``).
-        connection_id = ConnectionId(secrets.randbits(128) or 1)
-        connected = self.module.lifecycle("OnConnect")
-        if connected is not None:
-            hello = self._run_reducer_tx(connected.name, (), identity, connection_id, 0, "[]")
-            if isinstance(hello, m.Failed):
-                return reply(403, hello.message, ident_headers)
-            if isinstance(hello, m.OutOfEnergy):
-                return reply(503, "out of energy", ident_headers)
-        try:
-            return self._http_invoke(name, text, identity, connection_id, ident_headers, reply)
-        finally:
-            disconnected = self.module.lifecycle("OnDisconnect")
-            if disconnected is not None:
-                self._run_reducer_tx(disconnected.name, (), identity, connection_id, 0, "[]")
+        # reducer or procedure, found or not: the call runs in its own connection
+        return self._in_connection(
+            identity,
+            ident_headers,
+            reply,
+            lambda connection_id: self._http_invoke(
+                name, text, identity, connection_id, ident_headers, reply
+            ),
+        )
 
     def _http_invoke(
         self,
@@ -2012,7 +2065,7 @@ class SpacetimeDBEmulator:
             self.clock(),
             self.db.view(),
             self.identity,
-            lambda b: self._system_tx(b, ""),
+            lambda b: self._system_tx(b),
         )
         try:
             result = procedure.func(ctx, *values)

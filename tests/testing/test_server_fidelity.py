@@ -13,14 +13,13 @@ from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.types import STRING
 from rx_spacetimedb.testing import (
     ProcedureContext,
-    ReducerContext,
     SpacetimeDBEmulator,
     TokenError,
     TokenIssuer,
-    example_module,
 )
 from rx_spacetimedb.testing.server import database_name_error
 from tests.conftest import WAIT
+from tests.testing.helpers import lifecycle_module
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +129,8 @@ def test_with_tx_broadcasts_carry_reducer_id_0(server: SpacetimeDBEmulator) -> N
 
 
 def test_http_calls_of_procedures_run_in_their_own_connection_too() -> None:
-    module = example_module()
     seen: list[str] = []
-
-    @module.client_connected
-    def connected(ctx: ReducerContext) -> None:
-        seen.append(f"connected {ctx.connection_id is not None}")
-
-    @module.client_disconnected
-    def disconnected(ctx: ReducerContext) -> None:
-        seen.append("disconnected")
+    module = lifecycle_module(seen)
 
     @module.procedure("WhoCalls", [], returns=STRING)
     def who_calls(ctx: ProcedureContext) -> str:
