@@ -32,7 +32,8 @@ Public API, in short:
 * ``python -m rx_spacetimedb.testing serve [--port N] [--data-dir DIR]`` runs the example module.
 * pytest: ``pytest_plugins = ["rx_spacetimedb.testing.pytest_plugin"]`` gives the ``spacetimedb`` fixture.
 
-See ``server.py`` for fault injection and inspection, ``module.py`` for declaring modules.
+See ``server.py`` (and the private parts it lists) for the emulator, ``_socket.py`` for fault
+injection, ``module.py`` for declaring modules.
 """
 
 from rx_spacetimedb.testing.auth import TokenError, TokenIssuer, identity_from_claims

@@ -21,6 +21,8 @@ Recovery: records are read until the first one that is short or fails its checks
 a crash in the middle of a write leaves. That tail is cut off, logged as a warning and reported in
 ``Recovery.ignored_bytes``; it never stops the emulator (its transaction was never acknowledged).
 Replay is linear in the log's size: fine for test and demo data, there are no snapshots.
+
+``StorageMixin`` is the emulator's part that loads a data directory and appends its commits.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from rx_spacetimedb.protocol.jsontext import dumps, loads_exact
+from rx_spacetimedb.testing._base import EmulatorBase
 from rx_spacetimedb.testing.module import Database
 
 __all__ = [
     "CommitLog",
     "Recovery",
+    "StorageMixin",
     "commit_record",
     "open_data_dir",
     "replay",
@@ -241,3 +245,56 @@ def replay(db: Database, record: Mapping[str, Any]) -> None:
         sequences = db.stores[name].sequences
         for column, value in counters.items():
             sequences[int(column)] = max(sequences.get(int(column), 1), value)
+
+
+class StorageMixin(EmulatorBase):
+    """Loads the database from ``data_dir`` and appends each commit before anyone hears of it."""
+
+    def _open_data_dir(self) -> bool:
+        """Load the database from ``data_dir``; True if it held one (so ``init`` must not run)."""
+        assert self.data_dir is not None
+        if self._log is not None:
+            self._log.close()
+        self.db = Database(self.module)
+        self._log, records, self.recovery = open_data_dir(self.data_dir)
+        header = {"database": self.database, "module": self.module.name, "schema": schema_digest(self.db)}
+        if not records:
+            self._header = header
+            return False
+        found = records[0].get("init")
+        if found != header:
+            self._log.close()
+            self._log = None
+            raise ValueError(
+                f"{self.data_dir} holds {_describe(found)}, not database {self.database!r} of module "
+                f"{self.module.name!r} with this schema; use another data_dir (or delete it to start over)"
+            )
+        for record in records:
+            replay(self.db, record)
+        return True
+
+    def _persist(self, changes: Mapping[str, tuple[list[Any], list[Any]]]) -> None:
+        """Append a commit to the log and fsync it, before anyone hears of it (no-op in memory).
+
+        Raises:
+            OSError: the commit could not be made durable (the caller rolls it back).
+        """
+        if self._log is None:
+            if self.data_dir is not None:
+                raise OSError("the emulator is stopped; start it again to write to its data_dir")
+            return
+        if not changes and self._header is None:
+            return
+        record = commit_record(self.db, changes)
+        if self._header is not None:
+            record["init"] = self._header
+        self._log.append(record)
+        self._header = None
+
+
+def _describe(header: Any) -> str:
+    """A data directory's header in words, for the error when it does not fit."""
+    if not isinstance(header, dict):
+        return "no database header"
+    database, module = header.get("database"), header.get("module")
+    return f"database {database!r} of module {module!r} (schema {header.get('schema')})"
