@@ -145,6 +145,8 @@ class SpacetimeDBEmulator(SocketMixin):
         self.fragment_size = fragment_size
         self.data_dir = Path(data_dir) if data_dir is not None else None
         """Where the database is kept across restarts (None: in memory)."""
+        if self.data_dir is not None and self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ValueError(f"data_dir={str(self.data_dir)!r} is a file; give a directory (it is created)")
         if token_issuer is None and self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             token_issuer = TokenIssuer(secret=signing_key(self.data_dir))

@@ -209,6 +209,12 @@ def test_a_log_torn_while_it_was_created_is_a_new_data_dir(tmp_path: Path) -> No
         assert (server.recovery.new, server.recovery.ignored_bytes) == (True, 7)
 
 
+def test_a_data_dir_that_is_a_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"data_dir='.*file' is a file; give a directory"):
+        SpacetimeDBEmulator(data_dir=tmp_path / "file")
+
+
 def test_a_file_that_is_not_a_commit_log_is_refused(tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
     (tmp_path / "commitlog").write_bytes(b"something else entirely, longer than the magic")
