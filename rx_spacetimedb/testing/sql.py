@@ -328,37 +328,57 @@ class _Parser:
         return select
 
     def items(self) -> list[tuple[str, _Field | None]]:
-        """``column [[AS] name], ...`` or ``COUNT(*) AS name`` (the /sql grammar)."""
+        """``column [[AS] name], ...`` or a lone ``COUNT(*) [AS] name`` (the /sql grammar).
+
+        As the server's parser: an aggregate must stand alone and be named, and COUNT(*) is the only one.
+        """
         items: list[tuple[str, _Field | None]] = []
+        functions: list[str] = []
         while True:
             start = self.i
-            if self.at("count") and self.text_at(1) == "(":
-                self.i += 2
-                if not self.at_text("*") or self.text_at(1) != ")":
-                    raise SqlError(f"Unsupported aggregate function: {self.rest(start)}")
-                self.i += 2
-                if self.at("as"):
-                    self.i += 1
-                elif not self._at_alias():
-                    raise SqlError("Aggregate expressions must have column aliases")
-                items.append((self.ident(), None))
+            if self.at_text("*") or (self.text_at(1), self.text_at(2)) == (".", "*"):
+                raise SqlError("Mixed wildcard projections are not supported")
+            head = self.peek()
+            if head is not None and head.kind == "ident" and self.text_at(1) == "(":
+                functions.append(self.function())
+                items.append((self._alias() or "", None))
             else:
                 column = self.operand()
                 if not isinstance(column, _Field):
-                    raise SqlError(f"Unsupported projection expression: {self.rest(start)}")
-                name = column.name
-                if self.at("as"):
-                    self.i += 1
-                    name = self.ident()
-                elif self._at_alias():
-                    name = self.ident()
-                items.append((name, column))
+                    shown = "".join(t.text for t in self.toks[start : self.i])
+                    raise SqlError(f"Unsupported projection expression: {shown}")
+                items.append((self._alias() or column.name, column))
             if not self.at_text(","):
                 break
             self.i += 1
-        if any(c is None for _, c in items) and any(c is not None for _, c in items):
-            raise SqlError(f"Unsupported projection: {self.sql.strip().rstrip(';')}")
+        if functions:
+            if len(items) > 1:
+                raise SqlError(f"Unsupported projection expression: {functions[0]}")
+            if not items[0][0]:
+                raise SqlError("Aggregate expressions must have column aliases")
+            if functions[0].lower() != "count(*)":
+                raise SqlError(f"Unsupported aggregate function: {functions[0]}")
         return items
+
+    def function(self) -> str:
+        """Skip a function call ``name(...)``; its text as the server prints it (``SUM(score)``)."""
+        name = self.next().text
+        self.i += 1  # the "("
+        inner: list[str] = []
+        depth = 1
+        while depth:
+            tok = self.next()
+            depth += (tok.text == "(") - (tok.text == ")")
+            if depth:
+                inner.append(tok.text)
+        return f"{name}({' '.join(inner).replace(' , ', ', ').replace('( ', '(').replace(' )', ')')})"
+
+    def _alias(self) -> str | None:
+        """``AS name`` or a bare ``name`` after a projection item, if there is one."""
+        if self.at("as"):
+            self.i += 1
+            return self.ident()
+        return self.ident() if self._at_alias() else None
 
     def _at_alias(self) -> bool:
         """True at an identifier that can only be an alias (``name n``, without ``AS``)."""

@@ -77,10 +77,16 @@ def test_count_and_limit(server: SpacetimeDBEmulator) -> None:
         ("SELECT COUNT(*) FROM Player", "Aggregate expressions must have column aliases"),
         ("SELECT * FROM Player LIMIT x", "Unsupported LIMIT expression: x"),
         ("SELECT nope FROM Player", "`nope` is not in scope"),
+        ("SELECT name, COUNT(*) AS n FROM Player", "Unsupported projection expression: COUNT(*)"),
+        ("SELECT SUM(score) AS s FROM Player", "Unsupported aggregate function: SUM(score)"),
         (
-            "SELECT name, COUNT(*) AS n FROM Player",
-            "Unsupported projection: SELECT name, COUNT(*) AS n FROM Player",
+            "SELECT COUNT(DISTINCT name) AS n FROM Player",
+            "Unsupported aggregate function: COUNT(DISTINCT name)",
         ),
+        ("SELECT SUM(score) FROM Player", "Aggregate expressions must have column aliases"),
+        ("SELECT name, * FROM Player", "Mixed wildcard projections are not supported"),
+        ("SELECT name, p.* FROM Player p", "Mixed wildcard projections are not supported"),
+        ("SELECT 1 AS one FROM Player", "Unsupported projection expression: 1"),
     ],
 )
 def test_select_errors(server: SpacetimeDBEmulator, text: str, message: str) -> None:
