@@ -17,7 +17,8 @@
 Public API, in short:
 
 * ``SpacetimeDBEmulator(module, database=, port=, ping_interval=, idle_timeout=, clock=, owner=,
-  hide_reducer_details=, queue_limit=, ...)``: ``start()``/``stop()``, ``with``, ``async with``;
+  hide_reducer_details=, queue_limit=, data_dir=, ...)``: ``start()``/``stop()``/``restart()``, ``with``,
+  ``async with``; ``recovery`` (what ``data_dir`` held);
   ``url``, ``http_url``, ``subscribe_url``, ``host``, ``port``, ``database``, ``identity``.
 * Direct access: ``call_reducer``, ``with_tx``, ``table_rows``, ``sql``, ``mint_token``,
   ``wait_for_clients`` / ``wait_for_clients_async``, ``clients``, ``history`` (``EmulatedClient``:
@@ -28,10 +29,11 @@ Public API, in short:
   ``client_connected``, ``client_disconnected``), ``Column``, ``ReducerContext``, ``ProcedureContext``,
   ``ReducerError``, ``OutOfEnergyError``; ``example_module()`` (the spec's module, ``minimal=True`` for
   exactly the spec's schema).
-* ``python -m rx_spacetimedb.testing serve [--port N]`` runs the example module.
+* ``python -m rx_spacetimedb.testing serve [--port N] [--data-dir DIR]`` runs the example module.
 * pytest: ``pytest_plugins = ["rx_spacetimedb.testing.pytest_plugin"]`` gives the ``spacetimedb`` fixture.
 
-See ``server.py`` for fault injection and inspection, ``module.py`` for declaring modules.
+See ``server.py`` (and the private parts it lists) for the emulator, ``_socket.py`` for fault
+injection, ``module.py`` for declaring modules.
 """
 
 from rx_spacetimedb.testing.auth import TokenError, TokenIssuer, identity_from_claims

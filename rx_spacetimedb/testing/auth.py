@@ -3,8 +3,9 @@
 Tokens are JWT-shaped (``header.payload.signature``, base64url) with the real server's claims
 (``hex_identity``, ``sub``, ``iss``, ``aud``, ``iat``, ``exp: null``) so clients can store and inspect
 them; the signature is an HMAC of the emulator's secret instead of ES256, so only tokens this
-emulator minted validate. Identities derive deterministically from ``(iss, sub)`` with the ``c200``
-prefix of real minted identities, so the same token always maps to the same identity.
+emulator minted validate. Identities derive from ``(iss, sub)`` exactly as the server derives them
+(``Identity::from_claims``: BLAKE3, ``c200`` prefix, checksum), so the same claims give the same
+identity here and on a real server.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import uuid
 from dataclasses import dataclass
 
 from rx_spacetimedb.protocol.values import Identity
+from rx_spacetimedb.testing._blake3 import blake3
 
 __all__ = ["Claims", "TokenError", "TokenIssuer", "identity_from_claims"]
 
 _HEADER = {"typ": "JWT", "alg": "ES256"}
 _PROCESS_SECRET = secrets.token_bytes(32)
+_LEEWAY = 60
+"""Seconds a token stays valid after its ``exp`` (the server's JWT validation default)."""
 
 
 class TokenError(Exception):
@@ -46,13 +50,13 @@ class Claims:
 
 
 def identity_from_claims(issuer: str, subject: str) -> Identity:
-    """The identity of ``(iss, sub)``: ``c200`` + 4 checksum bytes + 26 hash bytes (real layout).
+    """The identity of ``(iss, sub)`` as the server derives it: ``c200``, 4 checksum bytes, 26 hash bytes.
 
-    The real server hashes with BLAKE3; the emulator uses BLAKE2b, so the digits differ but the
-    shape (64 hex digits, ``c200`` prefix, deterministic) is the same.
+    The hash bytes are the first 26 of BLAKE3(``"{iss}|{sub}"``), the checksum the first 4 of
+    BLAKE3(``c200`` + hash bytes); big-endian, so the identity prints as ``c200...``.
     """
-    first = hashlib.blake2b(f"{issuer}|{subject}".encode(), digest_size=32).digest()[:26]
-    checksum = hashlib.blake2b(b"\xc2\x00" + first, digest_size=32).digest()[:4]
+    first = blake3(f"{issuer}|{subject}".encode())[:26]
+    checksum = blake3(b"\xc2\x00" + first)[:4]
     return Identity(int.from_bytes(b"\xc2\x00" + checksum + first, "big"))
 
 
@@ -125,7 +129,7 @@ class TokenIssuer:
         ):
             raise TokenError("Invalid token: InvalidClaims")
         exp = payload.get("exp")
-        if isinstance(exp, int) and exp < time.time():
+        if isinstance(exp, int) and exp + _LEEWAY < time.time():
             raise TokenError("Invalid token: ExpiredSignature")
         identity = identity_from_claims(payload["iss"], payload["sub"])
         if payload.get("hex_identity", identity.hex) != identity.hex:

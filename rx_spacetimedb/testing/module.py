@@ -826,6 +826,25 @@ class Database:
         """
         return Transaction(self)
 
+    def apply(self, changes: Mapping[str, tuple[Sequence[Any], Sequence[Any]]]) -> None:
+        """Apply a committed transaction's net (deleted, inserted) rows again, without a reducer.
+
+        Used to replay a commit log. A row deleted and inserted under one primary key (an update)
+        keeps its place in the table, as it did when the transaction ran.
+        """
+        for name, (deleted, inserted) in changes.items():
+            store = self.stores[name]
+            replaced = {store.key(row) for row in inserted}
+            for row in deleted:
+                if store.key(row) not in replaced:
+                    Transaction._raw_delete(store, row)
+            for row in inserted:
+                old = store.rows.get(store.key(row))
+                if old is None:
+                    Transaction._raw_insert(store, row)
+                else:
+                    Transaction._swap(store, old, row)
+
     def rows(self, table: str) -> list[Any]:
         """Every row of a table, in insertion order.
 

@@ -40,9 +40,9 @@ from rx_spacetimedb.protocol.types import (
     SumType,
 )
 from rx_spacetimedb.protocol.values import ConnectionId, Identity, Timestamp, Uuid
-from rx_spacetimedb.testing.module import Database, TableSchema
+from rx_spacetimedb.testing.module import Database, DbView, TableSchema
 
-__all__ = ["Query", "SqlError", "compile_query", "is_select_star_from_star"]
+__all__ = ["Dml", "Query", "SqlError", "compile_query", "compile_statement", "is_select_star_from_star"]
 
 _STAR_STAR = re.compile(r"select\s+\*\s+from\s+\*", re.IGNORECASE)
 _RETURN_TYPE = "Column projections are not supported in subscriptions; Subscriptions must return a table type"
@@ -175,15 +175,30 @@ class _Select:
     alias: str
     joins: list[tuple[str, str, _Bin | None]]
     where: _Expr | None
+    items: list[tuple[str, _Field | None]] | None = None
+    """/sql projections: (output name, column), the column None for ``COUNT(*) AS name``."""
+    limit: int | None = None
+
+
+@dataclasses.dataclass
+class _Dml:
+    kind: str  # insert, update or delete
+    table: str
+    columns: list[str]  # insert: the named columns (the server checks only how many there are)
+    values: list[list[_Lit]]  # insert: one list per row, in the table's column order
+    assignments: list[tuple[str, _Lit]]  # update: column = literal
+    where: _Expr | None
 
 
 class _Parser:
     """Recursive descent over the tokens; raises SqlError with the server's parse errors."""
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, full: bool = False) -> None:
         self.sql = sql
         self.toks = _tokenize(sql)
         self.i = 0
+        self.full = full
+        """The HTTP ``/sql`` grammar: column projections, ``COUNT(*)``, ``LIMIT`` and DML."""
 
     def peek(self, ahead: int = 0) -> _Tok | None:
         index = self.i + ahead
@@ -223,13 +238,15 @@ class _Parser:
     def rest(self, start: int) -> str:
         return " ".join(t.text for t in self.toks[start:] if t.text != ";")
 
-    def parse(self) -> _Select:
+    def parse(self) -> _Select | _Dml:
         separators = [i for i, t in enumerate(self.toks) if t.text == ";"]
         if separators and separators != [len(self.toks) - 1] and len(self.toks) > 1:
             raise SqlError("Multiple SQL statements are not supported")
         if not self.toks or all(t.text == ";" for t in self.toks):
             raise SqlError("Empty SQL query")
         first = self.toks[0]
+        if self.full and first.kind == "ident" and first.value.lower() in ("insert", "update", "delete"):
+            return self.dml(first.value.lower())
         if first.kind == "ident" and first.value.lower() in (
             "insert",
             "update",
@@ -244,7 +261,12 @@ class _Parser:
         self.expect("select")
         if self.at("distinct") or self.at("all"):
             raise SqlError(f"Unsupported SELECT: {self.sql.strip().rstrip(';')}")
-        project, project_alias = self.projection()
+        items: list[tuple[str, _Field | None]] | None = None
+        if self.full and not self.at_text("*") and (self.text_at(1), self.text_at(2)) != (".", "*"):
+            items = self.items()
+            project, project_alias = "", None
+        else:
+            project, project_alias = self.projection()
         if not self.at("from"):
             if self.peek() is None or self.at_text(";"):
                 raise SqlError("A FROM clause is required")
@@ -263,7 +285,7 @@ class _Parser:
             elif self.at_text(","):
                 raise SqlError("Implicit joins are not supported")
             elif any(self.at(w) for w in ("left", "right", "full", "outer", "cross")):
-                raise SqlError("Unsupported JOIN type")
+                raise SqlError("Non-inner joins are not supported")
             else:
                 break
             jtable, jalias = self.relvar()
@@ -283,6 +305,13 @@ class _Parser:
         if self.at("where"):
             self.i += 1
             where = self.disjunction()
+        limit: int | None = None
+        if self.full and self.at("limit"):
+            self.i += 1
+            tok = self.next()
+            if tok.kind != "num" or not tok.text.isdigit():
+                raise SqlError(f"Unsupported LIMIT expression: {tok.text}")
+            limit = int(tok.text)
         if self.at_text(";"):
             self.i += 1
         end = self.peek()
@@ -293,10 +322,139 @@ class _Parser:
             if any(tok.keyword(w) for w in ("union", "except", "intersect")):
                 raise SqlError(f"Unsupported set operation: {self.sql.strip().rstrip(';')}")
             raise SqlError(f"sql parser error: Expected end of statement, found: {tok.text}")
-        select = _Select(project, project_alias, table, alias, joins, where)
+        select = _Select(project, project_alias, table, alias, joins, where, items, limit)
         if joins:
             _require_qualified(select)
         return select
+
+    def items(self) -> list[tuple[str, _Field | None]]:
+        """``column [[AS] name], ...`` or a lone ``COUNT(*) [AS] name`` (the /sql grammar).
+
+        As the server's parser: an aggregate must stand alone and be named, and COUNT(*) is the only one.
+        """
+        items: list[tuple[str, _Field | None]] = []
+        functions: list[str] = []
+        while True:
+            start = self.i
+            if self.at_text("*") or (self.text_at(1), self.text_at(2)) == (".", "*"):
+                raise SqlError("Mixed wildcard projections are not supported")
+            head = self.peek()
+            if head is not None and head.kind == "ident" and self.text_at(1) == "(":
+                functions.append(self.function())
+                items.append((self._alias() or "", None))
+            else:
+                column = self.operand()
+                if not isinstance(column, _Field):
+                    shown = "".join(t.text for t in self.toks[start : self.i])
+                    raise SqlError(f"Unsupported projection expression: {shown}")
+                items.append((self._alias() or column.name, column))
+            if not self.at_text(","):
+                break
+            self.i += 1
+        if functions:
+            if len(items) > 1:
+                raise SqlError(f"Unsupported projection expression: {functions[0]}")
+            if not items[0][0]:
+                raise SqlError("Aggregate expressions must have column aliases")
+            if functions[0].lower() != "count(*)":
+                raise SqlError(f"Unsupported aggregate function: {functions[0]}")
+        return items
+
+    def function(self) -> str:
+        """Skip a function call ``name(...)``; its text as the server prints it (``SUM(score)``)."""
+        name = self.next().text
+        self.i += 1  # the "("
+        inner: list[str] = []
+        depth = 1
+        while depth:
+            tok = self.next()
+            depth += (tok.text == "(") - (tok.text == ")")
+            if depth:
+                inner.append(tok.text)
+        return f"{name}({' '.join(inner).replace(' , ', ', ').replace('( ', '(').replace(' )', ')')})"
+
+    def _alias(self) -> str | None:
+        """``AS name`` or a bare ``name`` after a projection item, if there is one."""
+        if self.at("as"):
+            self.i += 1
+            return self.ident()
+        return self.ident() if self._at_alias() else None
+
+    def _at_alias(self) -> bool:
+        """True at an identifier that can only be an alias (``name n``, without ``AS``)."""
+        tok = self.peek()
+        return tok is not None and (
+            tok.kind == "qident" or (tok.kind == "ident" and tok.value.lower() not in _RESERVED)
+        )
+
+    def literal(self) -> _Lit:
+        start = self.i
+        value = self.operand()
+        if not isinstance(value, _Lit):
+            raise SqlError(f"Unsupported literal expression: {self.rest(start)}")
+        return value
+
+    def dml(self, kind: str) -> _Dml:
+        """``INSERT INTO t [(cols)] VALUES (...), ...``, ``UPDATE t SET c = v, ...``, ``DELETE FROM t``."""
+        self.i += 1
+        columns: list[str] = []
+        values: list[list[_Lit]] = []
+        assignments: list[tuple[str, _Lit]] = []
+        where: _Expr | None = None
+        if kind == "insert":
+            self.expect("into")
+            table = self.ident()
+            if self.at_text("("):
+                self.i += 1
+                columns.append(self.ident())
+                while self.at_text(","):
+                    self.i += 1
+                    columns.append(self.ident())
+                self._close_paren()
+            self.expect("values")
+            while True:
+                if not self.at_text("("):
+                    raise SqlError(f"Unsupported INSERT expression: {self.rest(self.i)}")
+                self.i += 1
+                row = [self.literal()]
+                while self.at_text(","):
+                    self.i += 1
+                    row.append(self.literal())
+                self._close_paren()
+                values.append(row)
+                if not self.at_text(","):
+                    break
+                self.i += 1
+        else:
+            if kind == "delete":
+                self.expect("from")
+            table = self.ident()
+            if kind == "update":
+                self.expect("set")
+                while True:
+                    column = self.ident()
+                    if not self.at_text("="):
+                        rest = self.rest(self.i)
+                        raise SqlError(f"Unsupported column/variable assignment expression: {rest}")
+                    self.i += 1
+                    assignments.append((column, self.literal()))
+                    if not self.at_text(","):
+                        break
+                    self.i += 1
+            if self.at("where"):
+                self.i += 1
+                where = self.disjunction()
+        if self.at_text(";"):
+            self.i += 1
+        if (tok := self.peek()) is not None:
+            raise SqlError(f"sql parser error: Expected end of statement, found: {tok.text}")
+        return _Dml(kind, table, columns, values, assignments, where)
+
+    def _close_paren(self) -> None:
+        if not self.at_text(")"):
+            tok = self.peek()
+            raise SqlError(f"sql parser error: Expected ), found: {tok.text if tok else 'EOF'}")
+        self.i += 1
 
     def projection(self) -> tuple[str, str | None]:
         if self.at_text("*"):
@@ -660,6 +818,10 @@ class Query:
     base_alias: str
     joins: list[tuple[TableSchema, str, tuple[_Eval, _Eval] | None]]
     predicate: _Eval | None
+    outputs: list[tuple[str, str | None, int, AlgebraicType]] | None = None
+    """/sql column projections: (name, relation variable, column index, type); no variable: COUNT(*)."""
+    limit: int | None = None
+    """/sql ``LIMIT``: at most this many result rows."""
 
     @property
     def table_name(self) -> str:
@@ -691,6 +853,10 @@ class Query:
         """
         if not self.joins:
             return [r for r in db.rows(self.table.name) if self.matches(r)]
+        return [b[self.alias] for b in self.bindings(db)]  # a bag: one row per join match, as the server
+
+    def bindings(self, db: _RowSource | Database) -> list[_Bindings]:
+        """Every match now, as a relation variable -> row mapping (column projections read these)."""
         bindings: list[_Bindings] = [{self.base_alias: r} for r in db.rows(self.base.name)]
         for schema, alias, on in self.joins:
             others = db.rows(schema.name)
@@ -703,7 +869,26 @@ class Query:
             bindings = joined
         if self.predicate is not None:
             bindings = [b for b in bindings if self.predicate(b)]
-        return [b[self.alias] for b in bindings]  # a bag: one row per join match, as the server
+        return bindings
+
+    def values(self, db: _RowSource | Database) -> list[list[Any]]:
+        """The /sql result of a column projection or ``COUNT(*)``: one list of values per row."""
+        assert self.outputs is not None
+        bindings = self.bindings(db)
+        if any(alias is None for _, alias, _, _ in self.outputs):
+            result = [[len(bindings)]]  # COUNT(*) counts before LIMIT, as the server does
+        else:
+            getters = [
+                (alias, operator.attrgetter(field_name(self.scope_column(alias, index))))
+                for _, alias, index, _ in self.outputs
+            ]
+            result = [[get(b[alias]) for alias, get in getters if alias is not None] for b in bindings]
+        return result if self.limit is None else result[: self.limit]
+
+    def scope_column(self, alias: str | None, index: int) -> str:
+        """The name of column ``index`` of relation variable ``alias``."""
+        table = self.base if alias == self.base_alias else next(t for t, a, _ in self.joins if a == alias)
+        return table.column_names[index]
 
     def joined_tables(self) -> set[str]:
         """Every table this query reads.
@@ -726,14 +911,48 @@ def compile_query(
     ``subscription=True`` adds the checks only subscriptions make (indexes on join columns).
     """
     select = _Parser(sql).parse()
+    assert isinstance(select, _Select)  # DML parses only in the /sql grammar
+    return _compile_select(sql, select, db, sender, is_owner, subscription)
+
+
+def compile_statement(sql: str, db: Database, *, sender: Identity, is_owner: bool = False) -> Query | Dml:
+    """Parse and type-check one statement of the HTTP ``/sql`` grammar (``crates/sql-parser``).
+
+    Besides queries it takes column projections (``SELECT name, score AS s``), ``COUNT(*) AS n``,
+    ``LIMIT n``, and for the database owner ``INSERT``, ``UPDATE`` and ``DELETE``.
+
+    Raises:
+        SqlError: with the server's text (a caller other than the owner gets the DML refusal).
+    """
+    statement = _Parser(sql, full=True).parse()
+    if isinstance(statement, _Select):
+        return _compile_select(sql, statement, db, sender, is_owner, False)
+    dml = _compile_dml(statement, db, sender, is_owner)
+    if not is_owner:
+        raise SqlError(f"Caller {sender.hex} is not authorized to run SQL DML statements")
+    return dml
+
+
+def _lookup(db: Database, name: str, is_owner: bool) -> TableSchema:
+    """A table the caller may see (private ones only for the owner), or the server's error."""
+    table = db.module.tables.get(name)
+    if table is None or (not table.public and not is_owner):
+        raise SqlError(f"no such table: `{name}`. If the table exists, it may be marked private.")
+    return table
+
+
+def _compile_select(
+    sql: str,
+    select: _Select,
+    db: Database,
+    sender: Identity | None,
+    is_owner: bool,
+    subscription: bool,
+) -> Query:
     resolve: _Resolver = db.schema.codec.resolve
-    tables = db.module.tables
 
     def lookup(name: str) -> TableSchema:
-        table = tables.get(name)
-        if table is None or (not table.public and not is_owner):
-            raise SqlError(f"no such table: `{name}`. If the table exists, it may be marked private.")
-        return table
+        return _lookup(db, name, is_owner)
 
     scope: dict[str, TableSchema] = {select.alias: lookup(select.table)}
     typer = _Typer(scope, resolve, sender)
@@ -749,12 +968,20 @@ def compile_query(
         assert isinstance(on.left, _Field) and isinstance(on.right, _Field)
         left, left_type = typer.expr(on.left, None)
         right, _ = typer.expr(on.right, left_type)
-        if subscription and not _join_indexed(scope, on):
-            raise SqlError("Subscriptions require indexes on join columns")
         joins.append((jtable, jalias, (left, right)))
-    if subscription and any(on is None for _, _, on in select.joins):
+    if subscription and select.joins and not _index_joins(select, scope):
         raise SqlError("Subscriptions require indexes on join columns")
     predicate = typer.expr(select.where, _BOOL)[0] if select.where is not None else None
+    if select.items is not None:
+        outputs: list[tuple[str, str | None, int, AlgebraicType]] = []
+        for name, column in select.items:
+            if column is None:
+                outputs.append((name, None, 0, PrimitiveType("U64")))
+                continue
+            alias, index, column_type = typer.field(column)
+            outputs.append((name, alias, index, column_type))
+        base = scope[select.alias]
+        return Query(sql, base, select.alias, base, select.alias, joins, predicate, outputs, select.limit)
     if select.project == "*":
         if joins:
             raise SqlError("SELECT * is not supported for joins")
@@ -766,18 +993,132 @@ def compile_query(
         returned = select.project_alias
     else:
         raise SqlError(_RETURN_TYPE)
-    return Query(sql, scope[returned], returned, scope[select.alias], select.alias, joins, predicate)
+    base = scope[select.alias]
+    return Query(sql, scope[returned], returned, base, select.alias, joins, predicate, None, select.limit)
 
 
-def _join_indexed(scope: dict[str, TableSchema], on: _Bin) -> bool:
-    """True if a column of the join condition has an index (so the server can plan an index join)."""
-    for side in (on.left, on.right):
-        assert isinstance(side, _Field) and side.alias is not None
-        table = scope[side.alias]
-        index = table.column_names.index(side.name)
-        if index in table.indexed:
-            return True
-    return False
+@dataclasses.dataclass
+class Dml:
+    """A type-checked ``INSERT``/``UPDATE``/``DELETE`` of ``/sql``; ``apply`` runs it in a transaction."""
+
+    kind: str
+    table: TableSchema
+    rows: list[dict[str, Any]]
+    """insert: the rows, by column name."""
+    assignments: dict[str, Any]
+    """update: column name -> new value."""
+    predicate: _Eval | None
+
+    def apply(self, view: DbView) -> tuple[int, int, int]:
+        """Change the rows (inside the caller's transaction); (inserted, deleted, updated) counts."""
+        handle = view[self.table.name]
+        if self.kind == "insert":
+            for row in self.rows:
+                handle.insert(row)
+            return len(self.rows), 0, 0
+        name = self.table.name
+        matching = [r for r in handle if self.predicate is None or self.predicate({name: r})]
+        if self.kind == "delete":
+            for row in matching:
+                handle.delete(row)
+            return 0, len(matching), 0
+        changes = {field_name(column): value for column, value in self.assignments.items()}
+        pk = self.table.primary_key
+        key = operator.attrgetter(field_name(self.table.column_names[pk])) if pk is not None else None
+        for row in matching:
+            new = dataclasses.replace(row, **changes)
+            if key is not None and key(new) == key(row):
+                handle.update(new)
+            else:
+                handle.delete(row)
+                handle.insert(new)
+        return 0, 0, len(matching)
+
+
+def _dml_value(typer: _Typer, literal: _Lit, ty: AlgebraicType) -> Any:
+    """A DML literal as a value of column type ``ty`` (``crates/expr`` ``type_insert``/``type_update``)."""
+    resolved = typer.resolve(ty)
+    if literal.kind == "str" and resolved != PrimitiveType("String"):
+        raise typer.unexpected(PrimitiveType("String"), resolved)
+    return typer.expr(literal, ty)[0]({})
+
+
+def _compile_dml(dml: _Dml, db: Database, sender: Identity, is_owner: bool) -> Dml:
+    table = _lookup(db, dml.table, is_owner)
+    typer = _Typer({dml.table: table}, db.schema.codec.resolve, sender)
+    names = table.column_names
+    rows: list[dict[str, Any]] = []
+    if dml.kind == "insert":
+        if len(dml.columns) != len(names):
+            raise SqlError(
+                f"The number of fields ({len(dml.columns)}) in the INSERT does not match the number of "
+                f"columns ({len(names)}) of the table `{table.name}`"
+            )
+        for values in dml.values:
+            if len(values) != len(names):
+                raise SqlError(
+                    f"Inserting a row with {len(values)} values into `{table.name}` which has "
+                    f"{len(names)} fields"
+                )
+            pairs = zip(table.columns, values, strict=True)
+            rows.append({column.name: _dml_value(typer, value, column.type) for column, value in pairs})
+    assignments: dict[str, Any] = {}
+    for column, literal in dml.assignments:
+        if column not in names:
+            raise SqlError(f"`{table.name}` does not have a field `{column}`")
+        assignments[column] = _dml_value(typer, literal, table.columns[names.index(column)].type)
+    predicate = typer.expr(dml.where, _BOOL)[0] if dml.where is not None else None
+    return Dml(dml.kind, table, rows, assignments, predicate)
+
+
+def _conjuncts(expr: _Expr | None) -> list[_Expr]:
+    """The terms of a WHERE clause's top-level AND (the whole clause if it is not an AND)."""
+    if expr is None:
+        return []
+    if isinstance(expr, _Log) and expr.op == "and":
+        return _conjuncts(expr.left) + _conjuncts(expr.right)
+    return [expr]
+
+
+def _filtered_aliases(where: _Expr | None) -> set[str]:
+    """Relation variables that get a constant filter pushed down to their scan.
+
+    The server's optimizer (``PushConstEq``/``PushConstAnd``) pushes each top-level AND term of
+    the form ``column <op> constant`` (``:sender`` included) to the scan of that column's table;
+    ORs and column-to-column comparisons stay above the join.
+    """
+    aliases: set[str] = set()
+    for term in _conjuncts(where):
+        if not isinstance(term, _Bin):
+            continue
+        for field, other in ((term.left, term.right), (term.right, term.left)):
+            if isinstance(field, _Field) and field.alias is not None and isinstance(other, _Lit | _Sender):
+                aliases.add(field.alias)
+    return aliases
+
+
+def _index_joins(select: _Select, scope: dict[str, TableSchema]) -> bool:
+    """True if the server's planner turns every join into an index join (subscriptions need that).
+
+    The plan is left-deep in FROM order. A join becomes an index join only if its right-hand table
+    (after pushed-down filters) has an index on its join column (``HashToIxJoin``). For the first
+    join the sides are swapped first when only the right-hand table has a pushed filter
+    (``ReorderHashJoin``), so the index must then be on the left table's join column.
+    """
+    filtered = _filtered_aliases(select.where)
+    for position, (_, alias, on) in enumerate(select.joins):
+        if on is None:
+            return False  # a cross join is a nested-loop join
+        probed = alias
+        if position == 0 and select.alias not in filtered and alias in filtered:
+            probed = select.alias
+        side = next((f for f in (on.left, on.right) if isinstance(f, _Field) and f.alias == probed), None)
+        if side is None:
+            return False
+        table = scope[probed]
+        if table.column_names.index(side.name) not in table.indexed:
+            return False
+    return True
 
 
 def type_name(ty: AlgebraicType, typespace: Sequence[AlgebraicType]) -> str:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from rx_spacetimedb.testing import SpacetimeDBEmulator
+from rx_spacetimedb.testing import Module, ReducerContext, SpacetimeDBEmulator, example_module
 
 SUBPROTOCOL = "v1.json.spacetimedb"
 TIMEOUT = 5.0
@@ -180,3 +180,18 @@ class RawClient:
     def close(self) -> None:
         """Drop the TCP connection."""
         self.writer.close()
+
+
+def lifecycle_module(seen: list[str]) -> Module:
+    """The example module with lifecycle reducers that log to ``seen`` (and whether a connection id came)."""
+    module = example_module()
+
+    @module.client_connected
+    def connected(ctx: ReducerContext) -> None:
+        seen.append(f"connected {ctx.connection_id is not None}")
+
+    @module.client_disconnected
+    def disconnected(ctx: ReducerContext) -> None:
+        seen.append("disconnected")
+
+    return module

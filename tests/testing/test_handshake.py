@@ -111,9 +111,11 @@ def test_unknown_database_and_paths() -> None:
         async with SpacetimeDBEmulator(example_module()) as server:
             assert await rejection(f"{server.url}/v1/database/nope/subscribe") == (404, "`nope` not found")
             status, text = await rejection(f"{server.url}/v1/database/{'ab' * 32}/subscribe")
-            assert status == 500 and "not found" in text
-            status, _ = await rejection(f"{server.url}/v1/database/bad%20name/subscribe")
-            assert status == 400
+            assert (status, text) == (404, "No such database.")
+            status, text = await rejection(f"{server.url}/v1/database/bad%20name/subscribe")
+            assert (status, text) == (400, "Invalid URL: invalid characters in database name")
+            status, text = await rejection(f"{server.url}/v1/database/My_DB/subscribe")
+            assert (status, text) == (400, "Invalid URL: invalid characters in database name")
             status, _ = await rejection(f"{server.url}/database/subscribe/{server.database}")
             assert status == 404
             # the database identity works as well as its name, with or without 0x

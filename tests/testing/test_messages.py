@@ -486,7 +486,9 @@ def test_procedures() -> None:
             await client.recv()
             failed = (await client.recv())["ProcedureResult"]
             assert failed == {
-                "status": {"InternalError": "exploded after commit"},
+                "status": {
+                    "InternalError": "The module instance encountered a fatal error: exploded after commit"
+                },
                 "timestamp": {"__timestamp_micros_since_unix_epoch__": 0},
                 "total_host_execution_duration": {"__time_duration_micros__": 0},
                 "request_id": 6,

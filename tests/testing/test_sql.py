@@ -182,7 +182,7 @@ def test_names_are_case_sensitive_keywords_are_not() -> None:
         ),
         ("SELECT p.* FROM Player p JOIN Note p ON p.name = p.text", "Duplicate name `p`"),
         ("SELECT p.* FROM Player p, Note n", "Implicit joins are not supported"),
-        ("SELECT p.* FROM Player p LEFT JOIN Note n ON p.name = n.text", "Unsupported JOIN type"),
+        ("SELECT p.* FROM Player p LEFT JOIN Note n ON p.name = n.text", "Non-inner joins are not supported"),
         (
             "SELECT p.* FROM Player p JOIN Note n ON p.score = n.text",
             "Unexpected type: (expected) String != I32 (inferred)",
@@ -221,6 +221,43 @@ def test_subscription_only_checks() -> None:
     )
     indexed = "SELECT l.* FROM Pair l JOIN Pair r ON l.left = r.right"
     assert compile_query(indexed, DB, subscription=True).rows(DB) == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "plannable"),
+    [
+        # the right-hand table's join column needs the index (HashToIxJoin) ...
+        ("SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname", True),
+        ("SELECT a.* FROM Account a JOIN Player p ON a.nickname = p.name", False),
+        ("SELECT a.* FROM Account a JOIN Player p ON p.name = a.nickname", False),
+        # ... unless only the right-hand table has a constant filter: then the sides swap
+        ("SELECT a.* FROM Account a JOIN Player p ON a.nickname = p.name WHERE p.score > 0", True),
+        ("SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname WHERE a.balance > 0", False),
+        ("SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname WHERE a.owner = :sender", False),
+        ("SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname WHERE 0 < a.balance", False),
+        # filters on both sides, or ones that are not pushed down (OR, column to column): no swap
+        (
+            "SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname "
+            "WHERE a.balance > 0 AND p.score > 0",
+            True,
+        ),
+        (
+            "SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname "
+            "WHERE a.balance > 0 OR a.nickname = 'x'",
+            True,
+        ),
+        ("SELECT p.* FROM Player p JOIN Account a ON p.name = a.nickname WHERE a.nickname = p.name", True),
+        ("SELECT l.* FROM Pair l JOIN Pair r ON l.left = r.right", True),
+        ("SELECT l.* FROM Pair l JOIN Pair r ON l.right = r.left", False),
+        ("SELECT l.* FROM Pair l JOIN Pair r ON l.right = r.left WHERE r.left = 1", True),
+    ],
+)
+def test_join_index_rule_is_the_server_planners(sql: str, plannable: bool) -> None:
+    if plannable:
+        compile_query(sql, DB, sender=OWNER, subscription=True)
+    else:
+        assert error(sql, subscription=True) == "Subscriptions require indexes on join columns"
+    compile_query(sql, DB, sender=OWNER)  # one-off queries take any join
 
 
 def test_subscription_error_text_wraps_the_query() -> None:
