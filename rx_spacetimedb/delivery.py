@@ -134,9 +134,9 @@ class MessageSubject(GuardedSubject[_T]):
 
 def no_origin_error(operator: str) -> TypeError:
     """The error of an operator that can neither read stamps nor fold messages itself."""
+    folds_into = " or cache=" if operator.startswith("cache_diffs") else ""
     return TypeError(
         f"{operator}: this stream has no Connection behind it, so pass schema= (a ModuleSchema, e.g. "
-        "ModuleSchema.from_json(...)) or cache= to fold its messages. On a connection's stream it needs "
-        "neither; if you see this there, apply the operator before share() or subscribe_on(), "
-        "which hide the connection from a later subscriber")
-
+        f"conn.schema or ModuleSchema.from_json(...)){folds_into} to fold its messages. On a connection's "
+        "stream it needs neither; if you see this there, apply the operator before share() or "
+        "subscribe_on(), which hide the connection from a later subscriber")
