@@ -29,7 +29,7 @@ from rx_spacetimedb._ioloop import IoLoop
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
 from rx_spacetimedb.credentials import CredentialStore, default_credentials_path
-from rx_spacetimedb.delivery import Delivery, MessageSubject, deliver
+from rx_spacetimedb.delivery import MessageSubject, deliver
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -576,7 +576,7 @@ class Connection:
                     diffs.extend(self._on_identity(message))
             except Exception as err:
                 self._report(err)
-        deliver(message, Delivery(self.schema, tuple(diffs), self.connection_id, self.cache.version))
+        deliver(message, self.schema, tuple(diffs), self.connection_id, self.cache.version)
         self._tables_feed.on_next(message)
         self._messages.on_next(message)
         if trusted:

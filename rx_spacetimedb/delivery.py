@@ -26,6 +26,7 @@ from reactivex import abc
 from rx_spacetimedb._streams import ErrorSink, GuardedSubject
 from rx_spacetimedb.cache import ClientCache, TransactionDiff
 from rx_spacetimedb.protocol.messages import Delivered
+from rx_spacetimedb.protocol.sats import slot_descriptors
 from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import ConnectionId
 
@@ -67,10 +68,22 @@ class Delivery:
 
 _set_delivery = Delivered._delivery.__set__  # type: ignore[attr-defined]
 _get_delivery = Delivered._delivery.__get__  # type: ignore[attr-defined]
+_set_schema, _set_diffs, _set_connection_id, _set_version = (
+    slot.__set__ for slot in slot_descriptors(Delivery))
 
 
-def deliver(message: Delivered, delivery: Delivery) -> None:
-    """Stamp a message (messages are frozen: the slot is set through its descriptor)."""
+def deliver(message: Delivered, schema: ModuleSchema | None, diffs: tuple[TransactionDiff, ...],
+            connection_id: ConnectionId | None, version: int) -> None:
+    """Stamp a message with a new ``Delivery``.
+
+    Both are frozen: they are filled through their slot descriptors, which also costs half of the
+    frozen ``__init__``, and this runs for every message.
+    """
+    delivery: Delivery = object.__new__(Delivery)
+    _set_schema(delivery, schema)
+    _set_diffs(delivery, diffs)
+    _set_connection_id(delivery, connection_id)
+    _set_version(delivery, version)
     _set_delivery(message, delivery)
 
 

@@ -60,7 +60,7 @@ def cache_diffs(
             def on_next(value: Folded) -> None:
                 for diff in value.diffs:
                     if include_empty or diff:
-                        observer.on_next(diff)
+                        observer.on_next(value.attached(diff))
 
             return folded(source, schema=schema, cache=cache, operator="cache_diffs").subscribe(
                 on_next, observer.on_error, observer.on_completed, scheduler=scheduler)

@@ -8,25 +8,37 @@ subscription from ``schema=``, or through the ``cache=`` given; with neither, su
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from rx_spacetimedb.cache import ClientCache, SchemaSource, TransactionDiff, resolve_schema
+from rx_spacetimedb.cache import ClientCache, SchemaSource, TableDiff, TransactionDiff, resolve_schema
 from rx_spacetimedb.delivery import MessageOrigin, delivery_of, find_origin, no_origin_error
 from rx_spacetimedb.errors import SchemaError
 from rx_spacetimedb.protocol.schema import ModuleSchema
 
 __all__ = ["Folded", "folded", "subscribe_with_origin"]
 
+_D = TypeVar("_D", TransactionDiff, TableDiff[Any])
+
 
 class Folded(NamedTuple):
-    """What one source value changed, with the schema its rows were decoded with."""
+    """What one source value changed, with the schema its rows were decoded with.
+
+    Stamped diffs do not name their message (see ``Delivery``): operators attach ``message`` to
+    what they emit, and only to that (``attached``), which costs a copy per emitted diff.
+    """
 
     diffs: tuple[TransactionDiff, ...]
     schema: ModuleSchema | None
     version: int | None  # the connection cache's version after it (None off a connection)
+    message: Any  # the stamped message the diffs came from (None: they name it themselves)
+
+    def attached(self, diff: _D) -> _D:
+        """``diff`` naming the message it came from."""
+        message = self.message
+        return diff if message is None else diff.with_message(message)
 
 
 def subscribe_with_origin(
@@ -54,7 +66,7 @@ def folded(source: Observable[Any], *, schema: SchemaSource | None, cache: Clien
 
         def on_next(value: Any) -> None:
             if isinstance(value, TransactionDiff):  # a cache folded it already
-                observer.on_next(Folded((value,), _schema_or_none(schema), None))
+                observer.on_next(Folded((value,), _schema_or_none(schema), None, None))
                 return
             delivery = delivery_of(value) if cache is None else None
             if delivery is not None:
@@ -63,8 +75,7 @@ def folded(source: Observable[Any], *, schema: SchemaSource | None, cache: Clien
                         f"{operator}: the connection has no module schema to decode rows with; "
                         "connect with fetch_schema=True (the default) or schema="))
                     return
-                diffs = tuple([d.with_message(value) for d in delivery.diffs])
-                observer.on_next(Folded(diffs, delivery.schema, delivery.version))
+                observer.on_next(Folded(delivery.diffs, delivery.schema, delivery.version, value))
                 return
             if folding is None:  # a value without a stamp in a stream that had a connection
                 observer.on_error(no_origin_error(operator))
@@ -74,7 +85,7 @@ def folded(source: Observable[Any], *, schema: SchemaSource | None, cache: Clien
             except Exception as err:
                 observer.on_error(err)
                 return
-            observer.on_next(Folded((diff,), _schema_or_none(schema), None))
+            observer.on_next(Folded((diff,), _schema_or_none(schema), None, None))
 
         subscription, _ = subscribe_with_origin(source, observer, scheduler, on_next,
                                                 needs_origin=folding is None, operator=operator)

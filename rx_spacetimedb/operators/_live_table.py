@@ -210,7 +210,8 @@ class LiveTable(Generic[Row]):
                 rows[key_of(row)] = row
             snapshot = tuple(rows.values())
         # The source is serialized (Rx contract), so emitting outside the lock keeps the order.
-        self._diffs.on_next(diff)
+        if self._diffs.observers:  # naming the message costs a copy: only for a listener
+            self._diffs.on_next(value.attached(diff))
         for row in diff.deletes:
             self._deletes.on_next(row)
         for pair in diff.updates:

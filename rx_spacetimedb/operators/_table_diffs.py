@@ -86,6 +86,7 @@ def table_diffs(
                 for diff in value.diffs:
                     found = diff.table(table)
                     if found:
+                        found = value.attached(found)
                         observer.on_next(found if convert is None else found.map_rows(convert))
 
             subscription, origin = find_origin(lambda: folded(

@@ -168,10 +168,10 @@ class Stamping:
         self.messages: Any = MessageSubject(self, lambda err: None)
 
     def fold(self, message: Any) -> Any:
-        from rx_spacetimedb.delivery import Delivery, deliver
+        from rx_spacetimedb.delivery import deliver
 
         diff = self.cache.apply(message).with_message(None)
-        deliver(message, Delivery(SCHEMA, (diff,), None, self.cache.version))
+        deliver(message, SCHEMA, (diff,), None, self.cache.version)
         return message
 
     def feed(self, message: Any) -> None:
