@@ -226,8 +226,8 @@ class _BatchingConnection(ClientConnection):
         while not self._unread:
             if self._bad_text is not None:
                 await self._fail_bad_text(self._bad_text)
-            if self.connection_lost_waiter.done():  # then close_exc has its cause, if any
-                raise self.close_exc
+            if self.connection_lost_waiter.done():  # then the cause of the end is known
+                raise self._end()
             self._waiter = self.loop.create_future()
             try:
                 await self._waiter
@@ -241,11 +241,19 @@ class _BatchingConnection(ClientConnection):
 
     async def _fail_bad_text(self, err: UnicodeDecodeError) -> None:
         """Close with 1007 and raise, as websockets' ``recv()`` does for a text frame not UTF-8."""
-        self.set_connection_exc(err)
         async with self.send_context():
             self.protocol.fail(CloseCode.INVALID_DATA, f"{err.reason} at position {err.start}")
         await asyncio.shield(self.connection_lost_waiter)
-        raise self.close_exc
+        raise self._end() from err
+
+    def _end(self) -> wsx.ConnectionClosed:
+        """websockets' exception for the closed connection, raised from what ended it, if known."""
+        end = self.protocol.close_exc
+        # The I/O error that dropped the connection: websockets 15 keeps it in recv_exc.
+        cause = getattr(self, "connection_exc", None) or getattr(self, "recv_exc", None)
+        if cause is not None:
+            end.__cause__ = cause
+        return end
 
 
 _DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
