@@ -325,3 +325,42 @@ def test_tls_carries_batches_and_fragmented_messages(certificate: tuple[str, str
             return await receive(transport, 3)
 
     assert asyncio.run(asyncio.wait_for(scenario(), 10)) == [IDENTITY_TOKEN, payload, "end"]
+
+
+async def connect_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        seen: list[str]) -> None:
+    """A minimal HTTP CONNECT proxy: answers 200, then pipes bytes both ways."""
+    request = (await reader.readuntil(b"\r\n\r\n")).decode()
+    seen.append(request.split("\r\n")[0])
+    host, port = request.split()[1].rsplit(":", 1)
+    upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            dst.write(data)
+        dst.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+@pytest.mark.parametrize("configured", ["argument", "environment"])
+def test_batches_pass_through_an_http_proxy(configured: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    async def scenario() -> list[str | bytes]:
+        proxy = await asyncio.start_server(lambda r, w: connect_proxy(r, w, seen), "127.0.0.1", 0)
+        proxy_url = f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}"
+        async with proxy, server(on_go(text("a"), text("b"))) as srv:
+            if configured == "environment":  # proxy=True, the default: the environment's setting
+                monkeypatch.setenv("ws_proxy", proxy_url)
+                monkeypatch.delenv("no_proxy", raising=False)
+                monkeypatch.delenv("NO_PROXY", raising=False)
+                transport = await Transport.open(srv.host, "db")
+            else:
+                transport = await Transport.open(srv.host, "db", proxy=proxy_url)
+            return await receive(transport, 2)
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) == ["a", "b"]
+    (connect_line,) = seen
+    assert connect_line.startswith("CONNECT 127.0.0.1:")
