@@ -222,7 +222,10 @@ class _BatchingConnection(ClientConnection):
         Raises:
             websockets.exceptions.ConnectionClosed: the connection closed and every message
                 received before that was taken.
+            RuntimeError: another task is already waiting (the batches would be split).
         """
+        if self._waiter is not None:
+            raise RuntimeError("another task is already waiting for messages of this connection")
         while not self._unread:
             if self._bad_text is not None:
                 await self._fail_bad_text(self._bad_text)
@@ -280,7 +283,7 @@ class Transport:
       websockets report 1002 "control frame too long").
 
     Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one), with a
-    single task receiving (websockets refuses concurrent ``recv()`` calls).
+    single task receiving (a second one waiting at the same time is refused with RuntimeError).
     """
 
     def __init__(self, websocket: _BatchingConnection, url: str) -> None:

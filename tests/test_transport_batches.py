@@ -263,6 +263,18 @@ async def test_cancelling_a_waiting_recv_batch_loses_nothing() -> None:
 
 
 @run
+async def test_a_second_task_waiting_at_the_same_time_is_refused() -> None:
+    async with server(hold_open) as srv:
+        transport = await open_transport(srv)
+        first = asyncio.ensure_future(transport.recv_batch())
+        await asyncio.sleep(0)  # let it start waiting
+        with pytest.raises(RuntimeError, match="already waiting"):
+            await transport.recv_batch()
+        first.cancel()
+        await transport.close()
+
+
+@run
 async def test_reading_pauses_while_the_consumer_lags_and_resumes_when_it_reads() -> None:
     message = "m" * 1000
     count = 1000
