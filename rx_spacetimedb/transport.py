@@ -267,8 +267,8 @@ class Transport:
 
     Open it with ``await Transport.open(...)``; then ``recv_batch()`` (every message received so
     far: see the module doc), ``recv()`` (or ``async for frame in transport``), ``send(text)`` and
-    ``close()``. Every failure is an ``rx_spacetimedb.errors``
-    exception raised ``from`` the websockets/OS error:
+    ``close()``. Every failure is an ``rx_spacetimedb.errors`` exception raised ``from`` the
+    websockets/OS error:
 
     * ``HandshakeError`` (``BadRequest`` 400, ``AuthenticationFailed`` 401,
       ``DatabaseNotFound`` 404, others by ``status``), with the response body as text;
@@ -278,9 +278,10 @@ class Transport:
       refused the client: §1.5), ``ConnectionClosed`` when it closes later. ``code``/``reason``
       are those of the server's close frame; without a valid one, those websockets closed with
       (1002 for a malformed frame, 1011 for a keepalive timeout, 1009 for a message larger than
-      ``max_size``), else 1006. A close shortly after one of our sends says in its message that
-      the server probably rejected that message (§8.3: a decode error's long close reason makes
-      websockets report 1002 "control frame too long").
+      ``max_size``, 1007 for a text message that is not UTF-8), else 1006. A close shortly
+      after one of our sends says in its message that the server probably rejected that message
+      (§8.3: a decode error's long close reason makes websockets report 1002 "control frame too
+      long").
 
     Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one), with a
     single task receiving (a second one waiting at the same time is refused with RuntimeError).
@@ -432,6 +433,7 @@ class Transport:
             ConnectionRejected: the socket closed before any frame arrived.
             ConnectionClosed: the socket closed (also after our own ``close()``), and every
                 message received before that was returned.
+            RuntimeError: another task is waiting in ``recv_batch()``/``recv()`` already.
         """
         if self._batch:
             batch = list(self._batch)
