@@ -3,19 +3,33 @@
 Run on demand (not a test):  python benchmarks/e2e.py [--quick] [--profile] [--calls 500]
 
 A replay server, in its own process on loopback, answers a ``SubscribeSingle`` with a snapshot of K
-``Player`` rows, then blasts N pre-encoded ``TransactionUpdate`` frames (built with
-``rx_spacetimedb.protocol`` encoders; each updates all K rows: K deletes + K inserts, positional
-rows as in real deltas) as fast as TCP takes them. The same frames are received by:
+``Player`` rows, then blasts N pre-encoded ``TransactionUpdate`` frames of another caller (built
+with ``rx_spacetimedb.protocol`` encoders, positional rows as in real deltas) as fast as TCP takes
+them. Two workloads:
+
+  update  each message updates all K rows: K deletes + K inserts (a game's positions, scores)
+  insert  each message inserts K new rows, so the cache grows to hundreds of thousands of rows
+          (a chat, a log, an event feed)
+
+The same frames are received by:
 
   a  the transport floor: a bare ``websockets`` client, ``orjson.loads`` of every frame and of
      every row string it carries, counting rows (no types, no cache, no Rx)
   b  our full pipeline: ``rx_spacetimedb.connect`` (schema given) -> ``conn.messages`` -> the
      client cache -> ``conn.table_diffs("Player")`` -> a counting observer
+  d  b with the connection's read loop taking ``Transport.recv_batch()`` (every message of a TCP
+     read at once) instead of one ``recv()`` per message: what connection.py gets when it adopts
+     the batch interface (``run_session_in_batches`` below; see transport.py's doc)
   c  the same pipeline with no socket: the connection's transport is swapped for one that hands
      it the same frames from memory. c/a is what b/a would be with a transport that cost nothing.
 
 Times run from the end of the snapshot to the last row counted; best of R interleaved rounds.
-Printed: rows/s and messages/s of a and b, b/a (target from the issue: >= 0.8) and c/a.
+Printed: rows/s and messages/s of a and b, b/a and d/a (targets from issue 16: >= 0.6 at 1 row
+per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000) and c/a, all against the floor of the same run.
+
+Then the latency from the server's send to the observer, for 1-row insert messages at a low rate
+(one every 2 ms): the server writes its clock (``time.monotonic_ns``, one clock for every process
+of the machine) into the row's ``name`` just before sending; a, b and d read it on arrival.
 
 Then the latency of a reducer round trip through the emulator (``SetScore`` on one player,
 ``call_reducer(...).result()`` one after another; median and p99), with the emulator in another
@@ -54,10 +68,10 @@ from websockets.typing import Subprotocol
 from websockets.version import version as websockets_version
 
 import rx_spacetimedb
-import rx_spacetimedb.connection
 from rx_spacetimedb.cache import TableDiff
+from rx_spacetimedb.connection import Connection
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.codec import encode_server_message
+from rx_spacetimedb.protocol.codec import decode_server_message, encode_server_message
 from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import (
     ConnectionId,
@@ -67,6 +81,7 @@ from rx_spacetimedb.protocol.values import (
     Timestamp,
 )
 from rx_spacetimedb.testing import Database, SpacetimeDBEmulator, example_module
+from rx_spacetimedb.transport import Transport
 
 SUBPROTOCOL = "v1.json.spacetimedb"
 QUERY = "SELECT * FROM Player"
@@ -75,20 +90,32 @@ OTHER_CALLER = ConnectionId(41279989226247141793968051798400034689)  # above 2^6
 
 @dataclass(frozen=True)
 class Workload:
-    rows: int  # K rows per message (each updated: K deletes + K inserts)
+    rows: int  # K rows per message
     messages: int  # N transaction messages
+    kind: str = "update"  # "update": K deletes + K inserts of the same K rows; "insert": K new rows
 
     @property
     def name(self) -> str:
-        return f"k{self.rows}-n{self.messages}"
+        return f"{self.kind[0]}{self.rows}-n{self.messages}"
+
+    @staticmethod
+    def from_name(name: str) -> Workload:
+        rows, messages = name[1:].split("-n")
+        return Workload(int(rows), int(messages), {"u": "update", "i": "insert", "l": "latency"}[name[0]])
 
     @property
     def row_strings(self) -> int:
-        return 2 * self.rows * self.messages
+        return (2 if self.kind == "update" else 1) * self.rows * self.messages
 
 
-# At least 120,000 row strings a workload (0.1 s or more a run): shorter runs are mostly noise here.
+# At least 100,000 row strings a workload (0.1 s or more a run): shorter runs are mostly noise here.
 WORKLOADS = [Workload(1, 60_000), Workload(10, 10_000), Workload(100, 1_000), Workload(1_000, 100)]
+# The cache ends with 100 k, 200 k and 300 k rows.
+INSERT_WORKLOADS = [Workload(1, 100_000, "insert"), Workload(10, 20_000, "insert"),
+                    Workload(100, 3_000, "insert")]
+LATENCY = Workload(1, 1_000, "latency")  # 1-row inserts, one every LATENCY_INTERVAL seconds
+LATENCY_INTERVAL = 0.002
+SENT_AT = "@" * 20  # in the name of a latency workload's row: the server's send time goes there
 
 
 def example_schema() -> ModuleSchema:
@@ -101,15 +128,25 @@ def example_schema() -> ModuleSchema:
 def build_frames(workload: Workload) -> tuple[list[str], list[str]]:
     """Snapshot rows (object-shaped) and N TransactionUpdate frames (positional rows)."""
     schema = example_schema()
-    rows = player_rows(schema, workload.rows, random.Random(workload.rows))
+    k, n = workload.rows, workload.messages
+    if workload.kind == "update":
+        rows = player_rows(schema, k, random.Random(k))
+        # Version v of the rows has score v; message j turns version j into version j + 1.
+        versions = [[schema.encode_row("Player", replace(row, score=v), "C") for row in rows]
+                    for v in range(n + 1)]
+        changes = [(versions[j], versions[j + 1]) for j in range(n)]
+    else:  # the snapshot's K rows, then K new rows (new keys) a message
+        rows = player_rows(schema, k * (n + 1), random.Random(k))
+        if workload.kind == "latency":
+            rows = [replace(row, name=SENT_AT) for row in rows]
+        encoded = [schema.encode_row("Player", row, "C") for row in rows[k:]]
+        changes = [([], encoded[j * k:(j + 1) * k]) for j in range(n)]
+        rows = rows[:k]
     snapshot = [schema.encode_row("Player", row, "B") for row in rows]
-    # Version v of the rows has score v; message j turns version j into version j + 1.
-    versions = [[schema.encode_row("Player", replace(row, score=v), "C") for row in rows]
-                for v in range(workload.messages + 1)]
     frames = []
-    for j in range(workload.messages):
-        update = m.DatabaseUpdate((m.TableUpdate(4097, "Player", 2 * workload.rows, (
-            m.QueryUpdate(tuple(versions[j]), tuple(versions[j + 1])),)),))
+    for j, (deletes, inserts) in enumerate(changes):
+        update = m.DatabaseUpdate((m.TableUpdate(4097, "Player", len(deletes) + len(inserts), (
+            m.QueryUpdate(tuple(deletes), tuple(inserts)),)),))
         frames.append(encode_server_message(m.TransactionUpdate(
             m.Committed(update), Timestamp(1787409005250000 + j), Identity(0xC200EA03), OTHER_CALLER,
             m.ReducerCallInfo("SetScore", 1, "[1,2]", j + 1), EnergyQuanta(1843200), TimeDuration(131))))
@@ -136,14 +173,18 @@ def replay_server(port_out: Any, ready: Any) -> None:
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
         name = ws.request.path.split("/")[3]  # /v1/database/{workload}/subscribe
-        k, n = (int(x[1:]) for x in name.split("-"))
         if name not in cache:
-            cache[name] = build_frames(Workload(k, n))
+            cache[name] = build_frames(Workload.from_name(name))
         snapshot, frames = cache[name]
         await ws.send(IDENTITY)
         await ws.send(subscribe_applied(str(await ws.recv()), snapshot))
-        for frame in frames:
-            await ws.send(frame)
+        if name[0] == "l":  # paced, each stamped with its send time
+            for frame in frames:
+                await asyncio.sleep(LATENCY_INTERVAL)
+                await ws.send(frame.replace(SENT_AT, f"{time.monotonic_ns():020d}"))
+        else:
+            for frame in frames:
+                await ws.send(frame)
         await ws.wait_closed()
 
     async def main() -> None:
@@ -162,12 +203,19 @@ def prebuild(port: int, workloads: Sequence[Workload]) -> None:
         asyncio.run(floor(port, workload))
 
 
-# -- (a) the floor and (b) the pipeline ------------------------------------------------------------
+# -- (a) the floor, (b) and (d) the pipeline, (c) without a socket -----------------------------------
 
 
-async def floor(port: int, workload: Workload) -> float:
+@dataclass
+class Run:
+    seconds: float  # from the end of the snapshot to the last row counted
+    latencies: list[float]  # seconds from the server's send, per row (latency workload only)
+
+
+async def floor(port: int, workload: Workload) -> Run:
     url = f"ws://127.0.0.1:{port}/v1/database/{workload.name}/subscribe"
     loads = orjson.loads
+    latencies = []
     async with ws_connect(url, subprotocols=[Subprotocol(SUBPROTOCOL)], compression=None, max_size=None,
                           ping_interval=None) as ws:
         loads(await ws.recv())
@@ -185,19 +233,49 @@ async def floor(port: int, workload: Workload) -> float:
                         loads(row)
                         counted += 1
                     for row in update["inserts"]:
-                        loads(row)
+                        if workload.kind == "latency":
+                            latencies.append((time.monotonic_ns() - int(loads(row)[2])) / 1e9)
+                        else:
+                            loads(row)
                         counted += 1
         elapsed = time.perf_counter() - start
     assert counted == workload.row_strings
-    return elapsed
+    return Run(elapsed, latencies)
+
+
+async def run_session_in_batches(self: Any, observer: Any) -> None:
+    """``Connection._run_session``'s read loop on ``Transport.recv_batch()`` (transport.py's doc).
+
+    Only what this benchmark needs (no schema fetch, no error reporting): a stand-in until
+    connection.py adopts the batch interface, when column d becomes column b.
+    """
+    transport = await Transport.open(self.host, self.database, ping_interval=None)
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+    with self._lock:
+        self._transport, self._outbox = transport, outbox
+    writer = asyncio.ensure_future(self._write(transport, outbox))
+    self._identified = False
+    try:
+        while True:
+            for frame in await transport.recv_batch():
+                observer.on_next(decode_server_message(frame))
+    except asyncio.CancelledError:
+        await transport.close(1000)
+        raise
+    finally:
+        writer.cancel()
 
 
 def pipeline(port: int, workload: Workload, schema: ModuleSchema,
-             profile: cProfile.Profile | None = None) -> float:
+             profile: cProfile.Profile | None = None, batches: bool = False) -> Run:
+    if batches:
+        with mock.patch.object(Connection, "_run_session", run_session_in_batches):
+            return pipeline(port, workload, schema, profile)
     conn = rx_spacetimedb.connect(f"ws://127.0.0.1:{port}", workload.name, schema=schema, fetch_schema=False,
                                   reconnect=False, ping_interval=None)
     done = threading.Event()
     marks: dict[str, float] = {}
+    latencies: list[float] = []
     counted = 0
 
     def on_diff(diff: TableDiff[Any]) -> None:
@@ -207,6 +285,9 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
             if profile is not None:
                 profile.enable()  # on the I/O thread: cProfile follows the thread that enables it
             return
+        if workload.kind == "latency":
+            now = time.monotonic_ns()
+            latencies.extend((now - int(row.name)) / 1e9 for row in diff.inserts)
         counted += len(diff.inserts) + len(diff.deletes) + 2 * len(diff.updates)
         if counted >= workload.row_strings:
             marks["end"] = time.perf_counter()
@@ -222,7 +303,7 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
     finally:
         conn.close()
     assert counted == workload.row_strings
-    return marks["end"] - marks["start"]
+    return Run(marks["end"] - marks["start"], latencies)
 
 
 class FramesInMemory:
@@ -249,13 +330,13 @@ class FramesInMemory:
         self.closing = True
 
 
-def no_socket(workload: Workload, schema: ModuleSchema, snapshot: list[str], frames: list[str]) -> float:
+def no_socket(workload: Workload, schema: ModuleSchema, snapshot: list[str], frames: list[str]) -> Run:
     """(c) ``pipeline`` with the transport swapped for ``FramesInMemory``."""
 
     async def open_in_memory(*args: Any, **kwargs: Any) -> FramesInMemory:
         return FramesInMemory(snapshot, frames)
 
-    with mock.patch.object(rx_spacetimedb.connection.Transport, "open", open_in_memory):
+    with mock.patch.object(Transport, "open", open_in_memory):
         return pipeline(0, workload, schema)
 
 
@@ -289,11 +370,15 @@ def external_emulator() -> tuple[subprocess.Popen[str], str]:
     return process, found.group(1)
 
 
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile."""
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
 def latency_line(label: str, times: list[float]) -> str:
-    ordered = sorted(times)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return (f"| {label} | {len(times)} | {statistics.median(ordered) * 1e3:.2f} ms | {p99 * 1e3:.2f} ms "
-            f"| {ordered[0] * 1e3:.2f} ms |")
+    p50, p99 = percentiles(times)
+    return f"| {label} | {len(times)} | {p50 * 1e3:.2f} ms | {p99 * 1e3:.2f} ms | {min(times) * 1e3:.2f} ms |"
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -305,17 +390,57 @@ def fmt_rate(value: float) -> str:
     return f"{value / 1e3:.0f} k" if value >= 1e4 else f"{value:,.0f}"
 
 
+def throughput_table(port: int, workloads: Sequence[Workload], rounds: int, schema: ModuleSchema) -> None:
+    """One line per workload: a, b, d and c (best of ``rounds`` interleaved rounds), ratios to a."""
+    print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
+          "| d batches msgs/s | d/a | c no socket msgs/s | c/a |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for workload in workloads:
+        snapshot, frames = build_frames(workload)
+        times: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": []}
+        for _ in range(rounds):
+            times["a"].append(asyncio.run(floor(port, workload)).seconds)
+            times["b"].append(pipeline(port, workload, schema).seconds)
+            times["d"].append(pipeline(port, workload, schema, batches=True).seconds)
+            times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
+        a, b, d, c = (min(times[x]) for x in "abdc")
+        rows, messages = workload.row_strings, workload.messages
+        print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
+              f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
+              f"{fmt_rate(messages / d)} | {a / d:.2f} | {fmt_rate(messages / c)} | {a / c:.2f} |",
+              flush=True)
+
+
+def latency_table(port: int, workload: Workload, schema: ModuleSchema) -> None:
+    """p50 and p99 from the server's send to the observer, for a, b and d, and their ratio to a."""
+    print("| reader | messages | p50 | p99 | p50 / a's | p99 / a's |")
+    print("|---|---:|---:|---:|---:|---:|")
+    runs = {"a floor": asyncio.run(floor(port, workload)),
+            "b pipeline": pipeline(port, workload, schema),
+            "d batches": pipeline(port, workload, schema, batches=True)}
+    floor_p50, floor_p99 = percentiles(runs["a floor"].latencies)
+    for label, run in runs.items():
+        p50, p99 = percentiles(run.latencies)
+        print(f"| {label} | {len(run.latencies):,} | {p50 * 1e6:.0f} µs | {p99 * 1e6:.0f} µs "
+              f"| {p50 / floor_p50:.2f} | {p99 / floor_p99:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and messages (noisier)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=500, help="reducer round trips per emulator")
     parser.add_argument("--profile", action="store_true", help="cProfile the I/O thread (K=100)")
+    parser.add_argument("--only", choices=["update", "insert", "latency"], action="append",
+                        help="run only these parts (repeatable); skips the reducer round trips")
     args = parser.parse_args()
-    workloads = WORKLOADS
+    parts = set(args.only or ["update", "insert", "latency"])
+    workloads, inserts, latency = WORKLOADS, INSERT_WORKLOADS, LATENCY
     rounds = args.rounds
     if args.quick:
-        workloads = [Workload(w.rows, max(10, w.messages // 5)) for w in WORKLOADS]
+        workloads = [replace(w, messages=max(10, w.messages // 5)) for w in WORKLOADS]
+        inserts = [replace(w, messages=max(10, w.messages // 5)) for w in INSERT_WORKLOADS]
+        latency = replace(LATENCY, messages=LATENCY.messages // 2)
         rounds = 2
     schema = example_schema()
 
@@ -326,24 +451,20 @@ def main() -> None:
     try:
         if not ready.wait(60):
             raise RuntimeError("replay server did not start")
-        prebuild(port.value, workloads)
+        prebuild(port.value, [*workloads, *inserts, latency])
         print(f"End to end: CPython {platform.python_version()}, websockets {websockets_version}, "
-              f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds\n")
-        print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
-              "| c no socket msgs/s | c/a |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for workload in workloads:
-            snapshot, frames = build_frames(workload)
-            floor_times, pipeline_times, no_socket_times = [], [], []
-            for _ in range(rounds):
-                floor_times.append(asyncio.run(floor(port.value, workload)))
-                pipeline_times.append(pipeline(port.value, workload, schema))
-                no_socket_times.append(no_socket(workload, schema, snapshot, frames))
-            a, b, c = min(floor_times), min(pipeline_times), min(no_socket_times)
-            rows, messages = workload.row_strings, workload.messages
-            print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
-                  f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
-                  f"{fmt_rate(messages / c)} | {a / c:.2f} |", flush=True)
+              f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds")
+        if "update" in parts:
+            print("\nUpdates (each message: K deletes + K inserts of the same K rows):\n")
+            throughput_table(port.value, workloads, rounds, schema)
+        if "insert" in parts:
+            print(f"\nInsert stream (each message: K new rows; the cache ends with "
+                  f"{', '.join(f'{w.rows * (w.messages + 1):,}' for w in inserts)} rows):\n")
+            throughput_table(port.value, inserts, rounds, schema)
+        if "latency" in parts:
+            print(f"\nLatency from the server's send to the observer (1-row inserts, one every "
+                  f"{LATENCY_INTERVAL * 1e3:g} ms):\n")
+            latency_table(port.value, latency, schema)
         if args.profile:
             workload = next(w for w in workloads if w.rows == 100)
             profile = cProfile.Profile()
@@ -355,6 +476,8 @@ def main() -> None:
             print(f"\ncProfile of the I/O thread, {workload.name}:\n{out.getvalue()}")
     finally:
         server.kill()
+    if args.only:
+        return
 
     print("\nReducer round trip (SetScore, call_reducer(...).result(), one after another):\n")
     print("| emulator | calls | median | p99 | min |")

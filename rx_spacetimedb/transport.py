@@ -1,22 +1,51 @@
 """The socket: one WebSocket to a SpacetimeDB database, speaking text frames only.
 
 This is the only module that knows ``websockets``. It builds the URL, does the handshake (the
-``v1.json.spacetimedb`` subprotocol, the bearer token, TLS), moves ``str`` frames, and maps
+``v1.json.spacetimedb`` subprotocol, the bearer token, TLS, proxies), moves ``str`` frames, and maps
 ``websockets``/``OSError`` exceptions onto the ``rx_spacetimedb.errors`` tree at the boundary.
 It knows nothing of Rx or message types, so it is tested with a real loopback server alone.
+
+Frames are read in batches. ``_BatchingConnection`` is websockets' asyncio ``Protocol`` (made by
+``loop.create_connection``, driving the sans-I/O ``ClientProtocol``) with one part replaced: the
+data frames that ``ClientProtocol`` parses from one TCP read are joined into messages right there,
+in that callback, and the reader task is woken once for all of them. websockets' own ``recv()``
+queues frame by frame and costs a task switch per message, and refuses a message of 4,096
+fragments or more (close 1009); here a message may have any number of fragments (``max_size``
+still bounds it). Everything else (TCP, TLS, proxies, redirects, the handshake, keepalive, the
+closing handshake and its timeout, sending) is websockets' unchanged code, so it behaves as it
+always did. Reading pauses while more than ``read_limit`` bytes of messages wait unread, so memory
+stays bounded when the consumer lags.
+
+How a consumer reads (the connection's I/O loop)::
+
+    while True:
+        for frame in await transport.recv_batch():  # every message received so far, in order
+            if isinstance(frame, bytes):  # a binary frame: v1.json sends none
+                report(ProtocolError(f"unexpected binary frame of {len(frame)} bytes", raw=frame))
+                continue
+            handle(frame)
+
+``recv_batch()`` waits only when nothing is unread, so the loop suspends once per TCP read, not
+once per message; it raises the mapped close error once the messages received before the close
+have all been taken. ``recv()`` (one ``str`` at a time, a binary frame raised as ``ProtocolError``)
+reads from the same batches and costs a coroutine call per message but no task switch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl as _ssl
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets import exceptions as wsx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Event
 from websockets.typing import Subprotocol
 
 from rx_spacetimedb._redact import RedactingLogger
@@ -56,6 +85,13 @@ DEFAULT_CLOSE_TIMEOUT: Final = 5.0
 
 websockets then sends Close 1011 and waits ``close_timeout`` for the dead peer before dropping
 the TCP connection, so ``recv()`` raises at most 15 + 15 + 5 = 35 s after the last Pong.
+"""
+
+DEFAULT_READ_LIMIT: Final = 4 * 2**20
+"""Stop reading the socket while more than this many bytes of messages wait unread (4 MiB).
+
+The consumer takes every waiting message at once, so this is reached only when it lags behind;
+TCP then holds the server back. A single message larger than this is still received whole.
 """
 
 _REJECTED_AFTER_SEND: Final = 5.0
@@ -115,12 +151,124 @@ def _handshake_error(status: int, body: str) -> HandshakeError:
     return cls(status, body)
 
 
+class _BatchingConnection(ClientConnection):
+    """websockets' client ``Protocol`` that hands on every message of one TCP read in one batch.
+
+    ``data_received`` (websockets') parses the read and calls ``process_event`` per frame; data
+    frames land here instead of in websockets' per-frame queue. ``ClientProtocol`` has already
+    checked their order (a continuation only inside a message) and the ``max_size`` limit.
+    """
+
+    def __init__(self, *args: Any, read_limit: int = DEFAULT_READ_LIMIT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_limit = read_limit  # pause reading above this many unread bytes
+        self._unread: list[str | bytes] = []  # complete messages not yet taken, in order
+        self._unread_size = 0  # their bytes, for flow control
+        self._fragments: list[bytes] = []  # the message being received, when it is fragmented
+        self._fragmented_text = False  # that message's first frame was TEXT
+        self._bad_text: UnicodeDecodeError | None = None  # a TEXT message that was not UTF-8
+        self._waiter: asyncio.Future[None] | None = None  # the reader, waiting for a message
+        self._reading_paused = False
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in _DATA_OPCODES:
+            self._data_frame(event)
+        else:  # the handshake response, Ping, Pong, Close: websockets' own handling
+            super().process_event(event)
+
+    def _data_frame(self, frame: Frame) -> None:
+        if self._bad_text is not None:
+            return  # the connection is failing (1007): what follows is not handed on
+        if frame.opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+            if not frame.fin:
+                return
+            data, text = b"".join(self._fragments), self._fragmented_text
+            self._fragments = []
+        elif not frame.fin:
+            self._fragments, self._fragmented_text = [bytes(frame.data)], frame.opcode is Opcode.TEXT
+            return
+        else:
+            data, text = bytes(frame.data), frame.opcode is Opcode.TEXT
+        if text:
+            try:
+                self._unread.append(data.decode())
+            except UnicodeDecodeError as err:
+                self._bad_text = err
+                return
+        else:
+            self._unread.append(data)
+        self._unread_size += len(data)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._unread or self._bad_text is not None:
+            self._wake()
+            if self._unread_size > self.read_limit and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take_batch(self) -> list[str | bytes]:
+        """Wait until a message is unread, then take every unread message.
+
+        Raises:
+            websockets.exceptions.ConnectionClosed: the connection closed and every message
+                received before that was taken.
+            RuntimeError: another task is already waiting (the batches would be split).
+        """
+        if self._waiter is not None:
+            raise RuntimeError("another task is already waiting for messages of this connection")
+        while not self._unread:
+            if self._bad_text is not None:
+                await self._fail_bad_text(self._bad_text)
+            if self.connection_lost_waiter.done():  # then the cause of the end is known
+                raise self._end()
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        batch, self._unread, self._unread_size = self._unread, [], 0
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return batch
+
+    async def _fail_bad_text(self, err: UnicodeDecodeError) -> None:
+        """Close with 1007 and raise, as websockets' ``recv()`` does for a text frame not UTF-8."""
+        async with self.send_context():
+            self.protocol.fail(CloseCode.INVALID_DATA, f"{err.reason} at position {err.start}")
+        await asyncio.shield(self.connection_lost_waiter)
+        raise self._end() from err
+
+    def _end(self) -> wsx.ConnectionClosed:
+        """websockets' exception for the closed connection, raised from what ended it, if known."""
+        end = self.protocol.close_exc
+        # The I/O error that dropped the connection: websockets 15 keeps it in recv_exc.
+        cause = getattr(self, "connection_exc", None) or getattr(self, "recv_exc", None)
+        if cause is not None:
+            end.__cause__ = cause
+        return end
+
+
+_DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+
+
 class Transport:
     """One open WebSocket to ``/v1/database/{db}/subscribe``: text frames in, text frames out.
 
-    Open it with ``await Transport.open(...)``; then ``recv()`` (or ``async for frame in
-    transport``), ``send(text)`` and ``close()``. Every failure is an ``rx_spacetimedb.errors``
-    exception raised ``from`` the websockets/OS error:
+    Open it with ``await Transport.open(...)``; then ``recv_batch()`` (every message received so
+    far: see the module doc), ``recv()`` (or ``async for frame in transport``), ``send(text)`` and
+    ``close()``. Every failure is an ``rx_spacetimedb.errors`` exception raised ``from`` the
+    websockets/OS error:
 
     * ``HandshakeError`` (``BadRequest`` 400, ``AuthenticationFailed`` 401,
       ``DatabaseNotFound`` 404, others by ``status``), with the response body as text;
@@ -130,18 +278,20 @@ class Transport:
       refused the client: §1.5), ``ConnectionClosed`` when it closes later. ``code``/``reason``
       are those of the server's close frame; without a valid one, those websockets closed with
       (1002 for a malformed frame, 1011 for a keepalive timeout, 1009 for a message larger than
-      ``max_size``), else 1006. A close shortly after one of our sends says in its message that
-      the server probably rejected that message (§8.3: a decode error's long close reason makes
-      websockets report 1002 "control frame too long").
+      ``max_size``, 1007 for a text message that is not UTF-8), else 1006. A close shortly
+      after one of our sends says in its message that the server probably rejected that message
+      (§8.3: a decode error's long close reason makes websockets report 1002 "control frame too
+      long").
 
     Not thread-safe: use it from the event loop that opened it (``IoLoop`` runs one), with a
-    single task receiving (websockets refuses concurrent ``recv()`` calls).
+    single task receiving (a second one waiting at the same time is refused with RuntimeError).
     """
 
-    def __init__(self, websocket: ClientConnection, url: str) -> None:
+    def __init__(self, websocket: _BatchingConnection, url: str) -> None:
         """Wrap an open connection; use ``Transport.open`` rather than this."""
         self._ws = websocket
         self.url = url
+        self._batch: deque[str | bytes] = deque()  # taken by recv_batch, not yet by recv
         self.frames_received = 0
         self.frames_sent = 0
         self._last_send: float | None = None
@@ -165,6 +315,7 @@ class Transport:
         max_size: int | None = DEFAULT_MAX_SIZE,
         proxy: str | Literal[True] | None = True,
         additional_headers: Mapping[str, str] | None = None,
+        read_limit: int = DEFAULT_READ_LIMIT,
     ) -> Transport:
         """Connect and complete the WebSocket handshake.
 
@@ -187,6 +338,8 @@ class Transport:
             proxy: websockets' proxy setting: ``True`` uses the environment's proxy settings,
                 ``None`` connects directly, a string names a proxy URL.
             additional_headers: Extra HTTP headers (not ``Authorization``: use ``token``).
+            read_limit: Bytes of unread messages above which reading pauses
+                (``DEFAULT_READ_LIMIT``).
 
         Returns:
             The open transport; the server's first frame will be ``IdentityToken``.
@@ -200,6 +353,8 @@ class Transport:
         url = build_url(host, database, light=light, confirmed=confirmed)
         if ssl is not None and not url.startswith("wss:"):
             raise ValueError("ssl: a TLS context needs a wss:// or https:// host")
+        if isinstance(read_limit, bool) or not isinstance(read_limit, int) or read_limit < 0:
+            raise ValueError(f"read_limit: a number of bytes >= 0, not {read_limit!r}")
         if token is not None and not isinstance(token, str):
             raise TypeError(f"token must be a str or None, not {type(token).__name__}")
         if token == "":
@@ -225,6 +380,12 @@ class Transport:
                 max_size=max_size,
                 proxy=proxy,
                 logger=RedactingLogger(logging.getLogger("websockets.client"), token),
+                # websockets calls this to make its asyncio Protocol; a partial carries read_limit
+                # into it before the first read.
+                create_connection=cast(
+                    type[ClientConnection],
+                    functools.partial(_BatchingConnection, read_limit=read_limit),
+                ),
                 **kwargs,
             )
         except wsx.InvalidStatus as err:
@@ -241,6 +402,7 @@ class Transport:
             raise TransportError(f"cannot connect to {url}: {err}") from err
         except wsx.WebSocketException as err:  # e.g. InvalidProxy
             raise TransportError(f"cannot connect to {url}: {err}") from err
+        assert isinstance(websocket, _BatchingConnection)
         if websocket.subprotocol != SUBPROTOCOL:
             await websocket.close()
             raise TransportError(
@@ -260,30 +422,47 @@ class Transport:
         """``CONNECTING``, ``OPEN``, ``CLOSING`` or ``CLOSED`` (the WebSocket state)."""
         return self._ws.state.name
 
+    async def recv_batch(self) -> list[str | bytes]:
+        """Wait for a message, then return every message received so far, in order.
+
+        One TCP read usually holds many messages: they come back in one list, with one task
+        switch for all of them. A ``bytes`` item is a binary frame (v1.json sends none: report
+        it as ``recv()`` does). Cancelling the wait loses nothing.
+
+        Raises:
+            ConnectionRejected: the socket closed before any frame arrived.
+            ConnectionClosed: the socket closed (also after our own ``close()``), and every
+                message received before that was returned.
+            RuntimeError: another task is waiting in ``recv_batch()``/``recv()`` already.
+        """
+        if self._batch:
+            batch = list(self._batch)
+            self._batch.clear()
+            return batch
+        if self._closed_with is not None:
+            raise self._closed_with[0] from self._closed_with[1]
+        try:
+            batch = await self._ws.take_batch()
+        except wsx.ConnectionClosed as err:
+            closed = self._closed_error(err)
+            self._closed_with = (closed, err)
+            raise closed from err
+        self.frames_received += len(batch)
+        return batch
+
     async def recv(self) -> str:
-        """Wait for the next text frame.
+        """Wait for the next text frame (from the current batch, without a task switch).
 
         Raises:
             ConnectionRejected: the socket closed before any frame arrived.
             ConnectionClosed: the socket closed (also after our own ``close()``).
             ProtocolError: the server sent a binary frame (v1.json sends text only).
         """
-        if self._closed_with is not None:
-            # recv_streaming cannot be called again after the end: repeat the end.
-            raise self._closed_with[0] from self._closed_with[1]
-        try:
-            # Streamed, not recv(): websockets' recv() refuses a message of 4096 fragments or more
-            # (close 1009), and the server sends 4 KiB fragments, so any message over ~16 MiB would
-            # drop the connection. max_size still bounds the whole message.
-            parts = [part async for part in self._ws.recv_streaming()]
-        except wsx.ConnectionClosed as err:
-            closed = self._closed_error(err)
-            self._closed_with = (closed, err)
-            raise closed from err
-        frame = parts[0] if len(parts) == 1 else parts[0][:0].join(parts)  # type: ignore[arg-type]
+        if not self._batch:
+            self._batch.extend(await self.recv_batch())
+        frame = self._batch.popleft()
         if not isinstance(frame, str):
             raise ProtocolError(f"unexpected binary frame of {len(frame)} bytes", raw=frame)
-        self.frames_received += 1
         return frame
 
     async def __aiter__(self) -> AsyncIterator[str]:
