@@ -260,6 +260,7 @@ def test_sent_request_is_aborted_when_the_socket_drops(server: SpacetimeDBEmulat
 
 
 def test_request_timeout(server: SpacetimeDBEmulator) -> None:
+    assert issubclass(RequestTimeout, TimeoutError)  # caught by code that handles any timeout
     with open_conn(server, request_timeout=0.05) as conn:
         conn.wait_connected(WAIT)
         server.pause()

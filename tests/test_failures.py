@@ -26,7 +26,6 @@ from rx_spacetimedb import (
     CredentialsError,
     DatabaseNotFound,
     ReducerFailed,
-    RequestTimeout,
     TransportError,
 )
 from rx_spacetimedb.credentials import CredentialStore
@@ -153,16 +152,6 @@ def test_wait_connected_while_reconnecting_waits_for_the_new_socket(server: Spac
         second = conn.wait_connected(WAIT)
         assert second.connection_id != first.connection_id
         assert second.identity == first.identity
-
-
-def test_request_timeout_is_a_timeout_error(server: SpacetimeDBEmulator) -> None:
-    assert issubclass(RequestTimeout, TimeoutError)
-    with open_conn(server, request_timeout=0.05) as conn:
-        conn.wait_connected(WAIT)
-        server.pause()
-        with pytest.raises(TimeoutError):
-            conn.call_reducer("CreatePlayer", ["slow"]).result(WAIT)
-        server.resume()
 
 
 def test_an_unknown_reducer_fails_one_way_whatever_the_timing(server: SpacetimeDBEmulator) -> None:
