@@ -64,6 +64,7 @@ typedef struct Node {
     struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
     PyObject **makers;          /* OP_VARIANT: per variant, a callable on the payload, or None */
     struct Node **wraps;        /* OP_VARIANT: per variant, a class built from its one slot, or NULL */
+    int object_only;            /* OP_VARIANT of a whole message: {"Name": payload} only (spec §4) */
     PyObject *decoder;          /* OP_CALL */
 } Node;
 
@@ -251,10 +252,12 @@ static Node *compile_node(PyObject *plan, int depth) {
             if (!PyType_Check(ARG(1)) || !PyTuple_Check(ARG(3)) || PyTuple_GET_SIZE(ARG(3)) != node->n) goto bad;
             if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
         }
-    } else if (tag_is(tag, "variant")) {    /* ("variant", names, makers, payload plans) */
-        /* a maker: None (the payload itself), a callable, or (class, slot descriptor) */
+    } else if (tag_is(tag, "variant") || tag_is(tag, "message")) {  /* (tag, names, makers, payload plans) */
+        /* a maker: None (the payload itself), a callable, or (class, slot descriptor); a "message"
+         * is a variant written only as {"Name": payload}, as the server writes its frames */
         NEED(4);
         node->op = OP_VARIANT;
+        node->object_only = tag_is(tag, "message");
         if (compile_fields(node, ARG(1), ARG(3), depth) < 0) goto fail;
         if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
         node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
@@ -938,7 +941,7 @@ static PyObject *parse_variant(Parser *p, Node *node) {
         for (Py_ssize_t i = 0; i < node->n && tag < 0; i++)
             if (node->utf8[i].n == end - start && memcmp(p->s + start, node->utf8[i].s, (size_t)node->utf8[i].n) == 0)
                 tag = i;
-    } else if (open == '[') {
+    } else if (open == '[' && !node->object_only) {
         skip_ws(p);
         Py_UCS4 c = PEEK(p);
         if (c == '0') {
@@ -1179,8 +1182,9 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
 }
 
 /* decode_keyed(plan, texts, slow, key_of, columns): the rows by key in a dict, or None when a key
- * repeats. A row the fast path built is a generated class whose key columns sit at known offsets:
- * read there; any other row (a user class, one decoded by `slow`) gets key_of(row). */
+ * repeats (every row is still decoded, so a malformed one raises as in decode_all). A row the fast
+ * path built is a generated class whose key columns sit at known offsets: read there; any other row
+ * (a user class, one decoded by `slow`) gets key_of(row). */
 static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyObject_TypeCheck(args[0], &PlanType) || !PyTuple_Check(args[4])
             || PyTuple_GET_SIZE(args[4]) == 0) {
@@ -1201,12 +1205,17 @@ static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize
     if (seq == NULL) return NULL;
     PyObject *out = PyDict_New();
     if (out == NULL) { Py_DECREF(seq); return NULL; }
+    int repeated = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
         PyObject *text = PyTuple_GET_ITEM(seq, i), *key;
         PyObject *row = decode_one(root, text);
         int fast = row != FB && row != NULL;
         if (row == FB) row = PyObject_CallOneArg(args[2], text);
         if (row == NULL) goto error;
+        if (repeated) {                      /* the answer is None: the rows left are only checked */
+            Py_DECREF(row);
+            continue;
+        }
         if (fast && direct && ncolumns == 1) {
             key = Py_NewRef(*(PyObject **)((char *)row + offsets[0]));
         } else if (fast && direct) {
@@ -1221,13 +1230,13 @@ static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize
         Py_XDECREF(key);
         Py_DECREF(row);
         if (err < 0) goto error;
-        if (seen == 1) {                     /* a key twice: the caller counts occurrences instead */
-            Py_DECREF(out);
-            Py_DECREF(seq);
-            Py_RETURN_NONE;
-        }
+        repeated = seen == 1;                /* a key twice: the caller counts occurrences instead */
     }
     Py_DECREF(seq);
+    if (repeated) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
     return out;
 error:
     Py_DECREF(out);

@@ -6,7 +6,6 @@ without it, the same value (same types, same float bits) or the same ProtocolErr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -325,37 +324,6 @@ def test_arrays_bytes_sums_and_units_decode_as_without_the_parser() -> None:
                  '[[["a"]],"",[0,[]],[1],null]']:
         fast, slow = both(schema, "t", text)
         assert fast == slow, text
-
-
-def test_decoding_leaks_no_references() -> None:
-    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
-    cls = schema.row_class("t")
-    texts = ['[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]', '[7,["0xff"],"ann",[5],[0,[1.5,"x"]],[3]]'] * 50
-    key = schema.key_decoder("t")
-    key_of = primary_key_getter(schema, "t")
-    assert key is not None and key_of is not None
-    unique = [f'[{i},["0xff"],"ann",[5],null,[3]]' for i in range(10)]
-
-    def run() -> None:
-        for text in texts:
-            with contextlib.suppress(ProtocolError):
-                schema.decode_row("t", text)
-            with contextlib.suppress(ProtocolError):
-                key(text)
-        schema.decode_rows("t", texts[:1] * 10)
-        schema.decode_rows_by_key("t", unique, key_of)
-        schema.decode_rows_by_key("t", texts[:1] * 10, key_of)    # a key twice: None
-        with contextlib.suppress(ProtocolError):
-            schema.decode_rows_by_key("t", texts[:2], key_of)      # a bad row: the error
-
-    def counts() -> tuple[int, ...]:
-        return sys.getrefcount(cls), sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount("x")
-
-    run()
-    before = counts()
-    for _ in range(20):
-        run()
-    assert counts() == before
 
 
 def test_the_parser_is_used_here_and_can_be_switched_off() -> None:
