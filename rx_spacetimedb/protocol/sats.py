@@ -110,7 +110,10 @@ def _float_decoder(v: Any) -> float:
     if v is None:
         return math.nan
     if type(v) is int:
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:   # an integer of more than 308 digits (the exact parser keeps them)
+            raise _fail("a number within the f64 range", v) from None
     raise _fail("a number", v)
 
 

@@ -126,6 +126,15 @@ def test_rows_by_key_report_a_malformed_row_after_a_repeated_key(path: str) -> N
         schema.decode_rows_by_key("Player", [good, good, good.replace("[", "[[", 1)], key_of)
 
 
+def test_an_integer_beyond_every_double_is_a_protocol_error(path: str) -> None:
+    # the wide table's rows are parsed exactly: a 400-digit integer reaches the f64 column whole
+    schema = SCHEMAS["wide"]()
+    row = json.loads(WIDE_ROW)
+    row[13] = 10**400   # the f64 column
+    with pytest.raises(ProtocolError, match="f64 range"):
+        schema.decode_row("wide", json.dumps(row))
+
+
 def test_decoding_leaks_no_references(path: str) -> None:
     schema = SCHEMAS["wide"]()
     cls = schema.row_class("wide")
