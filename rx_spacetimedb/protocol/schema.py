@@ -539,15 +539,17 @@ def _reject_deep_types(typespace: Sequence[AlgebraicType], reducers: Sequence[Re
     """ProtocolError naming the first type nested deeper than ``MAX_TYPE_DEPTH``."""
     depths: dict[int, int] = {}
 
-    def depth(ty: AlgebraicType, active: tuple[int, ...]) -> int:
-        if len(active) > MAX_TYPE_DEPTH:   # refs only: deep enough whatever follows
+    def depth(ty: AlgebraicType, level: int, active: tuple[int, ...]) -> int:
+        # `level`: the levels above. Past MAX_TYPE_DEPTH the answer is "too deep" whatever follows
+        # (so neither this walk nor its memo needs to go further: that answer is raised at once).
+        if level > MAX_TYPE_DEPTH:
             return MAX_TYPE_DEPTH + 1
         if isinstance(ty, RefType):
             if ty.index in depths:
                 return depths[ty.index]
             if ty.index in active or not 0 <= ty.index < len(typespace):
                 return 0   # a cycle or a bad index: the errors of their own (from_json, resolve)
-            depths[ty.index] = found = depth(typespace[ty.index], (*active, ty.index))
+            depths[ty.index] = found = depth(typespace[ty.index], level, (*active, ty.index))
             return found
         if isinstance(ty, ArrayType):
             parts = [ty.elem]
@@ -558,8 +560,8 @@ def _reject_deep_types(typespace: Sequence[AlgebraicType], reducers: Sequence[Re
         else:
             return 0
         deepest = 0
-        for part in parts:   # stops at the first too deep: a path of MAX_TYPE_DEPTH levels at most
-            deepest = max(deepest, depth(part, active))
+        for part in parts:
+            deepest = max(deepest, depth(part, level + 1, active))
             if deepest >= MAX_TYPE_DEPTH:
                 break
         return 1 + deepest
@@ -569,7 +571,7 @@ def _reject_deep_types(typespace: Sequence[AlgebraicType], reducers: Sequence[Re
     named += [(f"procedures.{p.name}.{part}", ty) for p in procedures
               for part, ty in (("params", p.params), ("return_type", p.return_type))]
     for where, ty in named:
-        found = depth(ty, ())
+        found = depth(ty, 0, ())
         if found > MAX_TYPE_DEPTH:
             raise ProtocolError(f"{where} nests more than {MAX_TYPE_DEPTH} levels deep (arrays, products, "
                                 "sums); rx_spacetimedb decodes types up to that depth")

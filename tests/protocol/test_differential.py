@@ -325,6 +325,11 @@ def test_types_deeper_than_a_schema_may_be_are_refused_at_schema_time_on_both_pa
             with context, pytest.raises(ProtocolError, match=f"more than {MAX_TYPE_DEPTH} levels deep"):
                 make()
     assert deep.decode_row("deep", DEEP_ROW).id == 7
+    inline: Any = U32
+    for _ in range(5000):   # without a Ref between: the check itself must not recurse that deep
+        inline = ArrayType(inline)
+    with pytest.raises(ProtocolError, match=re.escape("typespace.types[0] nests more than")):
+        ModuleSchema([ProductType((Element("a", inline),))])
 
 
 SCHEMAS: dict[str, Callable[[], ModuleSchema]] = {
