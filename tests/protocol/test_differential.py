@@ -369,6 +369,10 @@ class Paths:
                 (outcome(lambda t: self.fast.decode_row(table, t), text),
                  outcome(lambda t: self.slow.decode_row(table, t), text)),
                 (outcome(fast_key, text), outcome(slow_key, text)),
+                (outcome(lambda t: self.fast.decode_keys(table, [good, t]), text),
+                 outcome(lambda t: self.slow.decode_keys(table, [good, t]), text)),
+                (outcome(lambda t: self.fast.decode_row(table, t.encode("utf-8", "surrogatepass")), text),
+                 outcome(lambda t: self.slow.decode_row(table, t.encode("utf-8", "surrogatepass")), text)),
                 (outcome(lambda t: self.fast.decode_rows(table, [good, t]), text),
                  outcome(lambda t: self.slow.decode_rows(table, [good, t]), text)),
                 # a repeated key first, then the text: both must still decode (and report) it
