@@ -9,7 +9,10 @@
  * So this file decides nothing about what is valid: where it answers, it must answer exactly what
  * the Python decoder answers (tests/protocol/test_typedjson.py checks that).
  *
- * A plan (nested tuples built by TypeCodec.row_plan) is compiled once into a tree of nodes.
+ * A plan (nested tuples built by TypeCodec.plan) is compiled once into a tree of nodes, held by a
+ * Plan object the garbage collector sees through. The module keeps its state per module object
+ * (multi-phase init), and only the public C API from 3.13 on (private long-from-bytes below).
+ * Run `bash .ci/sanitize` (ASan + UBSan over the protocol tests) before committing a change here.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +58,7 @@ typedef struct Node {
     PyObject **setters;         /* OP_SPECIAL (one), OP_PRODUCT: slot descriptors, or NULL: call cls(*fields) */
     Py_ssize_t *offsets;        /* where each slot lives in the object, or -1: use its descriptor */
     Py_ssize_t nsetters;
+    int untrack;                /* the class is a frozen dataclass: see build_slots */
     PyObject **names;           /* OP_PRODUCT, OP_KEY, OP_VARIANT */
     Name *utf8;                 /* the names (OP_SPECIAL: the key) as UTF-8, for comparing with the text */
     struct Node **fields;       /* OP_PRODUCT, OP_KEY */
@@ -64,16 +68,17 @@ typedef struct Node {
     struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
     PyObject **makers;          /* OP_VARIANT: per variant, a callable on the payload, or None */
     struct Node **wraps;        /* OP_VARIANT: per variant, a class built from its one slot, or NULL */
+    int object_only;            /* OP_VARIANT of a whole message: {"Name": payload} only (spec §4) */
     PyObject *decoder;          /* OP_CALL */
 } Node;
 
+/* The module's state (one per module object: multi-phase init, PEP 489). */
 typedef struct {
     PyObject *fallback;         /* answered for a row the fast path does not take */
     PyObject *catch;            /* exceptions of a decoder or row class that mean "fall back" */
     PyObject *parse;            /* exact JSON parser, for OP_CALL values */
+    PyTypeObject *plan_type;    /* Plan, a heap type of this module */
 } State;
-
-static State S;
 
 /* The internal "fall back" answer: never reaches Python. */
 static char fallback_marker;
@@ -107,8 +112,36 @@ static void free_node(Node *node) {
     PyMem_Free(node);
 }
 
+/* Whether instances of cls refuse attribute setting: a frozen dataclass (its __setattr__ raises).
+ * Only those may leave the garbage collector's walks (build_slots): an object whose attributes
+ * code can set may come to hold a container, and a cycle through it would never be freed. */
+static int optional_attr(PyObject *obj, const char *name, PyObject **out) {
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttrString(obj, name, out);
+#else
+    *out = PyObject_GetAttrString(obj, name);
+    if (*out != NULL) return 1;
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) return -1;
+    PyErr_Clear();
+    return 0;
+#endif
+}
+
+static int is_frozen_dataclass(PyObject *cls) {
+    PyObject *params, *frozen;
+    int found = optional_attr(cls, "__dataclass_params__", &params);
+    if (found <= 0) return found;
+    found = optional_attr(params, "frozen", &frozen);
+    Py_DECREF(params);
+    if (found <= 0) return found;
+    found = frozen == Py_True;
+    Py_DECREF(frozen);
+    return found;
+}
+
 /* Slot descriptors of a generated class, and their offsets when they are plain object slots. */
 static int compile_setters(Node *node, PyObject *setters, Py_ssize_t n) {
+    if ((node->untrack = is_frozen_dataclass(node->cls)) < 0) return -1;
     node->setters = PyMem_Calloc(n, sizeof(PyObject *));
     node->offsets = PyMem_Calloc(n, sizeof(Py_ssize_t));
     if (!node->setters || !node->offsets) { PyErr_NoMemory(); return -1; }
@@ -153,6 +186,15 @@ static int tag_is(PyObject *tag, const char *name) {
 }
 
 static Node *compile_node(PyObject *plan, int depth);
+
+/* value == the decimal digits? -1 on error. */
+static int equals_digits(PyObject *value, const char *digits) {
+    PyObject *other = PyLong_FromString(digits, NULL, 10);
+    if (other == NULL) return -1;
+    int equal = PyObject_RichCompareBool(value, other, Py_EQ);
+    Py_DECREF(other);
+    return equal;
+}
 
 static int compile_fields(Node *node, PyObject *names, PyObject *fields, int depth) {
     if (!PyTuple_Check(names) || !PyTuple_Check(fields) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(fields)) {
@@ -200,8 +242,11 @@ static Node *compile_node(PyObject *plan, int depth) {
         long long lo = PyLong_AsLongLongAndOverflow(ARG(1), &overflow);
         if (overflow || (lo == -1 && PyErr_Occurred())) { PyErr_Clear(); node->wide = 1; }
         node->unsigned_256 = node->hex_ok && lo == 0 && !overflow;
-        node->int128 = !node->hex_ok && _PyLong_NumBits(ARG(2)) == (lo < 0 || overflow ? 127 : 128);
-        node->signed128 = node->int128 && (lo < 0 || overflow);
+        int u128 = node->hex_ok ? 0 : equals_digits(ARG(2), "340282366920938463463374607431768211455");
+        int i128 = node->hex_ok ? 0 : equals_digits(ARG(2), "170141183460469231731687303715884105727");
+        if (u128 < 0 || i128 < 0) goto fail;
+        node->int128 = u128 || i128;
+        node->signed128 = i128;
         unsigned long long hi = PyLong_AsUnsignedLongLong(ARG(2));
         if (hi == (unsigned long long)-1 && PyErr_Occurred()) { PyErr_Clear(); node->wide = 1; }
         node->lo = lo;
@@ -251,10 +296,12 @@ static Node *compile_node(PyObject *plan, int depth) {
             if (!PyType_Check(ARG(1)) || !PyTuple_Check(ARG(3)) || PyTuple_GET_SIZE(ARG(3)) != node->n) goto bad;
             if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
         }
-    } else if (tag_is(tag, "variant")) {    /* ("variant", names, makers, payload plans) */
-        /* a maker: None (the payload itself), a callable, or (class, slot descriptor) */
+    } else if (tag_is(tag, "variant") || tag_is(tag, "message")) {  /* (tag, names, makers, payload plans) */
+        /* a maker: None (the payload itself), a callable, or (class, slot descriptor); a "message"
+         * is a variant written only as {"Name": payload}, as the server writes its frames */
         NEED(4);
         node->op = OP_VARIANT;
+        node->object_only = tag_is(tag, "message");
         if (compile_fields(node, ARG(1), ARG(3), depth) < 0) goto fail;
         if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
         node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
@@ -308,11 +355,32 @@ typedef struct {
     const unsigned char *s;
     Py_ssize_t pos, len;
     int ascii;                  /* byte offsets are character offsets */
+    State *state;               /* the module's: its fallback exceptions and exact parser */
 } Parser;
+
+/* An integer from its two's complement bytes: the public call from 3.13, the private one below. */
+static PyObject *long_from_bytes(const unsigned char *bytes, size_t n, int little_endian, int is_signed) {
+#if PY_VERSION_HEX >= 0x030D0000
+    int order = little_endian ? Py_ASNATIVEBYTES_LITTLE_ENDIAN : Py_ASNATIVEBYTES_BIG_ENDIAN;
+    return is_signed ? PyLong_FromNativeBytes(bytes, n, order) : PyLong_FromUnsignedNativeBytes(bytes, n, order);
+#else
+    return _PyLong_FromByteArray(bytes, n, little_endian, is_signed);
+#endif
+}
 
 #define MAX_DEPTH 512
 
-static signed char HEX[256];   /* hex digit values, -1 for other bytes (filled at import) */
+/* hex digit values, -1 for other bytes */
+static const signed char HEX[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, -1, -1, -1, -1, -1, -1,
+    -1, 10, 11, 12, 13, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, 10, 11, 12, 13, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
 #define PEEK(p) ((p)->pos < (p)->len ? (Py_UCS4)(p)->s[(p)->pos] : (Py_UCS4)0xFFFFFFFF)
 
 static inline void skip_ws(Parser *p) {
@@ -634,7 +702,7 @@ static PyObject *parse_int(Parser *p, Node *node) {
             bytes[j] = (unsigned char)((unsigned)low & 15u);
         }
         if (bad < 0) return FB;
-        PyObject *value = _PyLong_FromByteArray(bytes, 32, 0, 0);
+        PyObject *value = long_from_bytes(bytes, 32, 0, 0);
         if (value != NULL && minus) Py_SETREF(value, PyNumber_Negative(value));
         if (value == NULL) return NULL;
         if (node->unsigned_256 && plain) return value;   /* at most 64 digits: always a u256 */
@@ -674,7 +742,7 @@ static PyObject *parse_int(Parser *p, Node *node) {
             return PyLong_FromLongLong(negative ? -(long long)magnitude : (long long)magnitude);
         unsigned __int128 bits = negative ? ~magnitude + 1 : magnitude;   /* two's complement */
         /* its bytes in the machine's order, as they are in memory */
-        return _PyLong_FromByteArray((const unsigned char *)&bits, 16, PY_LITTLE_ENDIAN, node->signed128);
+        return long_from_bytes((const unsigned char *)&bits, 16, PY_LITTLE_ENDIAN, node->signed128);
     }
 #endif
     if (digits <= 19) {                     /* 19 digits stay below 2^64 */
@@ -852,7 +920,9 @@ static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
     }
     /* Like a tuple of atomic values (CPython untracks those too): an object holding only values the
      * garbage collector does not track cannot be part of a cycle, so the collector need not visit it.
-     * Large caches of rows then cost full collections nothing. */
+     * Large caches of rows then cost full collections nothing. Only for frozen classes: no later
+     * attribute setting can put a container in (compile_setters). */
+    if (!node->untrack) return obj;
     for (Py_ssize_t i = 0; i < n; i++)   /* the type's flag first: ints, floats, str need no call */
         if (PyType_IS_GC(Py_TYPE(values[i])) && PyObject_GC_IsTracked(values[i])) return obj;
     if (PyObject_GC_IsTracked(obj)) PyObject_GC_UnTrack(obj);
@@ -860,8 +930,8 @@ static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
 }
 
 /* An exception of a decoder or row class: ProtocolError/KeyError mean "fall back", as in sats.py. */
-static PyObject *fallback_or_raise(void) {
-    if (PyErr_ExceptionMatches(S.catch)) { PyErr_Clear(); return FB; }
+static PyObject *fallback_or_raise(Parser *p) {
+    if (PyErr_ExceptionMatches(p->state->catch)) { PyErr_Clear(); return FB; }
     return NULL;
 }
 
@@ -887,7 +957,7 @@ static PyObject *parse_product(Parser *p, Node *node) {
         result = build_slots(node, values, node->n);
     } else {
         result = PyObject_Vectorcall(node->cls, values, node->n, NULL);
-        if (result == NULL) result = fallback_or_raise();
+        if (result == NULL) result = fallback_or_raise(p);
     }
 done:
     for (Py_ssize_t i = 0; i < got; i++) Py_DECREF(values[i]);
@@ -938,7 +1008,7 @@ static PyObject *parse_variant(Parser *p, Node *node) {
         for (Py_ssize_t i = 0; i < node->n && tag < 0; i++)
             if (node->utf8[i].n == end - start && memcmp(p->s + start, node->utf8[i].s, (size_t)node->utf8[i].n) == 0)
                 tag = i;
-    } else if (open == '[') {
+    } else if (open == '[' && !node->object_only) {
         skip_ws(p);
         Py_UCS4 c = PEEK(p);
         if (c == '0') {
@@ -962,7 +1032,7 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     if (node->makers[tag] == Py_None) return payload;
     PyObject *value = PyObject_CallOneArg(node->makers[tag], payload);
     Py_DECREF(payload);
-    return value ? value : fallback_or_raise();
+    return value ? value : fallback_or_raise(p);
 }
 
 /* An Option: null, [0, x] or {"some": x}, [1, []] or {"none": []} ({} for [] too). */
@@ -1037,7 +1107,7 @@ static PyObject *parse_call(Parser *p, Node *node) {
     if (!skip_value(p, 0)) return FB;
     PyObject *text = slice(p, start, p->pos);
     if (text == NULL) return NULL;
-    PyObject *json = PyObject_CallOneArg(S.parse, text);
+    PyObject *json = PyObject_CallOneArg(p->state->parse, text);
     Py_DECREF(text);
     if (json == NULL) {
         if (PyErr_ExceptionMatches(PyExc_Exception)) { PyErr_Clear(); return FB; }
@@ -1045,7 +1115,7 @@ static PyObject *parse_call(Parser *p, Node *node) {
     }
     PyObject *value = PyObject_CallOneArg(node->decoder, json);
     Py_DECREF(json);
-    return value ? value : fallback_or_raise();
+    return value ? value : fallback_or_raise(p);
 }
 
 static PyObject *parse(Parser *p, Node *node) {
@@ -1095,28 +1165,85 @@ static PyObject *parse(Parser *p, Node *node) {
 
 /* ---- the Python interface ------------------------------------------------------------------ */
 
+/* A compiled plan. Its nodes hold references (classes, slot descriptors, decoders), so it is a
+ * garbage-collected object: a decoder that refers back to the schema holding the plan makes a
+ * cycle the collector must be able to see and break (tp_clear frees the nodes). */
 typedef struct {
     PyObject_HEAD
-    Node *root;
+    Node *root;                 /* NULL once cleared */
 } PlanObject;
 
-static void plan_dealloc(PlanObject *self) {
-    free_node(self->root);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+static int traverse_node(Node *node, visitproc visit, void *arg) {
+    if (node == NULL) return 0;
+    Py_VISIT(node->lo_obj);
+    Py_VISIT(node->hi_obj);
+    Py_VISIT(node->key);
+    Py_VISIT(node->cls);
+    Py_VISIT(node->decoder);
+    for (Py_ssize_t i = 0; i < node->nsetters; i++) Py_VISIT(node->setters[i]);
+    for (Py_ssize_t i = 0; i < node->n; i++) {
+        if (node->makers) Py_VISIT(node->makers[i]);
+        if (node->names) Py_VISIT(node->names[i]);
+        int err = node->fields ? traverse_node(node->fields[i], visit, arg) : 0;
+        if (!err && node->wraps) err = traverse_node(node->wraps[i], visit, arg);
+        if (err) return err;
+    }
+    return traverse_node(node->inner, visit, arg);
 }
 
-static PyTypeObject PlanType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "rx_spacetimedb.protocol._typedjson.Plan",
-    .tp_basicsize = sizeof(PlanObject),
-    .tp_dealloc = (destructor)plan_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A compiled row plan (see compile).",
+static int plan_traverse(PlanObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return traverse_node(self->root, visit, arg);
+}
+
+static int plan_clear(PlanObject *self) {
+    Node *root = self->root;
+    self->root = NULL;
+    free_node(root);
+    return 0;
+}
+
+static void plan_dealloc(PlanObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    plan_clear(self);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot plan_slots[] = {
+    {Py_tp_dealloc, plan_dealloc},
+    {Py_tp_traverse, plan_traverse},
+    {Py_tp_clear, plan_clear},
+    {Py_tp_doc, "A compiled row plan (see compile)."},
+    {0, NULL},
 };
 
-static PyObject *decode_one(Node *root, PyObject *text) {
+static PyType_Spec plan_spec = {
+    .name = "rx_spacetimedb.protocol._typedjson.Plan",
+    .basicsize = sizeof(PlanObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = plan_slots,
+};
+
+static State *state_of(PyObject *mod) {
+    return (State *)PyModule_GetState(mod);
+}
+
+/* The plan's root: a Plan of this module, not cleared; else NULL with TypeError. */
+static Node *root_of(State *state, PyObject *plan, const char *usage) {
+    if (!PyObject_TypeCheck(plan, state->plan_type)) {
+        PyErr_Format(PyExc_TypeError, "%s: a Plan of compile() first", usage);
+        return NULL;
+    }
+    Node *root = ((PlanObject *)plan)->root;
+    if (root == NULL) PyErr_SetString(PyExc_ValueError, "the plan was cleared by the garbage collector");
+    return root;
+}
+
+static PyObject *decode_one(State *state, Node *root, PyObject *text) {
     if (!PyUnicode_CheckExact(text)) return FB;
-    Parser p = {NULL, 0, 0, 1};
+    Parser p = {NULL, 0, 0, 1, state};
     if (PyUnicode_IS_ASCII(text)) {
         p.s = PyUnicode_DATA(text);
         p.len = PyUnicode_GET_LENGTH(text);
@@ -1133,35 +1260,42 @@ static PyObject *decode_one(Node *root, PyObject *text) {
 }
 
 static PyObject *mod_compile(PyObject *mod, PyObject *plan) {
-    if (S.fallback == NULL) {
+    State *state = state_of(mod);
+    if (state->fallback == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "call configure() first");
         return NULL;
     }
     Node *root = compile_node(plan, 0);
     if (root == NULL) return NULL;
-    PlanObject *obj = PyObject_New(PlanObject, &PlanType);
+    PlanObject *obj = PyObject_GC_New(PlanObject, state->plan_type);
     if (obj == NULL) { free_node(root); return NULL; }
     obj->root = root;
+    PyObject_GC_Track(obj);
     return (PyObject *)obj;
 }
 
 static PyObject *mod_decode(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PlanType)) {
+    State *state = state_of(mod);
+    if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "decode(plan, text)");
         return NULL;
     }
-    PyObject *v = decode_one(((PlanObject *)args[0])->root, args[1]);
-    return v == FB ? Py_NewRef(S.fallback) : v;
+    Node *root = root_of(state, args[0], "decode(plan, text)");
+    if (root == NULL) return NULL;
+    PyObject *v = decode_one(state, root, args[1]);
+    return v == FB ? Py_NewRef(state->fallback) : v;
 }
 
 static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], &PlanType)) {
+    State *state = state_of(mod);
+    if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "decode_all(plan, texts, slow)");
         return NULL;
     }
-    Node *root = ((PlanObject *)args[0])->root;
+    Node *root = root_of(state, args[0], "decode_all(plan, texts, slow)");
+    if (root == NULL) return NULL;
     /* our own tuple: the Python code that runs meanwhile (slow, decoders, row classes) may change
-     * the caller's list, but cannot take a text from under us */
+     * the caller's list, but cannot take a text from under us; the plan is held by our caller */
     PyObject *seq = PySequence_Tuple(args[1]);
     if (seq == NULL) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(seq);
@@ -1169,7 +1303,7 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
     if (out == NULL) { Py_DECREF(seq); return NULL; }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *text = PyTuple_GET_ITEM(seq, i);
-        PyObject *v = decode_one(root, text);
+        PyObject *v = decode_one(state, root, text);
         if (v == FB) v = PyObject_CallOneArg(args[2], text);
         if (v == NULL) { Py_DECREF(out); Py_DECREF(seq); return NULL; }
         PyList_SET_ITEM(out, i, v);
@@ -1179,15 +1313,17 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
 }
 
 /* decode_keyed(plan, texts, slow, key_of, columns): the rows by key in a dict, or None when a key
- * repeats. A row the fast path built is a generated class whose key columns sit at known offsets:
- * read there; any other row (a user class, one decoded by `slow`) gets key_of(row). */
+ * repeats (every row is still decoded, so a malformed one raises as in decode_all). A row the fast
+ * path built is a generated class whose key columns sit at known offsets: read there; any other row
+ * (a user class, one decoded by `slow`) gets key_of(row). */
 static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyObject_TypeCheck(args[0], &PlanType) || !PyTuple_Check(args[4])
-            || PyTuple_GET_SIZE(args[4]) == 0) {
+    State *state = state_of(mod);
+    if (nargs != 5 || !PyTuple_Check(args[4]) || PyTuple_GET_SIZE(args[4]) == 0) {
         PyErr_SetString(PyExc_TypeError, "decode_keyed(plan, texts, slow, key_of, columns)");
         return NULL;
     }
-    Node *root = ((PlanObject *)args[0])->root;
+    Node *root = root_of(state, args[0], "decode_keyed(plan, texts, slow, key_of, columns)");
+    if (root == NULL) return NULL;
     PyObject *columns = args[4];
     Py_ssize_t ncolumns = PyTuple_GET_SIZE(columns), offsets[8];
     int direct = root->op == OP_PRODUCT && root->setters != NULL && ncolumns <= 8;
@@ -1201,12 +1337,17 @@ static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize
     if (seq == NULL) return NULL;
     PyObject *out = PyDict_New();
     if (out == NULL) { Py_DECREF(seq); return NULL; }
+    int repeated = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seq); i++) {
         PyObject *text = PyTuple_GET_ITEM(seq, i), *key;
-        PyObject *row = decode_one(root, text);
+        PyObject *row = decode_one(state, root, text);
         int fast = row != FB && row != NULL;
         if (row == FB) row = PyObject_CallOneArg(args[2], text);
         if (row == NULL) goto error;
+        if (repeated) {                      /* the answer is None: the rows left are only checked */
+            Py_DECREF(row);
+            continue;
+        }
         if (fast && direct && ncolumns == 1) {
             key = Py_NewRef(*(PyObject **)((char *)row + offsets[0]));
         } else if (fast && direct) {
@@ -1221,13 +1362,13 @@ static PyObject *mod_decode_keyed(PyObject *mod, PyObject *const *args, Py_ssize
         Py_XDECREF(key);
         Py_DECREF(row);
         if (err < 0) goto error;
-        if (seen == 1) {                     /* a key twice: the caller counts occurrences instead */
-            Py_DECREF(out);
-            Py_DECREF(seq);
-            Py_RETURN_NONE;
-        }
+        repeated = seen == 1;                /* a key twice: the caller counts occurrences instead */
     }
     Py_DECREF(seq);
+    if (repeated) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
     return out;
 error:
     Py_DECREF(out);
@@ -1236,13 +1377,14 @@ error:
 }
 
 static PyObject *mod_configure(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    State *state = state_of(mod);
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "configure(fallback, catch, parse)");
         return NULL;
     }
-    Py_XSETREF(S.fallback, Py_NewRef(args[0]));
-    Py_XSETREF(S.catch, Py_NewRef(args[1]));
-    Py_XSETREF(S.parse, Py_NewRef(args[2]));
+    Py_XSETREF(state->fallback, Py_NewRef(args[0]));
+    Py_XSETREF(state->catch, Py_NewRef(args[1]));
+    Py_XSETREF(state->parse, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -1260,20 +1402,55 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int module_exec(PyObject *mod) {
+    State *state = state_of(mod);
+    state->plan_type = (PyTypeObject *)PyType_FromModuleAndSpec(mod, &plan_spec, NULL);
+    if (state->plan_type == NULL) return -1;
+    return PyModule_AddObjectRef(mod, "Plan", (PyObject *)state->plan_type);
+}
+
+static int module_traverse(PyObject *mod, visitproc visit, void *arg) {
+    State *state = state_of(mod);
+    Py_VISIT(state->fallback);
+    Py_VISIT(state->catch);
+    Py_VISIT(state->parse);
+    Py_VISIT(state->plan_type);
+    return 0;
+}
+
+static int module_clear(PyObject *mod) {
+    State *state = state_of(mod);
+    Py_CLEAR(state->fallback);
+    Py_CLEAR(state->catch);
+    Py_CLEAR(state->parse);
+    Py_CLEAR(state->plan_type);
+    return 0;
+}
+
+static void module_free(void *mod) {
+    module_clear((PyObject *)mod);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_typedjson", "Type-directed JSON parser (optional accelerator).", -1, methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_typedjson",
+    .m_doc = "Type-directed JSON parser (optional accelerator).",
+    .m_size = sizeof(State),
+    .m_methods = methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
 };
 
 PyMODINIT_FUNC PyInit__typedjson(void) {
-    for (int c = 0; c < 256; c++)
-        HEX[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                               : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1);
-    if (PyType_Ready(&PlanType) < 0) return NULL;
-    PyObject *mod = PyModule_Create(&module);
-    if (mod == NULL) return NULL;
-    if (PyModule_AddObjectRef(mod, "Plan", (PyObject *)&PlanType) < 0) {
-        Py_DECREF(mod);
-        return NULL;
-    }
-    return mod;
+    return PyModuleDef_Init(&module);
 }

@@ -19,10 +19,11 @@ from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, parse_exact
-from rx_spacetimedb.protocol.sats import TypeCodec, VariantClass
+from rx_spacetimedb.protocol.sats import InexactInteger, TypeCodec, VariantClass
 from rx_spacetimedb.protocol.types import (
     BYTES,
     CONNECTION_ID,
+    I128,
     IDENTITY,
     STRING,
     TIME_DURATION,
@@ -164,24 +165,34 @@ _SERVER_DECODERS: Final[dict[str, Callable[[Any], Any]]] = {
 _SERVER_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_SERVER_REFS[name], "A")) for name, cls, _ in SERVER_VARIANTS
 }
-# The C parser's plan of a whole frame, {"Tag": body}: frames of the known messages in the shape
-# the server writes them (anything else, unknown tags included, goes the Python way below).
+# The C parser's plan of a whole frame: {"Tag": body} only (a "message", spec §4: never [tag, body]),
+# the known messages in the shape the server writes them (anything else, unknown tags included,
+# goes the Python way below).
 _FRAME_PLAN: Final = None if PARSER is None else PARSER.compile((
-    "variant", tuple(name for name, _, _ in SERVER_VARIANTS), (None,) * len(SERVER_VARIANTS),
+    "message", tuple(name for name, _, _ in SERVER_VARIANTS), (None,) * len(SERVER_VARIANTS),
     tuple(_SERVER_CODEC.plan(_SERVER_REFS[name]) for name, _, _ in SERVER_VARIANTS)))
 _CLIENT_DECODER: Final = _CODEC.decoder(_CLIENT_SUM)
 _CLIENT_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_CLIENT_REFS[name], "A")) for name, cls, _ in CLIENT_VARIANTS
 }
 
-# The only 128-bit integers of the server envelope, found by key: inside row strings the same keys
-# are escaped (\"quanta\":) and cannot match, so these finds are exact and need no full re-parse.
-# The lookahead keeps `1.0` and `1e3` out: an integer field given a float must stay an error.
-_WIDE_FIELDS_STR: Final = {
-    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])') for key in ("__connection_id__", "quanta")
-}
+def _wide_fields(body: ProductType) -> tuple[tuple[str, str], ...]:
+    """(field, key) of the 128-bit integers one level down in a message, {"field": {"key": n}}."""
+    return tuple((field, key) for field, element in zip(body.names, body.elements, strict=True)
+                 if isinstance(inner := _CODEC.resolve(element.type), ProductType)
+                 for key, part in zip(inner.names, inner.elements, strict=True) if part.type in (U128, I128))
+
+
+# The 128-bit integers of the server envelope in the shape the server writes them (read from the
+# message types: a ConnectionId's, energy's quanta), found by key: inside row strings the same keys
+# are escaped (\"quanta\":) and cannot match, so these finds are exact and need no full re-parse
+# (on the pure-Python path that re-parse would make a transaction's envelope three times slower).
+# Any other wide integer the decoder meets as a float re-parses below.
+_WIDE_FIELDS: Final = {name: found for name, _, ty in SERVER_VARIANTS if (found := _wide_fields(ty))}
+_WIDE_KEYS: Final = sorted({key for fields in _WIDE_FIELDS.values() for _, key in fields})
+_WIDE_FIELDS_STR: Final = {key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])') for key in _WIDE_KEYS}
 _WIDE_FIELDS_BYTES: Final = {
-    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])'.encode()) for key in ("__connection_id__", "quanta")
+    key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])'.encode()) for key in _WIDE_KEYS
 }
 
 def _exact(raw: str | bytes, key: str, value: Any) -> Any:
@@ -210,17 +221,10 @@ class _Reparse(Exception):
 def _fix_wide_integers(tag: str, body: Any, raw: str | bytes) -> None:
     if type(body) is not dict:
         return
-    if tag == "IdentityToken":
-        holder = body.get("connection_id")
-        if type(holder) is dict and "__connection_id__" in holder:
-            holder["__connection_id__"] = _exact(raw, "__connection_id__", holder["__connection_id__"])
-    elif tag == "TransactionUpdate":
-        holder = body.get("caller_connection_id")
-        if type(holder) is dict and "__connection_id__" in holder:
-            holder["__connection_id__"] = _exact(raw, "__connection_id__", holder["__connection_id__"])
-        energy = body.get("energy_quanta_used")
-        if type(energy) is dict and "quanta" in energy:
-            energy["quanta"] = _exact(raw, "quanta", energy["quanta"])
+    for field, key in _WIDE_FIELDS.get(tag, ()):
+        holder = body.get(field)
+        if type(holder) is dict and key in holder:
+            holder[key] = _exact(raw, key, holder[key])
 
 def _parse_frame(data: str | bytes) -> tuple[str, Any]:
     try:
@@ -250,12 +254,15 @@ def decode_server_message(data: str | bytes) -> m.ServerMessage:
     try:
         try:
             _fix_wide_integers(tag, body, data)
-        except _Reparse:
+            result: m.ServerMessage = decoder(body)
+        except (_Reparse, InexactInteger):
+            # orjson read an integer beyond 64 bits where the targeted fix does not reach (an array
+            # form, an Identity written as a number) as a float: read the frame again, exactly
             try:
                 ((tag, body),) = parse_exact(data).items()
             except ValueError as err:
                 raise ProtocolError(f"not JSON: {err}") from None
-        result: m.ServerMessage = decoder(body)
+            result = decoder(body)
     except ProtocolError as err:
         path = f"{tag}.{err.path}" if err.path else tag
         raw = _without_token(data) if tag == "IdentityToken" else data

@@ -13,6 +13,7 @@ import math
 import re
 import reprlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from operator import length_hint
 from typing import Any, Literal
 
 from rx_spacetimedb.errors import ProtocolError
@@ -110,7 +111,10 @@ def _float_decoder(v: Any) -> float:
     if v is None:
         return math.nan
     if type(v) is int:
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:   # an integer of more than 308 digits (the exact parser keeps them)
+            raise _fail("a number within the f64 range", v) from None
     raise _fail("a number", v)
 
 
@@ -414,10 +418,14 @@ class TypeCodec:
                     raise _fail("an array", v)
                 if strings and set(map(type, v)) <= _STR_TYPE:
                     return tuple(v)
+                items = iter(v)
                 try:
-                    return tuple([elem(x) for x in v])
+                    return tuple(map(elem, items))
                 except ProtocolError as err:
-                    raise _locate_item(err, v, elem) from None
+                    # the failed item is the one just taken: no second decode to find it (which
+                    # would double the time of an error per level of nesting)
+                    at = len(v) - length_hint(items) - 1
+                    raise type(err)(err.reason, path=_join(f"[{at}]", err.path)) from None
 
             return dec_array
         if isinstance(ty, ProductType):
@@ -438,13 +446,21 @@ class TypeCodec:
         count = len(names)
 
         def dec_product(v: Any) -> Any:
+            fields = iter(pairs)
+            values = None
             try:
                 if type(v) is list and len(v) == count:
-                    return cls(*[d(x) for d, x in zip(decs, v, strict=True)])
-                if type(v) is dict and len(v) == count:
-                    return cls(*[d(v[n]) for n, d in pairs])
+                    values = [d(x) for (_, d), x in zip(fields, v, strict=True)]
+                elif type(v) is dict and len(v) == count:
+                    values = [d(v[n]) for n, d in fields]
+                if values is not None:
+                    return cls(*values)
             except ProtocolError as err:
-                raise _locate(err, v, pairs) from None
+                if values is not None:
+                    raise  # the class's own error, after every field decoded
+                # the failed field is the one just taken (see dec_array)
+                name = names[count - length_hint(fields) - 1]
+                raise type(err)(err.reason, path=_join(name, err.path)) from None
             except KeyError as err:
                 raise ProtocolError(f"missing field {err.args[0]!r}") from None
             if type(v) is dict:
@@ -467,20 +483,24 @@ class TypeCodec:
         integers, strings and booleans in line, unwraps Identity/Timestamp/... in line, calls the
         field decoders for everything else, and builds a generated row class through its slots
         (``_trusting_constructor``'s reasoning). Anything it does not accept as it is (another
-        shape, a wrong type, a value out of range, an error of a field decoder) goes to ``slow``,
-        the closure decoder of the same type, which decodes it or raises the ProtocolError with the
-        field's path. So the generated code decides nothing of its own about what is valid, and
-        schema text (field names) never enters it: names and decoders are passed in as globals.
+        shape, a wrong type, a value out of range) goes to ``slow``, the closure decoder of the same
+        type, which decodes it or raises the ProtocolError with the field's path. An error of a
+        field decoder is the error ``slow`` would raise (the fields before it passed, so they pass
+        there too): it gets its field's name here, without decoding the value again (at every level
+        of nesting that would double the time of an error). So the generated code decides nothing
+        of its own about what is valid, and schema text (field names) never enters it: names and
+        decoders are passed in as globals.
         """
         count = len(ty.elements)
-        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls,
-                               "ProtocolError": ProtocolError, "Fallback": _Fallback,
+        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls, "names": ty.names,
+                               "join": _join, "ProtocolError": ProtocolError, "Fallback": _Fallback,
                                "F32_OVERFLOW": F32_OVERFLOW}
         lines = []
         for i, element in enumerate(ty.elements):
             env[f"k{i}"] = ty.names[i]
             env[f"d{i}"] = decs[i]
-            lines += self._field_code(f"x{i}", f"d{i}", element.type, env)
+            lines += [f"at = {i}", *self._field_code(f"x{i}", f"d{i}", element.type, env)]
+        lines.append("at = -1")
         xs = [f"x{i}" for i in range(count)]
         if cls in self._generated:
             for i, slot in enumerate(slot_descriptors(cls)):
@@ -490,6 +510,7 @@ class TypeCodec:
             build = [f"return cls({', '.join(xs)})"]
         source = "\n".join([
             "def decode(v):",
+            "    at = -1",
             "    try:",
             f"        if type(v) is list and len(v) == {count}:",
             f"            {', '.join(xs)}, = v",
@@ -498,7 +519,11 @@ class TypeCodec:
             "        else:",
             "            raise Fallback",
             *(f"        {line}" for line in lines + build),
-            "    except (ProtocolError, KeyError, Fallback):",
+            # a field decoder's error: the one `slow` would raise too, as every field before took
+            "    except ProtocolError as err:",
+            "        if at < 0: return slow(v)",
+            "        raise type(err)(err.reason, path=join(names[at], err.path)) from None",
+            "    except (KeyError, Fallback):",
             "        return slow(v)",
         ])
         exec(source, env)  # our own template, no schema text in it: see the docstring
@@ -561,7 +586,9 @@ class TypeCodec:
         """The decoding of ``ty`` as nested tuples, for the C parser (``_typedjson.c``, see fastpath).
 
         It mirrors the decoders above node for node: the same classes, ranges and slot setters.
-        Sums other than Option (and byte arrays) are left to their Python decoder ("call").
+        Sums other than Option (and byte arrays) are left to their Python decoder ("call"). The
+        parser refuses plans nested deeper than 200; a module's types are at most
+        ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans always compile.
         """
         if isinstance(ty, RefType):
             target = self.resolve(ty)
@@ -788,29 +815,6 @@ class TypeCodec:
             return wrap(tag, encs[tag](payload))
 
         return enc_sum
-
-
-def _locate(err: ProtocolError, value: Any, pairs: Sequence[tuple[str, Decoder]]) -> ProtocolError:
-    """Find which field of a product failed, to put its name in the error path."""
-    for i, (name, dec) in enumerate(pairs):
-        try:
-            item = value[i] if type(value) is list else value[name]
-            dec(item)
-        except ProtocolError as inner:
-            return type(inner)(inner.reason, path=_join(name, inner.path))
-        except (KeyError, IndexError):
-            return ProtocolError("missing", path=name)
-    return err
-
-
-def _locate_item(err: ProtocolError, items: list[Any], dec: Decoder) -> ProtocolError:
-    """Find which array item failed, to put its index in the error path."""
-    for i, item in enumerate(items):
-        try:
-            dec(item)
-        except ProtocolError as inner:
-            return type(inner)(inner.reason, path=_join(f"[{i}]", inner.path))
-    return err
 
 
 def _join(head: str, path: str) -> str:

@@ -172,6 +172,7 @@ class ModuleSchema:
         raw: Mapping[str, Any] | None = None,
     ) -> None:
         self.typespace = tuple(typespace)
+        _reject_deep_types(self.typespace, reducers, procedures)
         self.tables = {t.name: t for t in tables}
         self.reducers = {r.name: r for r in reducers}
         self.reducer_ids = {r.name: i for i, r in enumerate(reducers)}
@@ -526,6 +527,58 @@ def _reject_recursive_types(typespace: Sequence[AlgebraicType]) -> None:
 
     for index in range(len(typespace)):
         visit(RefType(index), ())
+
+
+MAX_TYPE_DEPTH = 64
+"""How deeply a module's types may nest (arrays, products, sums, options; a Ref adds nothing).
+
+The Python decoders recurse once or twice per level and the C parser takes plans 200 deep: a type
+deeper than this is refused when the schema is read, the same with or without the C parser,
+rather than decoded by one path and not the other, or failing on the first row.
+"""
+
+
+def _reject_deep_types(typespace: Sequence[AlgebraicType], reducers: Sequence[ReducerDef],
+                       procedures: Sequence[ProcedureDef]) -> None:
+    """ProtocolError naming the first type nested deeper than ``MAX_TYPE_DEPTH``."""
+    depths: dict[int, int] = {}
+
+    def depth(ty: AlgebraicType, level: int, active: tuple[int, ...]) -> int:
+        # `level`: the levels above. Past MAX_TYPE_DEPTH the answer is "too deep" whatever follows
+        # (so neither this walk nor its memo needs to go further: that answer is raised at once).
+        if level > MAX_TYPE_DEPTH:
+            return MAX_TYPE_DEPTH + 1
+        if isinstance(ty, RefType):
+            if ty.index in depths:
+                return depths[ty.index]
+            if ty.index in active or not 0 <= ty.index < len(typespace):
+                return 0   # a cycle or a bad index: the errors of their own (from_json, resolve)
+            depths[ty.index] = found = depth(typespace[ty.index], level, (*active, ty.index))
+            return found
+        if isinstance(ty, ArrayType):
+            parts = [ty.elem]
+        elif isinstance(ty, ProductType):
+            parts = [e.type for e in ty.elements]
+        elif isinstance(ty, SumType):
+            parts = [v.type for v in ty.variants]
+        else:
+            return 0
+        deepest = 0
+        for part in parts:
+            deepest = max(deepest, depth(part, level + 1, active))
+            if deepest >= MAX_TYPE_DEPTH:
+                break
+        return 1 + deepest
+
+    named = [(f"typespace.types[{i}]", ty) for i, ty in enumerate(typespace)]
+    named += [(f"reducers.{r.name}.params", r.params) for r in reducers]
+    named += [(f"procedures.{p.name}.{part}", ty) for p in procedures
+              for part, ty in (("params", p.params), ("return_type", p.return_type))]
+    for where, ty in named:
+        found = depth(ty, 0, ())
+        if found > MAX_TYPE_DEPTH:
+            raise ProtocolError(f"{where} nests more than {MAX_TYPE_DEPTH} levels deep (arrays, products, "
+                                "sums); rx_spacetimedb decodes types up to that depth")
 
 
 def _check_row_class(table: str, cls: type, row_type: AlgebraicType) -> None:

@@ -6,7 +6,6 @@ without it, the same value (same types, same float bits) or the same ProtocolErr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -327,37 +326,6 @@ def test_arrays_bytes_sums_and_units_decode_as_without_the_parser() -> None:
         assert fast == slow, text
 
 
-def test_decoding_leaks_no_references() -> None:
-    schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
-    cls = schema.row_class("t")
-    texts = ['[7,["0xff"],"ann",[5],[0,[1.5,-2.0]],[3]]', '[7,["0xff"],"ann",[5],[0,[1.5,"x"]],[3]]'] * 50
-    key = schema.key_decoder("t")
-    key_of = primary_key_getter(schema, "t")
-    assert key is not None and key_of is not None
-    unique = [f'[{i},["0xff"],"ann",[5],null,[3]]' for i in range(10)]
-
-    def run() -> None:
-        for text in texts:
-            with contextlib.suppress(ProtocolError):
-                schema.decode_row("t", text)
-            with contextlib.suppress(ProtocolError):
-                key(text)
-        schema.decode_rows("t", texts[:1] * 10)
-        schema.decode_rows_by_key("t", unique, key_of)
-        schema.decode_rows_by_key("t", texts[:1] * 10, key_of)    # a key twice: None
-        with contextlib.suppress(ProtocolError):
-            schema.decode_rows_by_key("t", texts[:2], key_of)      # a bad row: the error
-
-    def counts() -> tuple[int, ...]:
-        return sys.getrefcount(cls), sys.getrefcount(None), sys.getrefcount(True), sys.getrefcount("x")
-
-    run()
-    before = counts()
-    for _ in range(20):
-        run()
-    assert counts() == before
-
-
 def test_the_parser_is_used_here_and_can_be_switched_off() -> None:
     schema = ModuleSchema([PLAYER, POINT], tables=[TableDef("t", 0, (0,))])
     assert schema._row_plan("t") is not None
@@ -520,3 +488,64 @@ def test_decode_all_keeps_its_texts_while_python_code_changes_the_list() -> None
 
     rows = fastpath.PARSER.decode_all(plan, texts, slow)
     assert [getattr(r, "a", r) for r in rows] == [1, ("slow", "[x]"), 3, 4]
+
+
+# -- the module's hygiene: its state per module, plans the garbage collector can see -------------
+
+def test_each_module_object_has_its_own_state() -> None:
+    import importlib.util
+    loaded = fastpath.PARSER
+    spec = importlib.util.spec_from_file_location(loaded.__name__, loaded.__file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)   # a second module object, not the cached one
+    spec.loader.exec_module(fresh)
+    assert fresh is not loaded and fresh.Plan is not loaded.Plan
+    with pytest.raises(RuntimeError, match="configure"):
+        fresh.compile(("str",))                     # its own state: not configured yet
+    fresh.configure(fastpath.FALLBACK, (ProtocolError,), json.loads)
+    plan = fresh.compile(("product", Box, ("value",), (Box.value,), (("str",),)))
+    assert fresh.decode(plan, '["x"]') == Box("x")
+    with pytest.raises(TypeError, match="Plan"):   # a plan belongs to the module that made it
+        loaded.decode(plan, '["x"]')
+
+
+def test_a_cycle_through_a_plan_is_collected() -> None:
+    import gc
+    import weakref
+
+    class Holder:
+        plan: Any = None
+
+    holder = Holder()
+
+    def decoder(value: Any, holder: Holder = holder) -> Any:   # the plan -> decoder -> holder -> plan
+        return value
+
+    holder.plan = fastpath.PARSER.compile(("call", decoder))
+    assert gc.is_tracked(holder.plan) and decoder in gc.get_referents(holder.plan)
+    gone = weakref.ref(holder)
+    del holder, decoder
+    gc.collect()
+    assert gone() is None
+
+
+@dataclasses.dataclass(slots=True, weakref_slot=True)
+class OpenBox:
+    value: Any
+
+
+def test_only_rows_of_frozen_classes_leave_the_collectors_walks() -> None:
+    import gc
+    import weakref
+    rows = {}
+    for cls in (Box, OpenBox):
+        plan = fastpath.PARSER.compile(("product", cls, ("value",), (cls.value,), (("str",),)))
+        rows[cls] = fastpath.PARSER.decode(plan, '["x"]')
+        assert type(rows[cls]) is cls
+    assert not gc.is_tracked(rows[Box]) and gc.is_tracked(rows[OpenBox])
+    open_box = rows.pop(OpenBox)
+    open_box.value = [open_box]                     # a cycle the collector must still find
+    gone = weakref.ref(open_box)
+    del open_box
+    gc.collect()
+    assert gone() is None
