@@ -233,7 +233,8 @@ async def test_refused_connection_is_a_transport_error() -> None:
 @run
 async def test_silent_server_times_out_as_a_transport_error() -> None:
     async def accept_and_ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read()  # never answers the upgrade
+        await reader.read()  # never answers the upgrade; returns when the client gives up
+        writer.close()  # (from 3.12, closing the server waits for every accepted socket)
 
     tcp = await asyncio.start_server(accept_and_ignore, "127.0.0.1", 0)
     port = tcp.sockets[0].getsockname()[1]
