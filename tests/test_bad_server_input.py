@@ -11,6 +11,8 @@ answers dropped silently, a snapshot for an unknown query id folded into the cac
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -322,9 +324,12 @@ class ScriptedServer(BareServer):
         super().__init__()
         self.frames = list(frames)
         self.connections = 0
+        # Set by the test once its client's observers are subscribed: nothing is sent before.
+        self.released = threading.Event()
 
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections += 1
+        await asyncio.get_running_loop().run_in_executor(None, self.released.wait, WAIT)
         for frame in self.frames:
             await ws.send(frame)
         await ws.wait_closed()
@@ -336,7 +341,9 @@ AFTER_ROW = orjson.dumps({**GHOST, "id": 1, "name": "after"}).decode()
 
 def scripted_client(server: ScriptedServer) -> Client:
     schema = SpacetimeDBEmulator(example_module()).schema
-    return Client(server.url, "db", schema=schema, fetch_schema=False)
+    client = Client(server.url, "db", schema=schema, fetch_schema=False)
+    server.released.set()  # the client records every message: the script may start
+    return client
 
 
 def test_frame_before_identity_token_does_not_stop_the_connection() -> None:
