@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "aio": 4,
     "testing": 3,
     "qt": 3,
+    "session": 3,
     "connection": 4,
     "handler": 4,
     "__init__": 6,
