@@ -405,6 +405,8 @@ class ClientCache:
         self._schema_source = schema
         self._auto_resync = auto_resync
         self._connection_id: ConnectionId | None = None
+        # Guards every attribute below (the fold on the I/O thread against lookups from user
+        # threads and indexes); no user code runs under it: the cache calls none.
         self._lock = threading.RLock()
         self._state = _State()
         # While resyncing: the state the user still sees (the one before the disconnect).

@@ -465,3 +465,27 @@ def test_a_subscription_made_in_a_connected_callback_is_sent_once(server: Spacet
     received = [decode_client_message(text) for text in server.clients[-1].received]
     assert [f.query_id for f in received if isinstance(f, m.SubscribeSingle)] == [made[0].id]
     conn.close()
+
+
+def test_observers_run_under_no_library_lock(server: SpacetimeDBEmulator) -> None:
+    """An observer on the I/O thread may wait for another thread that calls into the connection."""
+    conn = open_conn(server)
+    finished: list[str] = []
+
+    def other_thread() -> None:
+        conn.call_reducer("CreatePlayer", ["from another thread"])
+        conn.subscribe_single("SELECT * FROM Player")
+        finished.append(f"{conn!r} {conn.cache.count('Player')}")
+
+    def on_message(message: m.ServerMessage) -> None:
+        if isinstance(message, m.IdentityToken) and not finished:
+            helper = threading.Thread(target=other_thread)
+            helper.start()
+            helper.join(WAIT)  # a lock held around this observer would block the helper
+            finished.append("joined" if not helper.is_alive() else "blocked")
+
+    conn.messages.subscribe(on_message)
+    conn.wait_connected(WAIT)
+    wait_for(conn.table("Player").snapshots, lambda rows: len(rows) == 1)
+    assert finished[1] == "joined"
+    conn.close()
