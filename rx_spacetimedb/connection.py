@@ -25,9 +25,10 @@ from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
 from rx_spacetimedb._ioloop import IoLoop
+from rx_spacetimedb._options import ConnectOptions, seconds_from_deprecated_ms
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
-from rx_spacetimedb.credentials import CredentialStore, default_credentials_path
+from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.delivery import Delivery, MessageSubject, deliver
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
@@ -66,7 +67,7 @@ from rx_spacetimedb.protocol.values import ConnectionId, Identity
 from rx_spacetimedb.requests import Request
 from rx_spacetimedb.schema_fetch import fetch_schema
 from rx_spacetimedb.session import Events, OneOffResult, Session, TokenSource, dedupe
-from rx_spacetimedb.transport import Transport, build_url
+from rx_spacetimedb.transport import Transport
 
 __all__ = ["Connection", "ConnectionState", "OneOffResult", "connect"]
 
@@ -103,48 +104,21 @@ class Connection:
         ``errors``: problems that do not end the stream (bad frames, failing observers).
     """
 
-    def __init__(
-        self,
-        host: str,
-        database: str,
-        *,
-        token: str | None,
-        reconnect: bool,
-        reconnect_delay: float,
-        max_reconnect_delay: float,
-        reconnect_jitter: float,
-        light: bool,
-        confirmed: bool,
-        ssl_context: _ssl.SSLContext | None,
-        fetch_schema: bool,
-        schema: ModuleSchema | None,
-        row_types: Mapping[str, type] | None,
-        credentials: CredentialStore | None,
-        request_timeout: float | None,
-        max_queued_requests: int,
-        ping_interval: float | None,
-        open_timeout: float | None,
-        name: str | None,
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> None:
-        self.host = host
-        self.database = database
-        self.name = name
-        self._light = light
-        self._confirmed = confirmed
-        self._ssl = ssl_context
-        self._fetch_schema = fetch_schema
-        self._row_types = dict(row_types or {})
-        self._credentials = credentials
+    def __init__(self, options: ConnectOptions) -> None:
+        self.options = options
+        self.host = options.url
+        self.database = options.database
+        self.name = options.name
+        self._credentials = options.store
         # Where the token came from: "user" (token=), "file" (credentials), "minted" (the server
         # gave it to this process while anonymous: the only kind dropped when the server rejects it).
+        token = options.token
         token_source: TokenSource | None = "user" if token else None
-        if token is None and credentials is not None:
-            token = credentials.load()
+        if token is None and self._credentials is not None:
+            token = self._credentials.load()
             token_source = "file" if token else None
-        self._request_timeout = request_timeout
-        self._ping_interval = ping_interval
-        self._open_timeout = open_timeout
+        name = options.name
+        database = options.database
 
         self._io = IoLoop(f"rx-spacetimedb-io[{name or database}]")
         # Guards the session (ids, pending requests, subscriptions, the handshake), _transport,
@@ -166,15 +140,15 @@ class Connection:
             None, self._report_observer_error)
         self.cache = ClientCache(self._current_schema, auto_resync=False)
         self._session: Session[Request[Any]] = Session(
-            self.cache, schema=schema, token=token, token_source=token_source, reconnect=reconnect,
-            max_queued=max_queued_requests)
+            self.cache, schema=options.schema, token=token, token_source=token_source,
+            reconnect=options.reconnect, max_queued=options.max_queued_requests)
         self._tables: dict[tuple[str, type | None], LiveTable[Any]] = {}
 
         self._backoff = exponential_backoff(
-            reconnect_delay, max_reconnect_delay, jitter=reconnect_jitter,
-            max_attempts=None if reconnect else 0,
+            options.reconnect_delay, options.max_reconnect_delay, jitter=options.reconnect_jitter,
+            max_attempts=None if options.reconnect else 0,
             should_retry=lambda err: not isinstance(err, _FATAL),
-            on_retry=self._on_retry, scheduler=scheduler,
+            on_retry=self._on_retry, scheduler=options.scheduler,
         )
         self._pipeline = SerialDisposable()
 
@@ -469,15 +443,16 @@ class Connection:
             return await self._open_once()
 
     async def _open_once(self) -> Transport:
-        if self._fetch_schema and self.schema is None:
+        options = self.options
+        if options.fetch_schema and self.schema is None:
             schema = await fetch_schema(self.host, self.database, token=self.token,
-                                        ssl=self._ssl, row_types=self._row_types)
+                                        ssl=options.ssl_context, row_types=dict(options.row_types))
             with self._lock:
                 self._session.schema = schema
         return await Transport.open(
-            self.host, self.database, token=self.token, light=self._light,
-            confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
-            ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
+            self.host, self.database, token=self.token, light=options.light,
+            confirmed=options.confirmed, ssl=options.ssl_context, open_timeout=options.open_timeout,
+            ping_interval=options.ping_interval, ping_timeout=options.ping_interval)
 
     def _explain_rejected_token(self, err: AuthenticationFailed) -> AuthenticationFailed:
         """The 401 with where the token came from and what to do (never the token itself)."""
@@ -668,7 +643,7 @@ class Connection:
                 (``fetch_schema=False`` and no ``schema=``); when the schema arrives later, the
                 outcome fails with it instead.
         """
-        if self.schema is None and not self._fetch_schema:
+        if self.schema is None and not self.options.fetch_schema:
             raise SchemaError("subscribe_all: the connection has no module schema to read the tables "
                               "from (fetch_schema=False and no schema=)")
         with self._lock:
@@ -719,7 +694,7 @@ class Connection:
         assert self._lock._is_owned()  # type: ignore[attr-defined]
         if self._session.submit(frame, request):
             self._send_now(frame)
-        timeout = self._request_timeout if timeout is None else timeout
+        timeout = self.options.request_timeout if timeout is None else timeout
         if timeout is not None:
             self._io.loop.call_soon_threadsafe(self._arm_timeout, request, timeout)
 
@@ -805,8 +780,8 @@ def connect(
     token: str | None = None,
     handler: Any = None,
     reconnect: bool = True,
-    reconnect_delay_ms: int = 500,
-    max_reconnect_delay_ms: int = 30_000,
+    reconnect_delay: float | None = None,
+    max_reconnect_delay: float | None = None,
     reconnect_jitter: float = 0.0,
     name: str | None = None,
     light: bool = False,
@@ -822,8 +797,13 @@ def connect(
     open_timeout: float | None = 10.0,
     subscribe: Sequence[str] | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    reconnect_delay_ms: float | None = None,
+    max_reconnect_delay_ms: float | None = None,
 ) -> Connection:
     """Connect to a SpacetimeDB database; returns the ``Connection`` at once, connecting in the background.
+
+    The options are checked and kept as one frozen ``ConnectOptions`` (``conn.options``). Every
+    duration is in seconds.
 
     Args:
         host: Host name, or a full URL (``ws://``, ``wss://``, ``http://``, ``https://``; then
@@ -835,7 +815,8 @@ def connect(
             across reconnects (and saved to ``credentials`` if given).
         handler: Callbacks by message kind (see ``rx_spacetimedb.handler``).
         reconnect: Reconnect after transient failures with exponential backoff.
-        reconnect_delay_ms, max_reconnect_delay_ms: First and largest backoff delay.
+        reconnect_delay, max_reconnect_delay: First and largest backoff delay in seconds
+            (default 0.5 and 30).
         reconnect_jitter: Random spread of each delay, as a fraction in [0, 1].
         name: A label for reprs and logs.
         light: Ask for ``TransactionUpdateLight`` for other clients' transactions.
@@ -853,65 +834,30 @@ def connect(
         open_timeout: Seconds allowed for the TCP/TLS/HTTP handshake.
         subscribe: Queries to ``subscribe_multi`` right away.
         scheduler: Scheduler for backoff timers (tests inject a virtual one).
+        reconnect_delay_ms, max_reconnect_delay_ms: Deprecated: the same delays in milliseconds
+            (a ``DeprecationWarning``).
 
     Raises:
         ValueError / TypeError: an invalid option, named in the message.
     """
-    if not isinstance(host, str) or not host:
-        raise ValueError("host: must be a non-empty string")
-    if not isinstance(database, str) or not database:
-        raise ValueError("database: must be a database name or identity")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"port: must be an int in 1..65535, got {port!r}")
-    for option, value in (("tls", tls), ("reconnect", reconnect), ("light", light),
-                          ("confirmed", confirmed), ("fetch_schema", fetch_schema)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{option}: must be a bool, got {type(value).__name__}")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ValueError("token: must be a non-empty string or None")
-    for delay_option, delay in (("reconnect_delay_ms", reconnect_delay_ms),
-                                ("max_reconnect_delay_ms", max_reconnect_delay_ms)):
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise ValueError(f"{delay_option}: must be a number >= 0, got {delay!r}")
-    if max_reconnect_delay_ms < reconnect_delay_ms:
-        raise ValueError("max_reconnect_delay_ms: must be >= reconnect_delay_ms")
-    if isinstance(max_queued_requests, bool) or not isinstance(max_queued_requests, int) \
-            or max_queued_requests < 0:
-        raise ValueError(f"max_queued_requests: must be an int >= 0, got {max_queued_requests!r}")
-    if request_timeout is not None and (not isinstance(request_timeout, int | float)
-                                        or request_timeout <= 0):
-        raise ValueError(f"request_timeout: must be a positive number or None, got {request_timeout!r}")
-    if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
-        raise TypeError("ssl_context: must be an ssl.SSLContext")
-    if schema is not None and not isinstance(schema, ModuleSchema):
-        raise TypeError("schema: must be a ModuleSchema")
-    scheme = "wss" if tls or ssl_context is not None else "ws"
-    url = host if "://" in host else f"{scheme}://{host}:{port}"
-    build_url(url, database)  # validates host and database now, at the call
-    if handler is not None:
-        check_handler(handler)
-    store: CredentialStore | None
-    if credentials is True:
-        store = CredentialStore(default_credentials_path(url, database))
-    elif credentials is None or credentials is False or isinstance(credentials, CredentialStore):
-        store = credentials or None
-    elif isinstance(credentials, str | os.PathLike):
-        store = CredentialStore(credentials)
-    else:
-        raise TypeError("credentials: must be True, a path or a CredentialStore, "
-                        f"not {type(credentials).__name__}")
-    conn = Connection(
-        url, database, token=token, reconnect=reconnect,
-        reconnect_delay=reconnect_delay_ms / 1000, max_reconnect_delay=max_reconnect_delay_ms / 1000,
-        reconnect_jitter=reconnect_jitter, light=light, confirmed=confirmed, ssl_context=ssl_context,
-        fetch_schema=fetch_schema, schema=schema, row_types=row_types, credentials=store,
-        request_timeout=request_timeout, max_queued_requests=max_queued_requests,
-        ping_interval=ping_interval, open_timeout=open_timeout, name=name, scheduler=scheduler,
+    options = ConnectOptions(
+        host=host, database=database, port=port, tls=tls, token=token, reconnect=reconnect,
+        reconnect_delay=seconds_from_deprecated_ms("reconnect_delay_ms", "reconnect_delay",
+                                                   reconnect_delay_ms, reconnect_delay, 0.5),
+        max_reconnect_delay=seconds_from_deprecated_ms("max_reconnect_delay_ms", "max_reconnect_delay",
+                                                       max_reconnect_delay_ms, max_reconnect_delay, 30.0),
+        reconnect_jitter=reconnect_jitter, name=name, light=light, confirmed=confirmed,
+        ssl_context=ssl_context, fetch_schema=fetch_schema, schema=schema, row_types=row_types or {},
+        credentials=credentials, request_timeout=request_timeout, max_queued_requests=max_queued_requests,
+        ping_interval=ping_interval, open_timeout=open_timeout, subscribe=subscribe or (),
+        scheduler=scheduler,
     )
     if handler is not None:
+        check_handler(handler)
+    conn = Connection(options)
+    if handler is not None:
         attach_handler(conn, handler)
-    if subscribe:
-        conn.subscribe_multi(list(subscribe))
+    if options.subscribe:
+        conn.subscribe_multi(list(options.subscribe))
     conn._start()
     return conn
-

@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "_rows": 2,
     "_streams": 2,
     "_ioloop": 2,
+    "_options": 3,
     "transport": 2,
     "requests": 2,
     "credentials": 2,
