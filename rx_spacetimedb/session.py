@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from rx_spacetimedb._subscriptions import LegacySet, QuerySet
 from rx_spacetimedb.cache import ClientCache, TransactionDiff
 from rx_spacetimedb.errors import (
     OutOfEnergy,
@@ -39,6 +40,8 @@ _U32 = 1 << 32
 # The messages that answer a request of ours (see _stray_answer).
 _ANSWERS = (m.SubscribeApplied, m.SubscribeMultiApplied, m.UnsubscribeApplied, m.UnsubscribeMultiApplied,
             m.InitialSubscription, m.ProcedureResult, m.OneOffQueryResponse)
+_SUBSCRIPTION_ANSWERS = (m.SubscribeApplied, m.SubscribeMultiApplied, m.UnsubscribeApplied,
+                         m.UnsubscribeMultiApplied, m.InitialSubscription, m.SubscriptionError)
 
 TokenSource = Literal["user", "file", "minted"]
 """Where the token came from: ``token=``, a credentials file, or minted by the server for us."""
@@ -64,19 +67,6 @@ class OneOffResult:
     table_name: str
     rows: tuple[Any, ...]
     response: m.OneOffQueryResponse
-
-
-@dataclass(slots=True)
-class _Subscription(Generic[H]):
-    """A live SubscribeSingle/SubscribeMulti, re-sent after every reconnect.
-
-    ``queries`` is empty only for a ``subscribe_all()`` made before the schema came.
-    """
-
-    query_id: int
-    queries: tuple[str, ...]
-    multi: bool
-    request: H
 
 
 class Events(Generic[H]):
@@ -126,9 +116,9 @@ class Session(Generic[H]):
         self._reducer_calls: dict[int, H] = {}
         self._procedure_calls: dict[int, H] = {}
         self._one_offs: dict[bytes, H] = {}
-        self._legacy: tuple[tuple[str, ...], H] | None = None
-        self._subscriptions: dict[int, _Subscription[H]] = {}
-        self._unsubscribes: dict[int, H] = {}
+        # The subscriptions, shared with the cache (their handles are ``H``): re-sent after
+        # every reconnect; the cache folds the answers' effects into it.
+        self._table = cache.subscriptions
         # Ids whose requests ended without their answer (timeout): a late answer is no stranger.
         self._settled: deque[str] = deque(maxlen=1024)
 
@@ -155,10 +145,10 @@ class Session(Generic[H]):
                 if request.sent:
                     aborted.append(request)
                     del table[key]
-        for query_id in self._unsubscribes:
-            self._subscriptions.pop(query_id, None)
-        aborted.extend(self._unsubscribes.values())
-        self._unsubscribes.clear()
+        for query_set in list(self._table.sets.values()):
+            if query_set.unsubscribing:  # gone with the socket either way
+                self._table.remove(query_set.query_id)
+                aborted.append(query_set.unsubscribe)
         return aborted
 
     def end(self, error: Exception, *, replace: bool = True) -> list[H]:
@@ -171,13 +161,13 @@ class Session(Generic[H]):
         for table in (self._reducer_calls, self._procedure_calls, self._one_offs):
             taken.extend(table.values())
             table.clear()
-        taken.extend(s.request for s in self._subscriptions.values())
-        self._subscriptions.clear()
-        taken.extend(self._unsubscribes.values())
-        self._unsubscribes.clear()
-        if self._legacy is not None:
-            taken.append(self._legacy[1])
-            self._legacy = None
+        for query_set in self._table.sets.values():
+            taken.append(query_set.request)
+            if query_set.unsubscribe is not None:
+                taken.append(query_set.unsubscribe)
+        if self._table.legacy is not None:
+            taken.append(self._table.legacy.request)
+        self._table.clear()
         taken.extend(r for _, r in self._queued if r is not None)
         self._queued.clear()
         return taken
@@ -260,12 +250,11 @@ class Session(Generic[H]):
     def subscribe_legacy(self, texts: tuple[str, ...], request: H) -> tuple[m.Subscribe | None, H | None]:
         """Replace the legacy set: the frame to send now (or None) and the replaced request."""
         self.check_open()
-        previous = self._legacy
+        previous = self._table.legacy
         if previous is not None:  # its answer may still be on the way: not a stranger then
-            self._settled.append(f"request_id {previous[1].id}")
-        self._legacy = (texts, request)
-        self.cache.note_subscribe(request.id, texts)
-        return self._sent(m.Subscribe(texts, request.id), request), previous[1] if previous else None
+            self._settled.append(f"request_id {previous.request_id}")
+        self._table.set_legacy(LegacySet(texts, request.id, request))
+        return self._sent(m.Subscribe(texts, request.id), request), previous.request if previous else None
 
     def subscribe(self, queries: tuple[str, ...], multi: bool, request: H
                   ) -> m.SubscribeSingle | m.SubscribeMulti | None:
@@ -274,13 +263,11 @@ class Session(Generic[H]):
         before the schema, with no ``queries`` yet)."""
         self.check_open()
         query_id = request.id
-        self._subscriptions[query_id] = _Subscription(query_id, queries, multi, request)
+        self._table.add(QuerySet(query_id, queries, multi, request))
         if not queries:
             return None
         if multi:
-            self.cache.note_subscribe_multi(query_id, queries)
             return self._sent(m.SubscribeMulti(queries, self.new_request_id(), query_id), request)
-        self.cache.note_subscribe_single(query_id, queries[0])
         return self._sent(m.SubscribeSingle(queries[0], self.new_request_id(), query_id), request)
 
     def _sent(self, frame: _F, request: H) -> _F | None:
@@ -297,15 +284,14 @@ class Session(Generic[H]):
             ValueError: no live subscription has this query id.
         """
         self.check_open()
-        sub = self._subscriptions.get(query_id)
-        if sub is None:
+        sub = self._table.sets.get(query_id)
+        if sub is None or sub.request is None:
             raise ValueError(f"query_id: no live subscription {query_id!r}")
         request_id = self.new_request_id()
         if not self._identified:
-            del self._subscriptions[query_id]
+            self._table.remove(query_id)
             return None
-        self._unsubscribes[query_id] = request
-        self.cache.note_unsubscribe(query_id)
+        sub.unsubscribing, sub.unsubscribe = True, request
         request.sent = True
         return m.UnsubscribeMulti(request_id, query_id) if sub.multi else m.Unsubscribe(request_id, query_id)
 
@@ -325,18 +311,23 @@ class Session(Generic[H]):
         if not self._trusted(message, events):
             events.trusted = False
             return events
+        try:
+            # Before the fold, which removes the answered query ids from the table.
+            self._correlate(message, events)
+        except Exception as err:
+            events.reports.append(err)
         if self.schema is not None:
             try:
                 events.diffs.append(self.cache.apply(message).with_message(None))
             except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
                 events.reports.append(err)
-        try:
-            if isinstance(message, m.IdentityToken):
+        elif isinstance(message, _SUBSCRIPTION_ANSWERS):
+            self._table.settle(message)  # no rows to fold without a schema, but the ids still change
+        if isinstance(message, m.IdentityToken):
+            try:
                 self._identify(message, events)
-            else:
-                self._correlate(message, events)
-        except Exception as err:
-            events.reports.append(err)
+            except Exception as err:
+                events.reports.append(err)
         return events
 
     def _trusted(self, message: m.ServerMessage, events: Events[H]) -> bool:
@@ -357,13 +348,15 @@ class Session(Generic[H]):
     def _stray_answer(self, message: m.ServerMessage) -> str | None:
         """Describe an answer to a request this connection never made (or already forgot)."""
         if isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
-            known = message.query_id in self._subscriptions
+            known = message.query_id in self._table.sets
             what = f"query_id {message.query_id}"
         elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
-            known = message.query_id in self._unsubscribes
+            query_set = self._table.sets.get(message.query_id)
+            known = query_set is not None and query_set.unsubscribing
             what = f"query_id {message.query_id}"
         elif isinstance(message, m.InitialSubscription):
-            known = self._legacy is not None and self._legacy[1].id == message.request_id
+            legacy = self._table.legacy
+            known = legacy is not None and legacy.request_id == message.request_id
             what = f"request_id {message.request_id}"
         elif isinstance(message, m.ProcedureResult):
             known = message.request_id in self._procedure_calls
@@ -394,32 +387,27 @@ class Session(Generic[H]):
         self._identified = True
         events.connected = token
         if reconnect:
-            # Rebuild from the fresh snapshots; only the net change since the drop comes out.
-            self.cache.begin_resync()
+            # Rebuild from the fresh snapshots of the same table's subscriptions, re-sent here;
+            # only the net change since the drop comes out.
+            self.cache.begin_resync(resend=True)
         send = events.send
-        if self._legacy is not None:
-            queries, request = self._legacy
-            request.id = self.new_request_id()
-            send.append(m.Subscribe(queries, request.id))
-            if reconnect:
-                self.cache.note_subscribe(request.id, queries)
-        for sub in [sub for sub in self._subscriptions.values() if not sub.queries]:
+        legacy = self._table.legacy
+        if legacy is not None:
+            legacy.request_id = legacy.request.id = self.new_request_id()
+            send.append(m.Subscribe(legacy.queries, legacy.request_id))
+        table = self._table.sets
+        for sub in [sub for sub in table.values() if not sub.queries]:
             try:  # subscribe_all() made before the schema came: its tables now
                 sub.queries = self.all_tables()
-                self.cache.note_subscribe_multi(sub.query_id, sub.queries)
             except SchemaError as err:
-                del self._subscriptions[sub.query_id]
+                self._table.remove(sub.query_id)
                 events.fail.append((sub.request, err))
-        for sub in self._subscriptions.values():
+        for sub in table.values():
             sub.request.sent = True
             if sub.multi:
                 send.append(m.SubscribeMulti(sub.queries, self.new_request_id(), sub.query_id))
-                if reconnect:
-                    self.cache.note_subscribe_multi(sub.query_id, sub.queries)
             else:
                 send.append(m.SubscribeSingle(sub.queries[0], self.new_request_id(), sub.query_id))
-                if reconnect:
-                    self.cache.note_subscribe_single(sub.query_id, sub.queries[0])
         queued = list(self._queued)
         self._queued.clear()
         for frame, waiting in queued:
@@ -459,17 +447,17 @@ class Session(Generic[H]):
             if query is not None:
                 self._one_off_outcome(query, message, events)
         elif isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
-            sub = self._subscriptions.get(message.query_id)
-            if sub is not None:
+            sub = self._table.sets.get(message.query_id)
+            if sub is not None and sub.request is not None:
                 events.settle.append((sub.request, message))
         elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
-            request = self._unsubscribes.pop(message.query_id, None)
-            self._subscriptions.pop(message.query_id, None)
-            if request is not None:
-                events.settle.append((request, message))
+            sub = self._table.sets.get(message.query_id)
+            if sub is not None and sub.unsubscribe is not None:
+                events.settle.append((sub.unsubscribe, message))
         elif isinstance(message, m.InitialSubscription):
-            if self._legacy is not None and self._legacy[1].id == message.request_id:
-                events.settle.append((self._legacy[1], message))
+            legacy = self._table.legacy
+            if legacy is not None and legacy.request_id == message.request_id:
+                events.settle.append((legacy.request, message))
         elif isinstance(message, m.SubscriptionError):
             self._on_subscription_error(message, events)
 
@@ -531,33 +519,26 @@ class Session(Generic[H]):
     def _on_subscription_error(self, message: m.SubscriptionError, events: Events[H]) -> None:
         failure = SubscriptionFailed(message.error, query_id=message.query_id, request_id=message.request_id)
         failed: list[H] = []
+        table, legacy = self._table, self._table.legacy
+        # Read only: the fold that follows removes what the error ended (SubscriptionTable.settle).
         if message.request_id is None:
             # Evaluating a transaction failed: the server dropped every subscription (§7.3).
-            failed = [s.request for s in self._subscriptions.values()]
-            self._subscriptions.clear()
-            if self._legacy is not None:
-                failed.append(self._legacy[1])
-                self._legacy = None
+            failed = [s.request for s in table.sets.values()]
+            if legacy is not None:
+                failed.append(legacy.request)
         elif message.query_id is not None:
-            unsub = self._unsubscribes.pop(message.query_id, None)
-            if unsub is not None:
+            sub = table.sets.get(message.query_id)
+            if sub is not None:
                 # The query id is gone even when Unsubscribe answers with an error (§5.6).
-                self._subscriptions.pop(message.query_id, None)
-                failed.append(unsub)
-            else:
-                sub = self._subscriptions.pop(message.query_id, None)
-                if sub is not None:
-                    failed.append(sub.request)
-        elif self._legacy is not None and self._legacy[1].id == message.request_id:
-            failed.append(self._legacy[1])
-            self._legacy = None
-        events.fail.extend((request, failure) for request in failed)
+                failed.append(sub.unsubscribe if sub.unsubscribing else sub.request)
+        elif legacy is not None and legacy.request_id == message.request_id:
+            failed.append(legacy.request)
+        events.fail.extend((request, failure) for request in failed if request is not None)
 
     def __repr__(self) -> str:
-        pending = (len(self._reducer_calls) + len(self._procedure_calls) + len(self._one_offs)
-                   + len(self._unsubscribes))
+        pending = len(self._reducer_calls) + len(self._procedure_calls) + len(self._one_offs)
         status = "ended" if self.fatal else "connected" if self._identified else "not connected"
-        return (f"<Session [{status}, subscriptions: {len(self._subscriptions)}, pending: {pending}, "
+        return (f"<Session [{status}, subscriptions: {len(self._table.sets)}, pending: {pending}, "
                 f"queued: {len(self._queued)}]>")
 
 

@@ -16,6 +16,8 @@ LAYERS: dict[str, int] = {
     "types": 1,
     "_redact": 1,
     "_rows": 2,
+    "_subscriptions": 2,
+    "_resync": 2,
     "_streams": 2,
     "_ioloop": 2,
     "_options": 3,

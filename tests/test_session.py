@@ -319,3 +319,32 @@ def test_rows_that_do_not_decode_are_reported_and_the_message_still_correlates()
     events = session.receive(broken)
     assert isinstance(events.reports[0], ProtocolError) and events.settle[0][0] is sub
     assert session.cache.count("Player") == 0
+
+
+def test_the_session_and_the_cache_share_one_subscription_table() -> None:
+    session = new_session()
+    connected(session)
+    sub, _ = subscribe_single(session)
+    table = session.cache.subscriptions
+    assert table.sets[sub.id].request is sub and table.pending()
+    session.receive(sub_applied(sub.id, player(1)))
+    assert session.cache.query_holders() == {"SELECT * FROM Player": 1} and not table.pending()
+    unsub = Req("unsubscribe", sub.id)
+    session.unsubscribe(sub.id, unsub)
+    assert table.sets[sub.id].unsubscribing
+    events = session.receive(unsub_applied(sub.id, player(1)))
+    assert events.settle[0][0] is unsub and sub.id not in table.sets
+    assert session.cache.query_holders() == {}
+    again = session.receive(unsub_applied(sub.id, player(1)))
+    assert not again.trusted  # answered once: a second answer is a stranger
+
+
+def test_without_a_schema_answers_still_change_the_table() -> None:
+    session = new_session(schema=None)
+    connected(session)
+    sub, _ = subscribe_single(session)
+    events = session.receive(sub_applied(sub.id, player(1)))
+    assert not events.diffs and events.settle[0][0] is sub
+    assert session.cache.subscriptions.sets[sub.id].applied
+    session.receive(m.SubscriptionError(1, None, None, None, "evaluation failed"))
+    assert not session.cache.subscriptions.sets
