@@ -1,10 +1,14 @@
 """The connection: one hot Observable of server messages that survives reconnects, and requests.
 
-Data flow: a cold *session* Observable opens one socket and emits its decoded messages until the
+Data flow: a cold *sockets* Observable opens one socket and emits its decoded messages until the
 socket ends (then it errors). ``retry_when(exponential_backoff)`` resubscribes it, and a guarded
 Subject shares the result, so every subscriber sees one stream for the whole life of the
 connection (retry sits upstream of sharing: a shared stream that errored never recovers).
 All emissions happen on the connection's I/O thread; move them with ``observe_on``.
+
+The protocol state (request ids, pending requests, subscriptions, the identity handshake) is a
+sans-I/O ``rx_spacetimedb.session.Session``: this module pumps messages into it under one lock,
+sends the frames it returns, then emits and settles outside the lock.
 """
 
 from __future__ import annotations
