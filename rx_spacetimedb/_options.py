@@ -136,7 +136,8 @@ def seconds_from_deprecated_ms(old: str, new: str, ms: float | None, seconds: fl
         return default if seconds is None else seconds
     if seconds is not None:
         raise ValueError(f"{old}: give {new} (seconds) only; {old} is its deprecated name in milliseconds")
-    warnings.warn(f"{old} is deprecated: pass {new}={ms!r}/1000 (seconds)", DeprecationWarning, stacklevel=3)
     if not _is_number(ms):
         raise ValueError(f"{old}: must be a number >= 0, got {ms!r}")
+    warnings.warn(f"{old} is deprecated: pass {new}={ms / 1000!r} (seconds)", DeprecationWarning,
+                  stacklevel=3)
     return ms / 1000
