@@ -396,16 +396,19 @@ class ClientCache:
         auto_resync: on an ``IdentityToken`` of a new connection while the cache holds state, call
             ``reconnected()`` (the connection re-sends the same subscriptions, spec §7.7). Pass
             False to drive ``begin_resync``/``end_resync*`` yourself.
+        lock: the re-entrant lock to guard the cache with (a connection shares its own, so the
+            subscription table is guarded by one lock); a new one by default.
     """
 
-    def __init__(self, schema: SchemaSource, *, auto_resync: bool = True) -> None:
+    def __init__(self, schema: SchemaSource, *, auto_resync: bool = True,
+                 lock: threading.RLock | None = None) -> None:
         self._schema_source = schema
         self._auto_resync = auto_resync
         self._connection_id: ConnectionId | None = None
         # Guards every attribute below (the fold on the I/O thread against lookups from user
-        # threads and indexes), and the subscription table while it folds; no user code runs
-        # under it: the cache calls none.
-        self._lock = threading.RLock()
+        # threads and indexes) and the subscription table; a connection passes its own lock,
+        # which its session holds whenever it changes the table. No user code runs under it.
+        self._lock = lock if lock is not None else threading.RLock()
         self._state = _State()
         # The subscriptions sent and answered: shared with a connection's session.
         self.subscriptions = SubscriptionTable()

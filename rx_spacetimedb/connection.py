@@ -125,9 +125,10 @@ class Connection:
         database = options.database
 
         self._io = IoLoop(f"rx-spacetimedb-io[{name or database}]")
-        # Guards the session (ids, pending requests, subscriptions, the handshake), _transport,
-        # _outbox, _closed and _tables; taken by user threads' requests and the I/O thread's
-        # messages. Never held while user code runs: settling requests and emitting come after.
+        # Guards the session (ids, pending requests, the handshake), the cache and the subscription
+        # table they share (it is the cache's lock too), _transport, _outbox, _closed and _tables;
+        # taken by user threads' requests and lookups and the I/O thread's messages. Never held
+        # while user code runs: settling requests and emitting come after.
         self._lock = threading.RLock()
         self._closed = False
         self._transport: Transport | None = None
@@ -142,7 +143,7 @@ class Connection:
             ConnectionState("connecting"), self._report_observer_error)
         self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
             None, self._report_observer_error)
-        self.cache = ClientCache(self._current_schema, auto_resync=False)
+        self.cache = ClientCache(self._current_schema, auto_resync=False, lock=self._lock)
         self._session: Session[Request[Any]] = Session(
             self.cache, schema=options.schema, token=token, token_source=token_source,
             reconnect=options.reconnect, max_queued=options.max_queued_requests)
