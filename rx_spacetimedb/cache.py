@@ -21,6 +21,7 @@ Rules (spec §7.3, §7.5):
 
 from __future__ import annotations
 
+import _thread
 import bisect
 import dataclasses
 import logging
@@ -401,7 +402,7 @@ class ClientCache:
     """
 
     def __init__(self, schema: SchemaSource, *, auto_resync: bool = True,
-                 lock: threading.RLock | None = None) -> None:
+                 lock: _thread.RLock | None = None) -> None:
         self._schema_source = schema
         self._auto_resync = auto_resync
         self._connection_id: ConnectionId | None = None
