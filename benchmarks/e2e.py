@@ -15,21 +15,19 @@ The same frames are received by:
 
   a  the transport floor: a bare ``websockets`` client, ``orjson.loads`` of every frame and of
      every row string it carries, counting rows (no types, no cache, no Rx)
-  b  our full pipeline: ``rx_spacetimedb.connect`` (schema given) -> ``conn.messages`` -> the
-     client cache -> ``conn.table_diffs("Player")`` -> a counting observer
-  d  b with the connection's read loop taking ``Transport.recv_batch()`` (every message of a TCP
-     read at once) instead of one ``recv()`` per message: what connection.py gets when it adopts
-     the batch interface (``run_session_in_batches`` below; see transport.py's doc)
+  b  our full pipeline: ``rx_spacetimedb.connect`` (schema given; its read loop takes every message
+     of a TCP read at once, ``Transport.recv_batch()``) -> ``conn.messages`` -> the client cache
+     -> ``conn.table_diffs("Player")`` -> a counting observer
   c  the same pipeline with no socket: the connection's transport is swapped for one that hands
      it the same frames from memory. c/a is what b/a would be with a transport that cost nothing.
 
 Times run from the end of the snapshot to the last row counted; best of R interleaved rounds.
-Printed: rows/s and messages/s of a and b, b/a and d/a (targets from issue 16: >= 0.6 at 1 row
+Printed: rows/s and messages/s of a and b, b/a (targets from issue 16: >= 0.6 at 1 row
 per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000) and c/a, all against the floor of the same run.
 
 Then the latency from the server's send to the observer, for 1-row insert messages at a low rate
 (one every 2 ms): the server writes its clock (``time.monotonic_ns``, one clock for every process
-of the machine) into the row's ``name`` just before sending; a, b and d read it on arrival.
+of the machine) into the row's ``name`` just before sending; a and b read it on arrival.
 
 Then the latency of a reducer round trip through the emulator (``SetScore`` on one player,
 ``call_reducer(...).result()`` one after another; median and p99), with the emulator in another
@@ -69,9 +67,8 @@ from websockets.version import version as websockets_version
 
 import rx_spacetimedb
 from rx_spacetimedb.cache import TableDiff
-from rx_spacetimedb.connection import Connection
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.codec import decode_server_message, encode_server_message
+from rx_spacetimedb.protocol.codec import encode_server_message
 from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import (
     ConnectionId,
@@ -243,34 +240,8 @@ async def floor(port: int, workload: Workload) -> Run:
     return Run(elapsed, latencies)
 
 
-async def run_session_in_batches(self: Any, observer: Any) -> None:
-    """``Connection._run_session``'s read loop on ``Transport.recv_batch()`` (transport.py's doc).
-
-    Only what this benchmark needs (no schema fetch, no error reporting): a stand-in until
-    connection.py adopts the batch interface, when column d becomes column b.
-    """
-    transport = await Transport.open(self.host, self.database, ping_interval=None)
-    outbox: asyncio.Queue[str] = asyncio.Queue()
-    with self._lock:
-        self._transport, self._outbox = transport, outbox
-    writer = asyncio.ensure_future(self._write(transport, outbox))
-    self._identified = False
-    try:
-        while True:
-            for frame in await transport.recv_batch():
-                observer.on_next(decode_server_message(frame))
-    except asyncio.CancelledError:
-        await transport.close(1000)
-        raise
-    finally:
-        writer.cancel()
-
-
 def pipeline(port: int, workload: Workload, schema: ModuleSchema,
-             profile: cProfile.Profile | None = None, batches: bool = False) -> Run:
-    if batches:
-        with mock.patch.object(Connection, "_run_session", run_session_in_batches):
-            return pipeline(port, workload, schema, profile)
+             profile: cProfile.Profile | None = None) -> Run:
     conn = rx_spacetimedb.connect(f"ws://127.0.0.1:{port}", workload.name, schema=schema, fetch_schema=False,
                                   reconnect=False, ping_interval=None)
     done = threading.Event()
@@ -391,33 +362,31 @@ def fmt_rate(value: float) -> str:
 
 
 def throughput_table(port: int, workloads: Sequence[Workload], rounds: int, schema: ModuleSchema) -> None:
-    """One line per workload: a, b, d and c (best of ``rounds`` interleaved rounds), ratios to a."""
+    """One line per workload: a, b and c (best of ``rounds`` interleaved rounds), ratios to a."""
     print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
-          "| d batches msgs/s | d/a | c no socket msgs/s | c/a |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| c no socket msgs/s | c/a |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
         snapshot, frames = build_frames(workload)
-        times: dict[str, list[float]] = {"a": [], "b": [], "d": [], "c": []}
+        times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
         for _ in range(rounds):
             times["a"].append(asyncio.run(floor(port, workload)).seconds)
             times["b"].append(pipeline(port, workload, schema).seconds)
-            times["d"].append(pipeline(port, workload, schema, batches=True).seconds)
             times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
-        a, b, d, c = (min(times[x]) for x in "abdc")
+        a, b, c = (min(times[x]) for x in "abc")
         rows, messages = workload.row_strings, workload.messages
         print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
               f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
-              f"{fmt_rate(messages / d)} | {a / d:.2f} | {fmt_rate(messages / c)} | {a / c:.2f} |",
+              f"{fmt_rate(messages / c)} | {a / c:.2f} |",
               flush=True)
 
 
 def latency_table(port: int, workload: Workload, schema: ModuleSchema) -> None:
-    """p50 and p99 from the server's send to the observer, for a, b and d, and their ratio to a."""
+    """p50 and p99 from the server's send to the observer, for a and b, and their ratio to a."""
     print("| reader | messages | p50 | p99 | p50 / a's | p99 / a's |")
     print("|---|---:|---:|---:|---:|---:|")
     runs = {"a floor": asyncio.run(floor(port, workload)),
-            "b pipeline": pipeline(port, workload, schema),
-            "d batches": pipeline(port, workload, schema, batches=True)}
+            "b pipeline": pipeline(port, workload, schema)}
     floor_p50, floor_p99 = percentiles(runs["a floor"].latencies)
     for label, run in runs.items():
         p50, p99 = percentiles(run.latencies)

@@ -21,6 +21,7 @@ Rules (spec §7.3, §7.5):
 
 from __future__ import annotations
 
+import _thread
 import bisect
 import dataclasses
 import logging
@@ -30,6 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
+from rx_spacetimedb._resync import AWAITING, ENDED, Event, Resync
+from rx_spacetimedb._subscriptions import LegacySet, QuerySet, SubscriptionTable
 from rx_spacetimedb.errors import SchemaError
 from rx_spacetimedb.protocol.generated import table_indexes
 from rx_spacetimedb.protocol.messages import (
@@ -255,14 +258,10 @@ class _Table:
 
 
 class _State:
-    """Everything that belongs to one server connection's subscriptions."""
+    """The rows of one server connection's subscriptions (which query ids hold them: the table)."""
 
     def __init__(self) -> None:
         self.tables: dict[str, _Table] = {}
-        # query text -> number of live SubscribeSingle/SubscribeMulti query_ids holding it
-        self.holders: dict[str, int] = {}
-        # live query_id -> its (deduplicated) query texts; () when the cache was not told
-        self.live: dict[int, tuple[str, ...]] = {}
         # table -> key -> occurrences the legacy Subscribe set contributes
         self.legacy: dict[str, dict[Any, int]] = {}
         self.has_legacy = False
@@ -382,40 +381,43 @@ def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause
 
 _SNAPSHOTS = (SubscribeApplied, SubscribeMultiApplied, InitialSubscription)
 
-_ANY_REQUEST = -1
-"""Pending legacy key when any ``InitialSubscription`` will do (re-sent after a reconnect)."""
-
 
 class ClientCache:
     """Rows matched by a connection's subscriptions, folded from its server messages (spec §7.5).
 
     Feed every server message to ``apply`` in arrival order; each call returns the
-    ``TransactionDiff`` it caused. Tell the cache about subscriptions you send (``note_*``), so it
-    can count a query text's snapshot once; call ``begin_resync``/``end_resync_when_applied``
-    around a reconnect. Thread-safe: one lock guards the fold and the lookups.
+    ``TransactionDiff`` it caused. The subscriptions sent are kept in ``subscriptions`` (a
+    connection's session adds to it directly; on its own, tell the cache with ``note_*``), so
+    it can count a query text's snapshot once; call ``begin_resync``/``end_resync_when_applied``
+    around a reconnect (the states are in ``rx_spacetimedb._resync``). Thread-safe: one lock
+    guards the fold and the lookups.
 
     Args:
         schema: the module schema, or a function returning it (called when rows are decoded).
         auto_resync: on an ``IdentityToken`` of a new connection while the cache holds state, call
             ``reconnected()`` (the connection re-sends the same subscriptions, spec §7.7). Pass
             False to drive ``begin_resync``/``end_resync*`` yourself.
+        lock: the re-entrant lock to guard the cache with (a connection shares its own, so the
+            subscription table is guarded by one lock); a new one by default.
     """
 
-    def __init__(self, schema: SchemaSource, *, auto_resync: bool = True) -> None:
+    def __init__(self, schema: SchemaSource, *, auto_resync: bool = True,
+                 lock: _thread.RLock | None = None) -> None:
         self._schema_source = schema
         self._auto_resync = auto_resync
         self._connection_id: ConnectionId | None = None
-        self._lock = threading.RLock()
+        # Guards every attribute below (the fold on the I/O thread against lookups from user
+        # threads and indexes) and the subscription table; a connection passes its own lock,
+        # which its session holds whenever it changes the table. No user code runs under it.
+        self._lock = lock if lock is not None else threading.RLock()
         self._state = _State()
-        # While resyncing: the state the user still sees (the one before the disconnect).
+        # The subscriptions sent and answered: shared with a connection's session.
+        self.subscriptions = SubscriptionTable()
+        self._resync = Resync()
+        # While rebuilding (not LIVE): the state the user still sees (the one before).
         self._shown: _State | None = None
-        self._armed = False
-        # After the server ended the subscriptions: arm the resync at the next subscription.
-        self._arm_on_next_subscription = False
+        self._ended_at = 0  # subscriptions.added when the server ended them (ENDED waits for more)
         self._stale: str | None = None
-        self._pending_subs: dict[int, tuple[str, ...]] = {}
-        self._pending_legacy: dict[int, tuple[str, ...]] = {}
-        self._pending_unsubs: set[int] = set()
         self._keys: dict[tuple[ModuleSchema, str], _KeyGetter | None] = {}
         # Counts the changes of what lookups show: a seed read with snapshot() knows which diffs
         # it already holds.
@@ -423,30 +425,22 @@ class ClientCache:
         self._warned_tables: set[str] = set()
         self._indexes: dict[str, dict[tuple[int, ...], _ColumnIndex]] = {}  # table -> columns -> index
 
-    # -- what the connection sends ---------------------------------------------------------
+    # -- what is sent, for a cache used on its own ------------------------------------------
 
     def note_subscribe_single(self, query_id: int, query: str) -> None:
         """Record a ``SubscribeSingle`` being sent, so its snapshot counts once per query text."""
         with self._lock:
-            self._pending_subs[query_id] = (query,)
-            self._arm_if_waiting()
+            self.subscriptions.add(QuerySet(query_id, (query,), multi=False))
 
     def note_subscribe_multi(self, query_id: int, queries: Iterable[str]) -> None:
         """Record a ``SubscribeMulti`` being sent (a text listed twice counts once, as on the server)."""
         with self._lock:
-            self._pending_subs[query_id] = tuple(dict.fromkeys(queries))
-            self._arm_if_waiting()
+            self.subscriptions.add(QuerySet(query_id, tuple(dict.fromkeys(queries))))
 
     def note_subscribe(self, request_id: int, queries: Iterable[str]) -> None:
         """Record a legacy ``Subscribe`` being sent (its ``InitialSubscription`` ends a resync wait)."""
         with self._lock:
-            self._pending_legacy[request_id] = tuple(dict.fromkeys(queries))
-            self._arm_if_waiting()
-
-    def _arm_if_waiting(self) -> None:
-        if self._arm_on_next_subscription:
-            self._arm_on_next_subscription = False
-            self._armed = True
+            self.subscriptions.set_legacy(LegacySet(tuple(dict.fromkeys(queries)), request_id))
 
     def note_unsubscribe(self, query_id: int) -> None:
         """Record an ``Unsubscribe``/``UnsubscribeMulti``: an error answer still removes the query_id.
@@ -454,28 +448,30 @@ class ClientCache:
         During a resync it also stops waiting for that query_id's snapshot.
         """
         with self._lock:
-            self._pending_unsubs.add(query_id)
-            if self._shown is not None:
-                self._pending_subs.pop(query_id, None)
+            query_set = self.subscriptions.sets.get(query_id)
+            if query_set is not None:
+                query_set.unsubscribing = True
 
     # -- reconnects ------------------------------------------------------------------------
 
-    def begin_resync(self) -> None:
+    def begin_resync(self, *, resend: bool = False) -> None:
         """Start rebuilding from fresh snapshots while lookups keep showing the current rows.
 
-        Call it when a new connection is up, before re-sending the subscriptions (and noting them).
-        Everything tied to the old connection (query ids, pending requests, counts) is dropped.
-        Calling it again during a resync restarts the rebuild but keeps the rows the user saw.
+        Call it when a new connection is up, before re-sending the subscriptions. ``resend``:
+        every subscription of ``subscriptions`` is re-sent (a session's reconnect), so each is
+        awaited again; otherwise everything tied to the old connection (query ids, pending
+        requests, counts) is dropped, and the caller notes what it sends. Calling it again during
+        a resync restarts the rebuild but keeps the rows the user saw.
         """
         with self._lock:
             if self._shown is None:
                 self._shown = self._state
             self._state = _State()
-            self._armed = False
-            self._arm_on_next_subscription = False
-            self._pending_subs.clear()
-            self._pending_legacy.clear()
-            self._pending_unsubs.clear()
+            self._resync.fire(Event.BEGIN)
+            if resend:
+                self.subscriptions.resend()
+            else:
+                self.subscriptions.clear()
 
     def reconnected(self) -> TransactionDiff | None:
         """A new connection re-sends the same subscriptions (same query ids): resync against them.
@@ -485,30 +481,23 @@ class ClientCache:
         is nothing to wait for, else None (the ``apply`` of the last answer returns it).
         """
         with self._lock:
-            expected = {**self._state.live, **self._pending_subs}
-            legacy = self._state.has_legacy or bool(self._pending_legacy)
-            self.begin_resync()
-            self._pending_subs.update(expected)
-            if legacy:
-                self._pending_legacy[_ANY_REQUEST] = ()
+            table = self.subscriptions
+            if table.legacy is not None:
+                table.legacy.request_id = None  # re-sent under a new request id: any answer will do
+            elif self._state.has_legacy:
+                table.set_legacy(LegacySet((), None))
+            self.begin_resync(resend=True)
             return self.end_resync_when_applied()
 
     def end_resync(self, message: ServerMessage | None = None) -> TransactionDiff:
         """Finish a resync now: the rebuilt state becomes visible, and the net changes come out."""
         with self._lock:
-            shown = self._shown
-            if shown is None:
+            if self._shown is None:
                 return TransactionDiff((), "none", message)
-            self._shown = None
-            self._armed = False
-            self._arm_on_next_subscription = False
-            self._stale = None
-            self._version += 1
-            net = self._net_diff(shown, self._state, message)
-            return self._indexed(TransactionDiff(net, "resync", message))
+            return self._commit_resync(message)
 
     def end_resync_when_applied(self) -> TransactionDiff | None:
-        """Finish the resync once every noted subscription is answered (now, if they all are).
+        """Finish the resync once every subscription is answered (now, if they all are).
 
         Returns the net diff when it ends now; otherwise None, and the ``apply`` call of the last
         answer returns it.
@@ -516,10 +505,28 @@ class ClientCache:
         with self._lock:
             if self._shown is None:
                 return None
-            if self._pending():
-                self._armed = True
-                return None
-            return self.end_resync()
+            self._resync.fire(Event.ARM)
+            return self._advance(None)
+
+    def _advance(self, message: ServerMessage | None) -> TransactionDiff | None:
+        """Move a rebuild along after a change: the commit's diff when it ends now."""
+        assert self._lock._is_owned()  # type: ignore[attr-defined]
+        state = self._resync.state
+        if state is ENDED and self.subscriptions.added != self._ended_at:
+            state = self._resync.fire(Event.SUBSCRIBED)  # the application subscribed again
+        if state is AWAITING and not self.subscriptions.pending():
+            return self._commit_resync(message)
+        return None
+
+    def _commit_resync(self, message: ServerMessage | None) -> TransactionDiff:
+        """The one commit path: the rebuilt state becomes visible; its net change comes out."""
+        assert self._lock._is_owned() and self._shown is not None  # type: ignore[attr-defined]
+        shown, self._shown = self._shown, None
+        self._resync.fire(Event.COMMIT)
+        self._stale = None
+        self._version += 1
+        net = self._net_diff(shown, self._state, message)
+        return self._indexed(TransactionDiff(net, "resync", message))
 
     @property
     def resyncing(self) -> bool:
@@ -542,14 +549,15 @@ class ClientCache:
         with self._lock:
             self._version += 1
             diff = self._apply(message)
-            if isinstance(message, _SNAPSHOTS):
-                self._arm_if_waiting()  # a subscription nobody noted still ends a stale period
-            if self._armed and not self._pending():
-                return self.end_resync(message)
-            if self._shown is not None:
-                # Rebuilding: the user keeps seeing the old rows until the resync ends.
-                return TransactionDiff((), diff.cause, message)
-            return self._indexed(diff)
+            if self._shown is None:
+                return self._indexed(diff)
+            if isinstance(message, _SNAPSHOTS) and self._resync.state is ENDED:
+                self._resync.fire(Event.SUBSCRIBED)  # a subscription nobody noted ends it too
+            finished = self._advance(message)
+            if finished is not None:
+                return finished
+            # Rebuilding: the user keeps seeing the old rows until the resync ends.
+            return TransactionDiff((), diff.cause, message)
 
     def clear(self) -> TransactionDiff:
         """Drop every row and subscription (e.g. the connection closed for good), emitting deletes."""
@@ -558,11 +566,8 @@ class ClientCache:
             shown = self._shown if self._shown is not None else self._state
             self._state = _State()
             self._shown = None
-            self._armed = False
-            self._arm_on_next_subscription = False
-            self._pending_subs.clear()
-            self._pending_legacy.clear()
-            self._pending_unsubs.clear()
+            self._resync.fire(Event.CLEAR)
+            self.subscriptions.clear()
             return self._indexed(TransactionDiff(self._net_diff(shown, self._state, None), "clear", None))
 
     def _apply(self, message: ServerMessage) -> TransactionDiff:
@@ -576,32 +581,27 @@ class ClientCache:
         # Each branch decodes every row before it changes anything: a bad row leaves no trace.
         if isinstance(message, SubscribeApplied):
             changes = self._decode([message.rows.table_rows], inserts=True, deletes=False)
-            texts = self._pending_subs.pop(message.query_id, None)
-            already_held = texts is not None and bool(texts) and state.holders.get(texts[0], 0) > 0
-            self._hold(state, message.query_id, texts or ())
-            if already_held:
+            if self.subscriptions.settle(message).already_held:
                 # Same text as another live query_id: the server sent the rows again, but their
                 # deltas come only once, so counting them again would leak counts (spec §7.5).
-                log.debug("query %r already held; snapshot of query_id %d not counted",
-                          texts, message.query_id)
+                log.debug("query of query_id %d already held; snapshot not counted", message.query_id)
                 return TransactionDiff((), "subscribe", message)
             return self._commit(changes, "subscribe", message, spec_updates=False)
         if isinstance(message, SubscribeMultiApplied):
             changes = self._decode(message.update.tables, inserts=True, deletes=False)
-            self._hold(state, message.query_id, self._pending_subs.pop(message.query_id, ()))
+            self.subscriptions.settle(message)
             return self._commit(changes, "subscribe", message, spec_updates=False)
         if isinstance(message, UnsubscribeApplied | UnsubscribeMultiApplied):
             tables = ([message.rows.table_rows] if isinstance(message, UnsubscribeApplied)
                       else message.update.tables)
             changes = self._decode(tables, inserts=False, deletes=True, batches=not state.has_legacy)
-            self._release(state, message.query_id)
+            self.subscriptions.settle(message)
             if state.has_legacy:
                 self._track_legacy(state, changes)
             return self._commit(changes, "unsubscribe", message, spec_updates=False)
         if isinstance(message, InitialSubscription):
             diff = self._replace_legacy(message.database_update, message)
-            if self._pending_legacy.pop(message.request_id, None) is None:
-                self._pending_legacy.pop(_ANY_REQUEST, None)
+            self.subscriptions.settle(message)
             return diff
         if isinstance(message, SubscriptionError):
             self._subscription_error(message)
@@ -612,60 +612,36 @@ class ClientCache:
     def _identity_token(self, message: IdentityToken) -> TransactionDiff:
         previous, self._connection_id = self._connection_id, message.connection_id
         state = self._state
+        table = self.subscriptions
         # Requests noted before the first connection are simply sent on it: only data (or, after
         # an earlier connection, requests made on it) calls for a resync.
-        has_state = bool(state.live or any(t.rows for t in state.tables.values()) or state.has_legacy
-                         or (previous is not None and self._pending()))
+        has_state = bool(any(q.applied for q in table.sets.values()) or state.has_legacy
+                         or any(t.rows for t in state.tables.values())
+                         or (previous is not None and table.pending()))
         if self._auto_resync and previous != message.connection_id and has_state:
             diff = self.reconnected()
             if diff is not None:
                 return diff
         return TransactionDiff((), "none", message)
 
-    def _hold(self, state: _State, query_id: int, texts: tuple[str, ...]) -> None:
-        state.live[query_id] = texts
-        for text in texts:
-            state.holders[text] = state.holders.get(text, 0) + 1
-
-    def _release(self, state: _State, query_id: int) -> list[str]:
-        """Forget a query_id; return the texts no live query_id holds any more."""
-        self._pending_unsubs.discard(query_id)
-        released = []
-        for text in state.live.pop(query_id, ()):
-            left = state.holders.get(text, 0) - 1
-            if left > 0:
-                state.holders[text] = left
-            else:
-                state.holders.pop(text, None)
-                released.append(text)
-        return released
-
     def _subscription_error(self, message: SubscriptionError) -> None:
-        state = self._state
-        if message.request_id is None:
+        query_set = self.subscriptions.sets.get(message.query_id) if message.query_id is not None else None
+        unsubscribing = query_set is not None and query_set.unsubscribing and query_set.applied
+        settled = self.subscriptions.settle(message)
+        if settled.ended:
             # A query failed while evaluating a transaction: the server dropped every subscription
             # of this connection. Keep showing the (stale) rows; the subscriptions sent next
             # rebuild the state, and once they are answered only the net change comes out.
             log.warning("subscriptions ended by the server: %s", message.error)
             self.begin_resync()
-            self._arm_on_next_subscription = True
+            self._resync.fire(Event.SERVER_ENDED)
+            self._ended_at = self.subscriptions.added
             self._stale = message.error
-            return
-        query_id = message.query_id
-        if query_id is None:
-            self._pending_legacy.pop(message.request_id, None)
-        elif query_id in self._pending_subs:
-            del self._pending_subs[query_id]  # nothing was subscribed
-        elif query_id in self._pending_unsubs and query_id in state.live:
-            # An Unsubscribe answered with an error has still removed the query_id (spec §5.6).
-            released = self._release(state, query_id)
-            if len(released) > 1:
-                self._stale = (f"Unsubscribe of query_id {query_id} released {len(released)} queries "
-                               "whose rows the server did not send; use UnsubscribeMulti for sets")
-                log.warning("%s", self._stale)
-
-    def _pending(self) -> bool:
-        return bool(self._pending_subs or self._pending_legacy)
+        elif unsubscribing and len(settled.released) > 1:
+            self._stale = (f"Unsubscribe of query_id {message.query_id} released "
+                           f"{len(settled.released)} queries whose rows the server did not send; "
+                           "use UnsubscribeMulti for sets")
+            log.warning("%s", self._stale)
 
     # -- decoding and applying ---------------------------------------------------------------
 
@@ -739,7 +715,7 @@ class ClientCache:
         With only the legacy set live every occurrence is its own. Deltas do not say which query
         they belong to, so beside SubscribeSingle/Multi queries it is kept as an upper bound.
         """
-        only_legacy = not state.live
+        only_legacy = not any(q.applied for q in self.subscriptions.sets.values())
         for name, per_key in changes.items():
             assert not isinstance(per_key, _Batch)  # decoded with batches=False
             table = state.tables[name]
@@ -866,7 +842,7 @@ class ClientCache:
     def query_holders(self) -> Mapping[str, int]:
         """How many live ``query_id``s hold each query text (for the counting rule of §7.5)."""
         with self._lock:
-            return dict(self._state.holders)
+            return dict(self.subscriptions.holders)
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,10 +1,14 @@
 """The connection: one hot Observable of server messages that survives reconnects, and requests.
 
-Data flow: a cold *session* Observable opens one socket and emits its decoded messages until the
+Data flow: a cold *sockets* Observable opens one socket and emits its decoded messages until the
 socket ends (then it errors). ``retry_when(exponential_backoff)`` resubscribes it, and a guarded
 Subject shares the result, so every subscriber sees one stream for the whole life of the
 connection (retry sits upstream of sharing: a shared stream that errored never recovers).
 All emissions happen on the connection's I/O thread; move them with ``observe_on``.
+
+The protocol state (request ids, pending requests, subscriptions, the identity handshake) is a
+sans-I/O ``rx_spacetimedb.session.Session``: this module pumps messages into it under one lock,
+sends the frames it returns, then emits and settles outside the lock.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import logging
 import os
 import ssl as _ssl
 import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -26,9 +29,10 @@ from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
 from rx_spacetimedb._ioloop import IoLoop
+from rx_spacetimedb._options import ConnectOptions, seconds_from_deprecated_ms
 from rx_spacetimedb._streams import GuardedBehaviorSubject, GuardedSubject, LatestSubject
 from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
-from rx_spacetimedb.credentials import CredentialStore, default_credentials_path
+from rx_spacetimedb.credentials import CredentialStore
 from rx_spacetimedb.delivery import MessageSubject, deliver
 from rx_spacetimedb.errors import (
     AuthenticationFailed,
@@ -37,10 +41,8 @@ from rx_spacetimedb.errors import (
     ConnectionClosedByUser,
     ConnectTimeout,
     DatabaseNotFound,
-    OutOfEnergy,
     ProcedureFailed,
     ProtocolError,
-    QueryFailed,
     ReducerFailed,
     RequestAborted,
     RequestTimeout,
@@ -64,23 +66,20 @@ from rx_spacetimedb.operators._row_type import row_converter
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.codec import decode_server_message, encode_client_message
 from rx_spacetimedb.protocol.jsontext import dumps
-from rx_spacetimedb.protocol.schema import ModuleSchema, decode_json
+from rx_spacetimedb.protocol.schema import ModuleSchema
 from rx_spacetimedb.protocol.values import ConnectionId, Identity
 from rx_spacetimedb.requests import Request
 from rx_spacetimedb.schema_fetch import fetch_schema
-from rx_spacetimedb.transport import Transport, build_url
+from rx_spacetimedb.session import Events, OneOffResult, Session, TokenSource, dedupe
+from rx_spacetimedb.transport import Transport
 
 __all__ = ["Connection", "ConnectionState", "OneOffResult", "connect"]
 
 _log = logging.getLogger("rx_spacetimedb")
 Row = TypeVar("Row")
-_U32 = 1 << 32
 # Retrying cannot fix these (§1.5): a malformed request, a bad token, no such database, and a
 # row_types= class that does not fit the module's schema.
 _FATAL = (BadRequest, AuthenticationFailed, DatabaseNotFound, SchemaError)
-# The messages that answer a request of ours (see _stray_answer).
-_ANSWERS = (m.SubscribeApplied, m.SubscribeMultiApplied, m.UnsubscribeApplied, m.UnsubscribeMultiApplied,
-            m.InitialSubscription, m.ProcedureResult, m.OneOffQueryResponse)
 
 Status = Literal["connecting", "connected", "disconnected", "reconnecting", "closed"]
 
@@ -99,28 +98,6 @@ class ConnectionState:
     delay: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class OneOffResult:
-    """The rows of a one-off query (decoded with the schema when the connection has one)."""
-
-    table_name: str
-    rows: tuple[Any, ...]
-    response: m.OneOffQueryResponse
-
-
-@dataclass(slots=True)
-class _Subscription:
-    """A live SubscribeSingle/SubscribeMulti, re-sent after every reconnect.
-
-    ``queries`` is empty only for a ``subscribe_all()`` made before the schema came.
-    """
-
-    query_id: int
-    queries: tuple[str, ...]
-    multi: bool
-    request: Request[Any]
-
-
 class Connection:
     """A SpacetimeDB connection; create it with ``rx_spacetimedb.connect``.
 
@@ -131,75 +108,31 @@ class Connection:
         ``errors``: problems that do not end the stream (bad frames, failing observers).
     """
 
-    def __init__(
-        self,
-        host: str,
-        database: str,
-        *,
-        token: str | None,
-        reconnect: bool,
-        reconnect_delay: float,
-        max_reconnect_delay: float,
-        reconnect_jitter: float,
-        light: bool,
-        confirmed: bool,
-        ssl_context: _ssl.SSLContext | None,
-        fetch_schema: bool,
-        schema: ModuleSchema | None,
-        row_types: Mapping[str, type] | None,
-        credentials: CredentialStore | None,
-        request_timeout: float | None,
-        max_queued_requests: int,
-        ping_interval: float | None,
-        open_timeout: float | None,
-        name: str | None,
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> None:
-        self.host = host
-        self.database = database
-        self.name = name
-        self._light = light
-        self._confirmed = confirmed
-        self._ssl = ssl_context
-        self._fetch_schema = fetch_schema
-        self._row_types = dict(row_types or {})
-        self._credentials = credentials
-        self._token = token
+    def __init__(self, options: ConnectOptions) -> None:
+        self.options = options
+        self.host = options.url
+        self.database = options.database
+        self.name = options.name
+        self._credentials = options.store
         # Where the token came from: "user" (token=), "file" (credentials), "minted" (the server
         # gave it to this process while anonymous: the only kind dropped when the server rejects it).
-        self._token_source: Literal["user", "file", "minted"] | None = "user" if token else None
-        if token is None and credentials is not None:
-            self._token = credentials.load()
-            self._token_source = "file" if self._token else None
-        self._identity_reset = ""  # why the next IdentityToken is a new identity, if it is
-        self._request_timeout = request_timeout
-        self._max_queued = max_queued_requests
-        self._ping_interval = ping_interval
-        self._open_timeout = open_timeout
-        self._reconnect = reconnect
-        self.schema: ModuleSchema | None = schema
+        token = options.token
+        token_source: TokenSource | None = "user" if token else None
+        if token is None and self._credentials is not None:
+            token = self._credentials.load()
+            token_source = "file" if token else None
+        name = options.name
+        database = options.database
 
         self._io = IoLoop(f"rx-spacetimedb-io[{name or database}]")
+        # Guards the session (ids, pending requests, the handshake), the cache and the subscription
+        # table they share (it is the cache's lock too), _transport, _outbox, _closed and _tables;
+        # taken by user threads' requests and lookups and the I/O thread's messages. Never held
+        # while user code runs: settling requests and emitting come after.
         self._lock = threading.RLock()
         self._closed = False
-        # Why the connection ended (a fatal error, or close()): every request then fails at once.
-        self._fatal: Exception | None = None
         self._transport: Transport | None = None
         self._outbox: asyncio.Queue[str] | None = None
-        self._queued: deque[tuple[m.ClientMessage, Request[Any] | None]] = deque()
-        self._next_request_id = 1
-        self._next_query_id = 1
-        self._reducer_calls: dict[int, Request[Any]] = {}
-        self._procedure_calls: dict[int, Request[Any]] = {}
-        self._one_offs: dict[bytes, Request[Any]] = {}
-        self._legacy: tuple[tuple[str, ...], Request[Any]] | None = None
-        self._subscriptions: dict[int, _Subscription] = {}
-        self._unsubscribes: dict[int, Request[Any]] = {}
-        self._identity_token: m.IdentityToken | None = None
-        self._identified = False  # IdentityToken seen on the current socket
-        # Ids whose requests ended without their answer (timeout): a late answer is no stranger.
-        self._settled: deque[str] = deque(maxlen=1024)
-        self._connected_once = False
 
         self.errors: GuardedSubject[Exception] = GuardedSubject(self._report_observer_error)
         # Two subjects of the same stamped messages: the live tables of ``table()`` follow the
@@ -210,14 +143,17 @@ class Connection:
             ConnectionState("connecting"), self._report_observer_error)
         self._identity: GuardedBehaviorSubject[m.IdentityToken | None] = GuardedBehaviorSubject(
             None, self._report_observer_error)
-        self.cache = ClientCache(self._current_schema, auto_resync=False)
+        self.cache = ClientCache(self._current_schema, auto_resync=False, lock=self._lock)
+        self._session: Session[Request[Any]] = Session(
+            self.cache, schema=options.schema, token=token, token_source=token_source,
+            reconnect=options.reconnect, max_queued=options.max_queued_requests)
         self._tables: dict[tuple[str, type | None], LiveTable[Any]] = {}
 
         self._backoff = exponential_backoff(
-            reconnect_delay, max_reconnect_delay, jitter=reconnect_jitter,
-            max_attempts=None if reconnect else 0,
+            options.reconnect_delay, options.max_reconnect_delay, jitter=options.reconnect_jitter,
+            max_attempts=None if options.reconnect else 0,
             should_retry=lambda err: not isinstance(err, _FATAL),
-            on_retry=self._on_retry, scheduler=scheduler,
+            on_retry=self._on_retry, scheduler=options.scheduler,
         )
         self._pipeline = SerialDisposable()
 
@@ -246,18 +182,23 @@ class Connection:
     @property
     def identity_token(self) -> m.IdentityToken | None:
         """The ``IdentityToken`` of the current (or last) socket, if any."""
-        return self._identity_token
+        return self._session.identity_token
 
     @property
     def connection_id(self) -> ConnectionId | None:
         """This socket's connection id (a new one after every reconnect)."""
-        token = self._identity_token
+        token = self._session.identity_token
         return token.connection_id if token else None
 
     @property
     def token(self) -> str | None:
         """The token this connection authenticates with (never shown in reprs or logs)."""
-        return self._token
+        return self._session.token
+
+    @property
+    def schema(self) -> ModuleSchema | None:
+        """The module schema (given, or fetched before the first socket), or None."""
+        return self._session.schema
 
     # -- typed views (schema, cache, operators) ------------------------------------------
     # Each is the operator of the same name on ``messages``: one code path, and what the operator
@@ -323,8 +264,8 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Subscribe the session pipeline; its output feeds the shared subject."""
-        pipeline = self._session().pipe(retry_when(self._backoff))
+        """Subscribe the socket pipeline; its output feeds the shared subject."""
+        pipeline = self._sockets().pipe(retry_when(self._backoff))
         self._pipeline.disposable = pipeline.subscribe(
             self._on_message, self._on_fatal, self._on_session_completed)
 
@@ -334,9 +275,8 @@ class Connection:
             if self._closed:
                 return
             self._closed = True
-            if self._fatal is None:
-                self._fatal = ConnectionClosedByUser("the connection was closed with close()")
-            pending = self._take_all_pending()
+            pending = self._session.end(ConnectionClosedByUser("the connection was closed with close()"),
+                                        replace=False)
         self._pipeline.dispose()
         transport = self._transport
         if transport is not None and self._io.running:
@@ -369,7 +309,8 @@ class Connection:
         await asyncio.to_thread(self.close)
 
     def __repr__(self) -> str:
-        identity = self._identity_token.identity.hex if self._identity_token else None
+        token = self._session.identity_token
+        identity = token.identity.hex if token else None
         label = f"{self.name!r} " if self.name else ""
         return (f"<Connection {label}[{self.host!r}, database={self.database!r}, {self.state.status}, "
                 f"identity={identity}]>")
@@ -417,20 +358,20 @@ class Connection:
         def on_state(state: ConnectionState) -> None:
             if future.done():
                 return
-            token = self._identity_token
+            token = self._session.identity_token
             if state.status == "connected" and token is not None:
                 future.set_result(token)
             elif state.status == "closed":
-                future.set_exception(state.error or self._fatal
+                future.set_exception(state.error or self._session.fatal
                                      or ConnectionClosedByUser("the connection was closed with close()"))
 
         subscription = self._states.subscribe(on_state)  # replays the current state
         future.add_done_callback(lambda _: subscription.dispose())
         return future
 
-    # -- the session ---------------------------------------------------------------------
+    # -- the sockets ---------------------------------------------------------------------
 
-    def _session(self) -> Observable[m.ServerMessage]:
+    def _sockets(self) -> Observable[m.ServerMessage]:
         """A cold Observable: one socket per subscription, errors when the socket ends."""
 
         def subscribe(observer: abc.ObserverBase[m.ServerMessage],
@@ -459,17 +400,23 @@ class Connection:
         outbox: asyncio.Queue[str] = asyncio.Queue()
         with self._lock:
             self._transport, self._outbox = transport, outbox
+            self._session.socket_opened()
         writer = asyncio.ensure_future(self._write(transport, outbox))
         error: Exception | None = None
-        self._identified = False
         try:
             while True:
-                try:
-                    message = decode_server_message(await transport.recv())
-                except ProtocolError as err:  # a malformed or binary frame: report it, read on
-                    self._report(err)
-                    continue
-                observer.on_next(message)
+                # Every message of one TCP read at once: no task switch per message.
+                for frame in await transport.recv_batch():
+                    if isinstance(frame, bytes):  # v1.json.spacetimedb sends text only
+                        self._report(ProtocolError(f"unexpected binary frame of {len(frame)} bytes",
+                                                   raw=frame))
+                        continue
+                    try:
+                        message = decode_server_message(frame)
+                    except ProtocolError as err:  # a malformed frame: report it, read on
+                        self._report(err)
+                        continue
+                    observer.on_next(message)
         except asyncio.CancelledError:
             await transport.close(1000)
             raise
@@ -493,40 +440,45 @@ class Connection:
         try:
             return await self._open_once()
         except AuthenticationFailed as err:
-            if self._token_source != "minted":
-                raise self._explain_rejected_token(err) from err
             # A development server that was reset forgot the identity it minted for us: carry on
             # as a new anonymous identity rather than stop (§1.4), and say so.
-            self._identity_reset = ("new identity: the server rejected the token it had minted for this "
-                                    f"connection ({err.body or 'HTTP 401'}); was it reset?")
-            _log.warning("rx_spacetimedb: %s", self._identity_reset)
-            self._token, self._token_source = None, None
+            why = ("new identity: the server rejected the token it had minted for this "
+                   f"connection ({err.body or 'HTTP 401'}); was it reset?")
+            with self._lock:
+                dropped = self._session.forget_minted_token(why)
+            if not dropped:
+                raise self._explain_rejected_token(err) from err
+            _log.warning("rx_spacetimedb: %s", why)
             if self._credentials is not None:
                 self._credentials.clear()
             return await self._open_once()
 
     async def _open_once(self) -> Transport:
-        if self._fetch_schema and self.schema is None:
-            self.schema = await fetch_schema(self.host, self.database, token=self._token,
-                                             ssl=self._ssl, row_types=self._row_types)
+        options = self.options
+        if options.fetch_schema and self.schema is None:
+            schema = await fetch_schema(self.host, self.database, token=self.token,
+                                        ssl=options.ssl_context, row_types=dict(options.row_types))
+            with self._lock:
+                self._session.schema = schema
         return await Transport.open(
-            self.host, self.database, token=self._token, light=self._light,
-            confirmed=self._confirmed, ssl=self._ssl, open_timeout=self._open_timeout,
-            ping_interval=self._ping_interval, ping_timeout=self._ping_interval)
+            self.host, self.database, token=self.token, light=options.light,
+            confirmed=options.confirmed, ssl=options.ssl_context, open_timeout=options.open_timeout,
+            ping_interval=options.ping_interval, ping_timeout=options.ping_interval)
 
     def _explain_rejected_token(self, err: AuthenticationFailed) -> AuthenticationFailed:
         """The 401 with where the token came from and what to do (never the token itself)."""
-        if self._token_source == "file" and self._credentials is not None:
+        source = self._session.token_source
+        if source == "file" and self._credentials is not None:
             hint = (f"the token loaded from the credentials file {str(self._credentials.path)!r} was "
                     "rejected: delete that file (or call CredentialStore.clear()) to connect as a new "
                     "identity, or pass a valid token=")
-        elif self._token_source == "user":
+        elif source == "user":
             hint = ("the token passed as connect(token=...) was rejected: pass a valid token, or none "
                     "to connect anonymously")
         else:
             return err
         explained = AuthenticationFailed(err.status, f"{err.body}; {hint}" if err.body else hint)
-        explained.token_source = self._token_source
+        explained.token_source = source
         return explained
 
     async def _write(self, transport: Transport, outbox: asyncio.Queue[str]) -> None:
@@ -547,89 +499,49 @@ class Connection:
         code = getattr(error, "code", None)
         reason = getattr(error, "reason", "") if not isinstance(error, ProtocolError) else ""
         with self._lock:
-            aborted = self._take_sent_pending()
-            for query_id in list(self._unsubscribes):
-                self._subscriptions.pop(query_id, None)
-            aborted.extend(self._unsubscribes.values())
-            self._unsubscribes.clear()
+            aborted = self._session.socket_closed()
         for request in aborted:
             request.fail(RequestAborted(f"the connection was lost before the answer came: {error}"))
         self._set_state(ConnectionState("disconnected", *self._ids(), error=error, close_code=code,
                                         reason=str(reason)))
 
     def _on_message(self, message: m.ServerMessage) -> None:
-        """Fold the message into the cache, stamp it with the change, emit it, then settle requests.
+        """Pump one message through the session, emit it stamped with its diffs, then settle requests.
 
         In this order, whoever sees the message, a diff or a request's outcome sees current tables,
         and every stream derived from ``messages`` has had the message when a request settles.
         """
-        trusted = self._trusted(message)  # an untrusted message is still seen, never folded
-        diffs: list[TransactionDiff] = []
-        if trusted:
-            try:
-                if self.schema is not None:
-                    diffs.append(self.cache.apply(message).with_message(None))
-            except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
-                self._report(err)
-            try:
-                if isinstance(message, m.IdentityToken):
-                    diffs.extend(self._on_identity(message))
-            except Exception as err:
-                self._report(err)
-        deliver(message, self.schema, tuple(diffs), self.connection_id, self.cache.version)
+        with self._lock:
+            events = self._session.receive(message)
+            for frame in events.send:  # under the lock: in order, and on the socket that asked
+                self._send_now(frame)
+        for error in events.reports:
+            self._report(error)
+        token = events.connected
+        if token is not None:
+            self._connected(token, events)
+        deliver(message, self.schema, tuple(events.diffs), self.connection_id, self.cache.version)
         self._tables_feed.on_next(message)
         self._messages.on_next(message)
-        if trusted:
+        for request, value in events.settle:
+            request.settle(value)
+        for request, error in events.fail:
+            request.fail(error)
+
+    def _connected(self, token: m.IdentityToken, events: Events[Request[Any]]) -> None:
+        self._backoff.reset()
+        if events.save_token is not None and self._credentials is not None:
             try:
-                self._correlate(message)
+                self._credentials.save(events.save_token)
             except Exception as err:
                 self._report(err)
-
-    def _trusted(self, message: m.ServerMessage) -> bool:
-        """Whether a message fits this connection's state; reports those that do not (§6.4, §7.2)."""
-        if isinstance(message, m.IdentityToken):
-            self._identified = True
-            return True
-        if not self._identified:
-            self._report(ProtocolError(f"{type(message).__name__} arrived before IdentityToken, "
-                                       "which is always the first message: ignored"))
-            return False
-        stray = self._stray_answer(message)
-        if stray is not None:
-            self._report(ProtocolError(f"{stray}: ignored"))
-            return False
-        return True
-
-    def _stray_answer(self, message: m.ServerMessage) -> str | None:
-        """Describe an answer to a request this connection never made (or already forgot)."""
-        if not isinstance(message, _ANSWERS):
-            return None  # most messages (transactions) answer nothing: no lock taken for them
-        with self._lock:
-            if isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
-                known = message.query_id in self._subscriptions
-                what = f"query_id {message.query_id}"
-            elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
-                known = message.query_id in self._unsubscribes
-                what = f"query_id {message.query_id}"
-            elif isinstance(message, m.InitialSubscription):
-                known = self._legacy is not None and self._legacy[1].id == message.request_id
-                what = f"request_id {message.request_id}"
-            elif isinstance(message, m.ProcedureResult):
-                known = message.request_id in self._procedure_calls
-                what = f"request_id {message.request_id}"
-            elif isinstance(message, m.OneOffQueryResponse):
-                known = message.message_id in self._one_offs
-                what = f"message_id {message.message_id.hex()}"
-            else:
-                return None
-            if known or what in self._settled:
-                return None
-        return f"{type(message).__name__} for {what}, which this connection never sent"
+        self._set_state(ConnectionState("connected", token.identity, token.connection_id,
+                                        reason=events.reset))
+        self._identity.on_next(token)
 
     def _on_fatal(self, error: Exception) -> None:
         with self._lock:
-            self._fatal = error  # every later request fails at once with it
-            pending = self._take_all_pending()
+            pending = self._session.end(error)  # every later request fails at once with it
         for request in pending:
             request.fail(error)
         self._set_state(ConnectionState("closed", *self._ids(), error=error,
@@ -642,205 +554,6 @@ class Connection:
     def _on_session_completed(self) -> None:
         self._tables_feed.on_completed()
         self._messages.on_completed()
-
-    # -- identity and resubscription -----------------------------------------------------
-
-    def _on_identity(self, token: m.IdentityToken) -> list[TransactionDiff]:
-        self._backoff.reset()
-        reconnect = self._connected_once
-        self._connected_once = True
-        if self._token_source != "user":
-            # Anonymous: keep the minted token so reconnects keep this identity (§1.4).
-            if self._token_source is None or token.token != self._token:
-                self._token_source = "minted"
-            self._token = token.token
-            if self._credentials is not None:
-                self._credentials.save(token.token)
-        reset, self._identity_reset = self._identity_reset, ""
-        # Under the lock, "connected" and the list of what to (re)send change together: a request
-        # made meanwhile on another thread is either in this list or sent by its caller, never both.
-        with self._lock:
-            self._identity_token = token
-            if reconnect:
-                # Rebuild from the fresh snapshots; only the net change since the drop comes out.
-                self.cache.begin_resync()
-            frames: list[m.ClientMessage] = []
-            failed: list[tuple[Request[Any], Exception]] = []
-            if self._legacy is not None:
-                queries, request = self._legacy
-                request_id = self._new_request_id()
-                self._legacy = (queries, _rekey(request, request_id))
-                frames.append(m.Subscribe(queries, request_id))
-                if reconnect:
-                    self.cache.note_subscribe(request_id, queries)
-            unresolved = [sub for sub in self._subscriptions.values() if not sub.queries]
-            for sub in unresolved:  # subscribe_all() made before the schema came: its tables now
-                try:
-                    sub.queries = self._all_tables()
-                    self.cache.note_subscribe_multi(sub.query_id, sub.queries)
-                except SchemaError as err:
-                    del self._subscriptions[sub.query_id]
-                    failed.append((sub.request, err))
-            for sub in self._subscriptions.values():
-                if sub.multi:
-                    frames.append(m.SubscribeMulti(sub.queries, self._new_request_id(), sub.query_id))
-                    if reconnect:
-                        self.cache.note_subscribe_multi(sub.query_id, sub.queries)
-                else:
-                    frames.append(m.SubscribeSingle(sub.queries[0], self._new_request_id(), sub.query_id))
-                    if reconnect:
-                        self.cache.note_subscribe_single(sub.query_id, sub.queries[0])
-            queued = list(self._queued)
-            self._queued.clear()
-            finished = self.cache.end_resync_when_applied() if reconnect else None
-        for request, error in failed:
-            request.fail(error)
-        self._set_state(ConnectionState("connected", token.identity, token.connection_id, reason=reset))
-        self._identity.on_next(token)
-        for frame in frames:
-            self._send_now(frame)
-        for frame, queued_request in queued:
-            if queued_request is not None and self._fails_unsent(frame, queued_request):
-                continue
-            if queued_request is not None:
-                queued_request.sent = True
-            self._send_now(frame)
-        return [finished] if finished is not None else []
-
-    def _fails_unsent(self, frame: m.ClientMessage, request: Request[Any]) -> bool:
-        """Fail a call queued before the schema came, if the schema has no such reducer/procedure."""
-        if isinstance(frame, m.CallReducer):
-            unknown = self._unknown("reducer", frame.reducer)
-            error: Exception | None = ReducerFailed(frame.reducer, unknown) if unknown else None
-        elif isinstance(frame, m.CallProcedure):
-            unknown = self._unknown("procedure", frame.procedure)
-            error = ProcedureFailed(frame.procedure, unknown) if unknown else None
-        else:
-            return False
-        if error is None:
-            return False
-        with self._lock:
-            self._forget(request)
-        request.fail(error)
-        return True
-
-    # -- correlation ---------------------------------------------------------------------
-
-    def _correlate(self, message: m.ServerMessage) -> None:
-        if isinstance(message, m.TransactionUpdate):
-            self._on_transaction(message)
-        elif isinstance(message, m.ProcedureResult):
-            with self._lock:
-                request = self._procedure_calls.pop(message.request_id, None)
-            if request is not None:
-                self._settle_procedure(request, message)
-        elif isinstance(message, m.OneOffQueryResponse):
-            with self._lock:
-                request = self._one_offs.pop(message.message_id, None)
-            if request is not None:
-                self._settle_one_off(request, message)
-        elif isinstance(message, m.SubscribeApplied | m.SubscribeMultiApplied):
-            with self._lock:
-                sub = self._subscriptions.get(message.query_id)
-            if sub is not None:
-                sub.request.settle(message)
-        elif isinstance(message, m.UnsubscribeApplied | m.UnsubscribeMultiApplied):
-            with self._lock:
-                request = self._unsubscribes.pop(message.query_id, None)
-                self._subscriptions.pop(message.query_id, None)
-            if request is not None:
-                request.settle(message)
-        elif isinstance(message, m.InitialSubscription):
-            with self._lock:
-                legacy = self._legacy
-            if legacy is not None and legacy[1].id == message.request_id:
-                legacy[1].settle(message)
-        elif isinstance(message, m.SubscriptionError):
-            self._on_subscription_error(message)
-
-    def _on_transaction(self, message: m.TransactionUpdate) -> None:
-        own = self._identity_token
-        if own is None or message.caller_connection_id != own.connection_id:
-            return
-        call = message.reducer_call
-        with self._lock:
-            request = self._reducer_calls.pop(call.request_id, None) if call.request_id else None
-            if request is None and call.request_id == 0 and isinstance(message.status, m.Failed):
-                # A call the server could not start comes back with request_id 0 (§7.4):
-                # match the oldest pending call of that reducer.
-                for request_id, candidate in self._reducer_calls.items():
-                    if candidate.name == call.reducer_name or not call.reducer_name:
-                        request = self._reducer_calls.pop(request_id)
-                        break
-        if request is None:
-            return
-        status = message.status
-        if isinstance(status, m.Committed):
-            request.settle(message)
-        elif isinstance(status, m.Failed):
-            request.fail(ReducerFailed(request.name, status.message))
-        else:
-            request.fail(OutOfEnergy(f"reducer {request.name!r} ran out of energy"))
-
-    def _settle_procedure(self, request: Request[Any], message: m.ProcedureResult) -> None:
-        status = message.status
-        if isinstance(status, m.Returned):
-            try:
-                value = (self.schema.decode_procedure_return(request.name, status.value)
-                         if self.schema is not None and request.name in self.schema.procedures
-                         else decode_json(status.value))
-            except SpacetimeDBError as err:
-                request.fail(err)
-                return
-            request.settle(value)
-        elif isinstance(status, m.InternalError):
-            request.fail(ProcedureFailed(request.name, status.message))
-        else:
-            request.fail(OutOfEnergy(f"procedure {request.name!r} ran out of energy"))
-
-    def _settle_one_off(self, request: Request[Any], message: m.OneOffQueryResponse) -> None:
-        if message.error is not None:
-            request.fail(QueryFailed(message.error))
-            return
-        try:
-            table = message.tables[0] if message.tables else m.OneOffTable("", ())
-            schema = self.schema
-            if schema is not None and table.table_name in schema.tables:
-                rows = tuple(schema.decode_rows(table.table_name, table.rows))
-            else:
-                rows = tuple(decode_json(r) for r in table.rows)
-        except SpacetimeDBError as err:
-            request.fail(err)
-            return
-        request.settle(OneOffResult(table.table_name, rows, message))
-
-    def _on_subscription_error(self, message: m.SubscriptionError) -> None:
-        failure = SubscriptionFailed(message.error, query_id=message.query_id,
-                                     request_id=message.request_id)
-        failed: list[Request[Any]] = []
-        with self._lock:
-            if message.request_id is None:
-                # Evaluating a transaction failed: the server dropped every subscription (§7.3).
-                failed = [s.request for s in self._subscriptions.values()]
-                self._subscriptions.clear()
-                if self._legacy is not None:
-                    failed.append(self._legacy[1])
-                    self._legacy = None
-            elif message.query_id is not None:
-                unsub = self._unsubscribes.pop(message.query_id, None)
-                if unsub is not None:
-                    # The query id is gone even when Unsubscribe answers with an error (§5.6).
-                    self._subscriptions.pop(message.query_id, None)
-                    failed.append(unsub)
-                else:
-                    sub = self._subscriptions.pop(message.query_id, None)
-                    if sub is not None:
-                        failed.append(sub.request)
-            elif self._legacy is not None and self._legacy[1].id == message.request_id:
-                failed.append(self._legacy[1])
-                self._legacy = None
-        for request in failed:
-            request.fail(failure)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -867,17 +580,15 @@ class Connection:
         _check_name("reducer", reducer)
         if flags not in (m.FULL_UPDATE, m.NO_SUCCESS_NOTIFY):
             raise ValueError(f"flags: must be FULL_UPDATE (0) or NO_SUCCESS_NOTIFY (1), got {flags!r}")
-        self._check_open()
-        unknown = self._unknown("reducer", reducer)
+        self._session.check_open()
+        unknown = self._session.unknown("reducer", reducer)
         if unknown is not None:
             return _failed("reducer", reducer, ReducerFailed(reducer, unknown))
         text = self._encode_args("reducer", reducer, args)
         with self._lock:
-            request_id = self._new_request_id()
+            request_id = self._session.new_request_id()
             request: Request[Any] = Request("reducer", request_id, reducer)
-            if flags == m.FULL_UPDATE:
-                self._reducer_calls[request_id] = request
-        self._submit(m.CallReducer(reducer, text, request_id, flags), request, timeout)
+            self._submit(m.CallReducer(reducer, text, request_id, flags), request, timeout)
         if flags == m.NO_SUCCESS_NOTIFY:
             request.settle(None)
         return request
@@ -889,70 +600,48 @@ class Connection:
         A procedure the module does not have fails the outcome with ``ProcedureFailed``.
         """
         _check_name("procedure", procedure)
-        self._check_open()
-        unknown = self._unknown("procedure", procedure)
+        self._session.check_open()
+        unknown = self._session.unknown("procedure", procedure)
         if unknown is not None:
             return _failed("procedure", procedure, ProcedureFailed(procedure, unknown))
         text = self._encode_args("procedure", procedure, args)
         with self._lock:
-            request_id = self._new_request_id()
+            request_id = self._session.new_request_id()
             request: Request[Any] = Request("procedure", request_id, procedure)
-            self._procedure_calls[request_id] = request
-        self._submit(m.CallProcedure(procedure, text, request_id), request, timeout)
+            self._submit(m.CallProcedure(procedure, text, request_id), request, timeout)
         return request
 
     def one_off_query(self, sql: str, *, timeout: float | None = None) -> Request[OneOffResult]:
         """Run one query once; the outcome is a ``OneOffResult`` or ``QueryFailed``."""
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError("sql: must be a non-empty string")
-        self._check_open()
+        self._session.check_open()
         message_id = os.urandom(16)
         request: Request[Any] = Request("one_off_query", message_id, sql)
         with self._lock:
-            self._one_offs[message_id] = request
-        self._submit(m.OneOffQuery(message_id, sql), request, timeout)
+            self._submit(m.OneOffQuery(message_id, sql), request, timeout)
         return request
 
     def subscribe(self, queries: str | Sequence[str]) -> Request[m.InitialSubscription]:
         """Legacy subscribe: replace the whole legacy set; re-sent after every reconnect."""
-        texts = _dedupe(_check_queries(queries))
-        self._check_open()
+        texts = dedupe(_check_queries(queries))
         with self._lock:
-            request_id = self._new_request_id()
-            request: Request[Any] = Request("subscribe", request_id)
-            previous = self._legacy
-            if previous is not None:  # its answer may still be on the way: not a stranger then
-                self._settled.append(f"request_id {previous[1].id}")
-            self._legacy = (texts, request)
-            self.cache.note_subscribe(request_id, texts)
-            self._submit_subscription(m.Subscribe(texts, request_id), request)
+            request: Request[Any] = Request("subscribe", self._session.new_request_id())
+            frame, previous = self._session.subscribe_legacy(texts, request)
+            if frame is not None:
+                self._send_now(frame)
         if previous is not None:
-            previous[1].fail(SubscriptionFailed("replaced by a newer subscribe()"))
+            previous.fail(SubscriptionFailed("replaced by a newer subscribe()"))
         return request
 
     def subscribe_single(self, query: str) -> Request[m.SubscribeApplied]:
         """Add one query; ``.id`` is its query id (for ``unsubscribe``); re-sent on reconnect."""
         (text,) = _check_queries([query])
-        self._check_open()
-        with self._lock:
-            query_id = self._new_query_id()
-            request: Request[Any] = Request("subscribe_single", query_id, text)
-            self._subscriptions[query_id] = _Subscription(query_id, (text,), False, request)
-            self.cache.note_subscribe_single(query_id, text)
-            self._submit_subscription(m.SubscribeSingle(text, self._new_request_id(), query_id), request)
-        return request
+        return self._subscribe("subscribe_single", (text,), multi=False, name=text)
 
     def subscribe_multi(self, queries: Sequence[str]) -> Request[m.SubscribeMultiApplied]:
         """Add several queries under one query id (``.id``); re-sent on reconnect."""
-        texts = _dedupe(_check_queries(queries))
-        self._check_open()
-        with self._lock:
-            query_id = self._new_query_id()
-            request: Request[Any] = Request("subscribe_multi", query_id)
-            self._subscriptions[query_id] = _Subscription(query_id, texts, True, request)
-            self.cache.note_subscribe_multi(query_id, texts)
-            self._submit_subscription(m.SubscribeMulti(texts, self._new_request_id(), query_id), request)
-        return request
+        return self._subscribe("subscribe_multi", dedupe(_check_queries(queries)), multi=True)
 
     def subscribe_all(self) -> Request[m.SubscribeMultiApplied]:
         """Subscribe to every public table as one query set (the SDKs' ``subscribeToAllTables``).
@@ -965,29 +654,23 @@ class Connection:
                 (``fetch_schema=False`` and no ``schema=``); when the schema arrives later, the
                 outcome fails with it instead.
         """
-        if self.schema is None and not self._fetch_schema:
+        if self.schema is None and not self.options.fetch_schema:
             raise SchemaError("subscribe_all: the connection has no module schema to read the tables "
                               "from (fetch_schema=False and no schema=)")
-        self._check_open()
         with self._lock:
-            # Checked under the lock: the socket's first IdentityToken fills in what is still empty.
-            queries = self._all_tables() if self.schema is not None else ()
-            query_id = self._new_query_id()
-            request: Request[Any] = Request("subscribe_multi", query_id)
-            self._subscriptions[query_id] = _Subscription(query_id, queries, True, request)
-            if queries:
-                self.cache.note_subscribe_multi(query_id, queries)
-                frame = m.SubscribeMulti(queries, self._new_request_id(), query_id)
-                self._submit_subscription(frame, request)
-        return request
+            # Read under the lock: the socket's first IdentityToken fills in what is still empty.
+            self._session.check_open()
+            queries = self._session.all_tables() if self.schema is not None else ()
+            return self._subscribe("subscribe_multi", queries, multi=True)
 
-    def _all_tables(self) -> tuple[str, ...]:
-        """``SELECT * FROM`` every public table of the schema."""
-        assert self.schema is not None
-        tables = [t.name for t in self.schema.tables.values() if t.public]
-        if not tables:
-            raise SchemaError("subscribe_all: the module has no public table")
-        return tuple(f"SELECT * FROM {name}" for name in tables)
+    def _subscribe(self, kind: str, queries: tuple[str, ...], *, multi: bool,
+                   name: str = "") -> Request[Any]:
+        with self._lock:
+            request: Request[Any] = Request(kind, self._session.new_query_id(), name)
+            frame = self._session.subscribe(queries, multi, request)
+            if frame is not None:
+                self._send_now(frame)
+        return request
 
     def unsubscribe(self, query_id: int | Request[Any]) -> Request[Any]:
         """Drop a subscribe_single/subscribe_multi by query id (or its Request)."""
@@ -996,26 +679,12 @@ class Connection:
         if not isinstance(query_id, int):
             raise TypeError("query_id: must be an int or a subscription Request, "
                             f"not {type(query_id).__name__}")
-        self._check_open()
+        request: Request[Any] = Request("unsubscribe", query_id)
         with self._lock:
-            sub = self._subscriptions.get(query_id)
-            if sub is None:
-                raise ValueError(f"query_id: no live subscription {query_id!r}")
-            request_id = self._new_request_id()
-            request: Request[Any] = Request("unsubscribe", query_id)
-            self._unsubscribes[query_id] = request
-            connected = self._outbox is not None and self._identity_token is not None
-            if not connected:
-                # Not on the server yet (or any more): dropping it locally is the whole job; the
-                # next resync leaves its rows out.
-                del self._subscriptions[query_id]
-                del self._unsubscribes[query_id]
-            else:
-                self.cache.note_unsubscribe(query_id)
-                frame: m.ClientMessage = (m.UnsubscribeMulti(request_id, query_id) if sub.multi
-                                          else m.Unsubscribe(request_id, query_id))
-                self._submit(frame, request, None)  # connected, under the same lock: sent now
-        if not connected:
+            frame = self._session.unsubscribe(query_id, request)
+            if frame is not None:
+                self._send_now(frame)
+        if frame is None:
             request.settle(None)
         return request
 
@@ -1029,67 +698,27 @@ class Connection:
             return schema.encode_args(table[name].params, args)
         return dumps(list(args) if not isinstance(args, Mapping) else dict(args))
 
-    def _unknown(self, kind: str, name: str) -> str | None:
-        """Why the module has no such reducer/procedure (in the server's words), or None."""
-        schema = self.schema
-        if schema is None:
-            return None  # the server will say, with the same words
-        table = schema.reducers if kind == "reducer" else schema.procedures
-        return None if name in table else f"no such {kind}; the module has {sorted(table)}"
-
-    def _check_open(self) -> None:
-        """Raise the error that ended the connection: no request waits for an answer that cannot come."""
-        error = self._fatal
-        if error is not None:
-            raise error.with_traceback(None)
-
-    def _submit_subscription(self, frame: m.ClientMessage, request: Request[Any]) -> None:
-        """Send now if connected; otherwise the (re)connect sends every live subscription.
-
-        Called with the lock held, in the same critical section that registered the subscription.
-        """
-        if self._outbox is not None and self._identity_token is not None:
-            request.sent = True
-            self._send_now(frame)
-
-    def _submit(self, frame: m.ClientMessage, request: Request[Any], timeout: float | None) -> None:
+    def _submit(self, frame: m.CallReducer | m.CallProcedure | m.OneOffQuery, request: Request[Any],
+                timeout: float | None) -> None:
         """Send now, or queue until connected; the decision and the send share the lock with the
         socket's end, so a request is either aborted with its socket or sent on the next one."""
-        with self._lock:
-            if self._fatal is not None:  # ended since the caller's check
-                self._forget(request)
-                raise self._fatal.with_traceback(None)
-            if self._outbox is not None and self._identity_token is not None:
-                request.sent = True
-                self._send_now(frame)
-            elif not self._reconnect and self.state.status in ("disconnected", "closed"):
-                self._forget(request)
-                raise RequestAborted("not connected and reconnect=False")
-            elif len(self._queued) >= self._max_queued:
-                self._forget(request)
-                raise RequestAborted(f"not connected and {self._max_queued} requests are already queued")
-            else:
-                self._queued.append((frame, request))
-        timeout = self._request_timeout if timeout is None else timeout
-        if timeout is not None and not request.done:
+        assert self._lock._is_owned()  # type: ignore[attr-defined]
+        if self._session.submit(frame, request):
+            self._send_now(frame)
+        timeout = self.options.request_timeout if timeout is None else timeout
+        if timeout is not None:
             self._io.loop.call_soon_threadsafe(self._arm_timeout, request, timeout)
 
     def _arm_timeout(self, request: Request[Any], timeout: float) -> None:
         def expire() -> None:
             if request.fail(RequestTimeout(f"{request!r}: no answer within {timeout} s")):
                 with self._lock:
-                    self._forget(request)
-                    key = request.id.hex() if isinstance(request.id, bytes) else request.id
-                    self._settled.append(f"{'message' if isinstance(request.id, bytes) else 'request'}"
-                                         f"_id {key}")
+                    self._session.expire(request)
         asyncio.get_running_loop().call_later(timeout, expire)
 
-    def _forget(self, request: Request[Any]) -> None:
-        for table in (self._reducer_calls, self._procedure_calls, self._one_offs):
-            if table.get(request.id) is request:
-                del table[request.id]
-
     def _send_now(self, frame: m.ClientMessage) -> None:
+        """Hand a frame to the socket's writer (called with the lock held, so frames keep their order)."""
+        assert self._lock._is_owned()  # type: ignore[attr-defined]
         text = encode_client_message(frame)
 
         def put() -> None:
@@ -1099,45 +728,10 @@ class Connection:
 
         self._io.call_soon(put)
 
-    def _take_sent_pending(self) -> list[Request[Any]]:
-        """Requests sent on the socket that just ended: the new socket will never answer them."""
-        taken: list[Request[Any]] = []
-        tables: tuple[dict[Any, Request[Any]], ...] = (
-            self._reducer_calls, self._procedure_calls, self._one_offs)
-        for table in tables:
-            for key, request in list(table.items()):
-                if request.sent:
-                    taken.append(request)
-                    del table[key]
-        return taken
-
-    def _take_all_pending(self) -> list[Request[Any]]:
-        taken: list[Request[Any]] = []
-        for table in (self._reducer_calls, self._procedure_calls, self._one_offs):
-            taken.extend(table.values())
-            table.clear()
-        taken.extend(s.request for s in self._subscriptions.values())
-        taken.extend(self._unsubscribes.values())
-        if self._legacy is not None:
-            taken.append(self._legacy[1])
-        taken.extend(r for _, r in self._queued if r is not None)
-        self._queued.clear()
-        return taken
-
-    def _new_request_id(self) -> int:
-        request_id = self._next_request_id
-        self._next_request_id = request_id % (_U32 - 1) + 1  # u32, never 0 (0 means "no request")
-        return request_id
-
-    def _new_query_id(self) -> int:
-        query_id = self._next_query_id
-        self._next_query_id = query_id % (_U32 - 1) + 1
-        return query_id
-
     # -- helpers -------------------------------------------------------------------------
 
     def _ids(self) -> tuple[Identity | None, ConnectionId | None]:
-        token = self._identity_token
+        token = self._session.identity_token
         return (token.identity, token.connection_id) if token else (None, None)
 
     def _set_state(self, state: ConnectionState) -> None:
@@ -1170,16 +764,6 @@ def _failed(kind: str, name: str, error: Exception) -> Request[Any]:
     return request
 
 
-def _rekey(request: Request[Any], request_id: int) -> Request[Any]:
-    request.id = request_id
-    return request
-
-
-def _dedupe(queries: Sequence[str]) -> tuple[str, ...]:
-    """Never send one query text twice on a connection (§7.3, §10.13)."""
-    return tuple(dict.fromkeys(queries))
-
-
 def _check_queries(queries: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(queries, str):
         queries = [queries]
@@ -1207,8 +791,8 @@ def connect(
     token: str | None = None,
     handler: Any = None,
     reconnect: bool = True,
-    reconnect_delay_ms: int = 500,
-    max_reconnect_delay_ms: int = 30_000,
+    reconnect_delay: float | None = None,
+    max_reconnect_delay: float | None = None,
     reconnect_jitter: float = 0.0,
     name: str | None = None,
     light: bool = False,
@@ -1224,8 +808,13 @@ def connect(
     open_timeout: float | None = 10.0,
     subscribe: Sequence[str] | None = None,
     scheduler: abc.SchedulerBase | None = None,
+    reconnect_delay_ms: float | None = None,
+    max_reconnect_delay_ms: float | None = None,
 ) -> Connection:
     """Connect to a SpacetimeDB database; returns the ``Connection`` at once, connecting in the background.
+
+    The options are checked and kept as one frozen ``ConnectOptions`` (``conn.options``). Every
+    duration is in seconds.
 
     Args:
         host: Host name, or a full URL (``ws://``, ``wss://``, ``http://``, ``https://``; then
@@ -1237,7 +826,8 @@ def connect(
             across reconnects (and saved to ``credentials`` if given).
         handler: Callbacks by message kind (see ``rx_spacetimedb.handler``).
         reconnect: Reconnect after transient failures with exponential backoff.
-        reconnect_delay_ms, max_reconnect_delay_ms: First and largest backoff delay.
+        reconnect_delay, max_reconnect_delay: First and largest backoff delay in seconds
+            (default 0.5 and 30).
         reconnect_jitter: Random spread of each delay, as a fraction in [0, 1].
         name: A label for reprs and logs.
         light: Ask for ``TransactionUpdateLight`` for other clients' transactions.
@@ -1255,65 +845,30 @@ def connect(
         open_timeout: Seconds allowed for the TCP/TLS/HTTP handshake.
         subscribe: Queries to ``subscribe_multi`` right away.
         scheduler: Scheduler for backoff timers (tests inject a virtual one).
+        reconnect_delay_ms, max_reconnect_delay_ms: Deprecated: the same delays in milliseconds
+            (a ``DeprecationWarning``).
 
     Raises:
         ValueError / TypeError: an invalid option, named in the message.
     """
-    if not isinstance(host, str) or not host:
-        raise ValueError("host: must be a non-empty string")
-    if not isinstance(database, str) or not database:
-        raise ValueError("database: must be a database name or identity")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"port: must be an int in 1..65535, got {port!r}")
-    for option, value in (("tls", tls), ("reconnect", reconnect), ("light", light),
-                          ("confirmed", confirmed), ("fetch_schema", fetch_schema)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{option}: must be a bool, got {type(value).__name__}")
-    if token is not None and (not isinstance(token, str) or not token):
-        raise ValueError("token: must be a non-empty string or None")
-    for delay_option, delay in (("reconnect_delay_ms", reconnect_delay_ms),
-                                ("max_reconnect_delay_ms", max_reconnect_delay_ms)):
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise ValueError(f"{delay_option}: must be a number >= 0, got {delay!r}")
-    if max_reconnect_delay_ms < reconnect_delay_ms:
-        raise ValueError("max_reconnect_delay_ms: must be >= reconnect_delay_ms")
-    if isinstance(max_queued_requests, bool) or not isinstance(max_queued_requests, int) \
-            or max_queued_requests < 0:
-        raise ValueError(f"max_queued_requests: must be an int >= 0, got {max_queued_requests!r}")
-    if request_timeout is not None and (not isinstance(request_timeout, int | float)
-                                        or request_timeout <= 0):
-        raise ValueError(f"request_timeout: must be a positive number or None, got {request_timeout!r}")
-    if ssl_context is not None and not isinstance(ssl_context, _ssl.SSLContext):
-        raise TypeError("ssl_context: must be an ssl.SSLContext")
-    if schema is not None and not isinstance(schema, ModuleSchema):
-        raise TypeError("schema: must be a ModuleSchema")
-    scheme = "wss" if tls or ssl_context is not None else "ws"
-    url = host if "://" in host else f"{scheme}://{host}:{port}"
-    build_url(url, database)  # validates host and database now, at the call
-    if handler is not None:
-        check_handler(handler)
-    store: CredentialStore | None
-    if credentials is True:
-        store = CredentialStore(default_credentials_path(url, database))
-    elif credentials is None or credentials is False or isinstance(credentials, CredentialStore):
-        store = credentials or None
-    elif isinstance(credentials, str | os.PathLike):
-        store = CredentialStore(credentials)
-    else:
-        raise TypeError("credentials: must be True, a path or a CredentialStore, "
-                        f"not {type(credentials).__name__}")
-    conn = Connection(
-        url, database, token=token, reconnect=reconnect,
-        reconnect_delay=reconnect_delay_ms / 1000, max_reconnect_delay=max_reconnect_delay_ms / 1000,
-        reconnect_jitter=reconnect_jitter, light=light, confirmed=confirmed, ssl_context=ssl_context,
-        fetch_schema=fetch_schema, schema=schema, row_types=row_types, credentials=store,
-        request_timeout=request_timeout, max_queued_requests=max_queued_requests,
-        ping_interval=ping_interval, open_timeout=open_timeout, name=name, scheduler=scheduler,
+    options = ConnectOptions(
+        host=host, database=database, port=port, tls=tls, token=token, reconnect=reconnect,
+        reconnect_delay=seconds_from_deprecated_ms("reconnect_delay_ms", "reconnect_delay",
+                                                   reconnect_delay_ms, reconnect_delay, 0.5),
+        max_reconnect_delay=seconds_from_deprecated_ms("max_reconnect_delay_ms", "max_reconnect_delay",
+                                                       max_reconnect_delay_ms, max_reconnect_delay, 30.0),
+        reconnect_jitter=reconnect_jitter, name=name, light=light, confirmed=confirmed,
+        ssl_context=ssl_context, fetch_schema=fetch_schema, schema=schema, row_types=row_types or {},
+        credentials=credentials, request_timeout=request_timeout, max_queued_requests=max_queued_requests,
+        ping_interval=ping_interval, open_timeout=open_timeout, subscribe=subscribe or (),
+        scheduler=scheduler,
     )
     if handler is not None:
+        check_handler(handler)
+    conn = Connection(options)
+    if handler is not None:
         attach_handler(conn, handler)
-    if subscribe:
-        conn.subscribe_multi(list(subscribe))
+    if options.subscribe:
+        conn.subscribe_multi(list(options.subscribe))
     conn._start()
     return conn
-

@@ -65,8 +65,8 @@ class Client:
     """A connection with its errors, messages and states recorded (replayed to every wait)."""
 
     def __init__(self, url: str, database: str, **options: Any) -> None:
-        self.conn: Connection = rx_spacetimedb.connect(url, database, reconnect_delay_ms=1,
-                                                       max_reconnect_delay_ms=20, **options)
+        self.conn: Connection = rx_spacetimedb.connect(url, database, reconnect_delay=0.001,
+                                                       max_reconnect_delay=0.02, **options)
         self.errors: ReplaySubject[Exception] = ReplaySubject()
         self.messages: ReplaySubject[m.ServerMessage] = ReplaySubject()
         self.error_list: list[Exception] = []

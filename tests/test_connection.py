@@ -32,8 +32,8 @@ from tests.conftest import WAIT, wait_for
 
 
 def open_conn(server: SpacetimeDBEmulator, **options: Any) -> Connection:
-    options.setdefault("reconnect_delay_ms", 20)
-    options.setdefault("max_reconnect_delay_ms", 200)
+    options.setdefault("reconnect_delay", 0.02)
+    options.setdefault("max_reconnect_delay", 0.2)
     return rx_spacetimedb.connect(server.url, server.database, **options)
 
 
@@ -173,7 +173,7 @@ def test_changes_while_away_come_out_as_one_net_diff(server: SpacetimeDBEmulator
 def test_server_down_at_start_is_retried_with_backoff(server: SpacetimeDBEmulator) -> None:
     server.refuse_connections(2)
     states: list[ConnectionState] = []
-    with open_conn(server, reconnect_delay_ms=10, max_reconnect_delay_ms=1000) as conn:
+    with open_conn(server, reconnect_delay=0.01, max_reconnect_delay=1) as conn:
         conn.states.subscribe(states.append)
         conn.wait_connected(WAIT)
     retries = [s for s in states if s.status == "reconnecting"]
@@ -188,7 +188,7 @@ def test_server_down_at_start_is_retried_with_backoff(server: SpacetimeDBEmulato
 def test_fatal_handshake_errors_are_not_retried(server: SpacetimeDBEmulator, options: dict[str, Any],
                                                 error: type[Exception]) -> None:
     database = options.pop("database_override", server.database)
-    conn = rx_spacetimedb.connect(server.url, database, reconnect_delay_ms=1, **options)
+    conn = rx_spacetimedb.connect(server.url, database, reconnect_delay=0.001, **options)
     with pytest.raises(error):
         conn.wait_connected(WAIT)
     final = wait_for(conn.states.pipe(ops.start_with(conn.state)), lambda s: s.status == "closed")
@@ -213,7 +213,7 @@ def test_reconnect_false_surfaces_the_first_failure(server: SpacetimeDBEmulator)
 
 def test_close_while_reconnecting_stops_everything(server: SpacetimeDBEmulator) -> None:
     server.refuse_connections(10_000)
-    conn = open_conn(server, reconnect_delay_ms=5, max_reconnect_delay_ms=5)
+    conn = open_conn(server, reconnect_delay=0.005, max_reconnect_delay=0.005)
     wait_for(conn.states, lambda s: s.status == "reconnecting" and s.attempt >= 2)
     completed = threading.Event()
     conn.messages.subscribe(on_completed=completed.set)
@@ -230,7 +230,7 @@ def test_close_while_reconnecting_stops_everything(server: SpacetimeDBEmulator) 
 def test_requests_while_disconnected_are_queued_and_sent_on_reconnect(
         server: SpacetimeDBEmulator) -> None:
     server.refuse_connections(3)
-    with open_conn(server, reconnect_delay_ms=10) as conn:
+    with open_conn(server, reconnect_delay=0.01) as conn:
         request = conn.call_reducer("CreatePlayer", ["queued"])
         assert not request.done
         update = request.result(WAIT)
@@ -377,8 +377,15 @@ def test_token_never_logged(server: SpacetimeDBEmulator, caplog: pytest.LogCaptu
     ({"port": "3000"}, "port"),
     ({"tls": "yes"}, "tls"),
     ({"token": ""}, "token"),
-    ({"reconnect_delay_ms": -1}, "reconnect_delay_ms"),
-    ({"reconnect_delay_ms": 100, "max_reconnect_delay_ms": 10}, "max_reconnect_delay_ms"),
+    ({"reconnect_delay": -1}, "reconnect_delay"),
+    ({"reconnect_delay": "1"}, "reconnect_delay"),
+    ({"reconnect_delay": 1, "max_reconnect_delay": 0.5}, "max_reconnect_delay"),
+    ({"reconnect_delay": 1, "reconnect_delay_ms": 1000}, "reconnect_delay_ms"),
+    ({"ping_interval": 0}, "ping_interval"),
+    ({"open_timeout": -1}, "open_timeout"),
+    ({"row_types": ["Player"]}, "row_types"),
+    ({"subscribe": "SELECT * FROM Player"}, "subscribe"),
+    ({"credentials": 3}, "credentials"),
     ({"max_queued_requests": -1}, "max_queued_requests"),
     ({"request_timeout": 0}, "request_timeout"),
     ({"reconnect_jitter": 2}, "jitter"),
@@ -390,6 +397,36 @@ def test_invalid_options_raise_at_the_call_naming_the_option(kwargs: dict[str, A
     kwargs = {"host": "localhost", "database": "db", **kwargs}
     with pytest.raises((ValueError, TypeError), match=option):
         rx_spacetimedb.connect(**kwargs)
+
+
+def test_the_options_are_one_frozen_object_in_seconds_without_the_token() -> None:
+    from tests.test_failures import dead_port  # (it imports this module)
+
+    conn = rx_spacetimedb.connect("127.0.0.1", "db", port=dead_port(), token="secret-token",
+                                  reconnect=False, reconnect_delay=0.25, max_reconnect_delay=2)
+    try:
+        options = conn.options
+        assert (options.url, options.reconnect_delay, options.max_reconnect_delay) == (
+            f"ws://127.0.0.1:{options.port}", 0.25, 2)
+        with pytest.raises(AttributeError):
+            options.reconnect_delay = 1  # type: ignore[misc]
+        assert "secret-token" not in repr(options)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("old", "new", "ms"), [("reconnect_delay_ms", "reconnect_delay", 400),
+                                                ("max_reconnect_delay_ms", "max_reconnect_delay", 40_000)])
+def test_the_old_millisecond_names_still_work_with_a_deprecation_warning(old: str, new: str, ms: int) -> None:
+    from tests.test_failures import dead_port
+
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: pass {new}="):
+        conn = rx_spacetimedb.connect("127.0.0.1", "db", port=dead_port(), reconnect=False,
+                                      **{old: ms})
+    try:
+        assert getattr(conn.options, new) == ms / 1000
+    finally:
+        conn.close()
 
 
 def test_request_arguments_are_checked_at_the_call(server: SpacetimeDBEmulator) -> None:
@@ -465,4 +502,28 @@ def test_a_subscription_made_in_a_connected_callback_is_sent_once(server: Spacet
     conn.call_reducer("CreatePlayer", ["once"]).result(WAIT)  # after it: every earlier frame is in
     received = [decode_client_message(text) for text in server.clients[-1].received]
     assert [f.query_id for f in received if isinstance(f, m.SubscribeSingle)] == [made[0].id]
+    conn.close()
+
+
+def test_observers_run_under_no_library_lock(server: SpacetimeDBEmulator) -> None:
+    """An observer on the I/O thread may wait for another thread that calls into the connection."""
+    conn = open_conn(server)
+    finished: list[str] = []
+
+    def other_thread() -> None:
+        conn.call_reducer("CreatePlayer", ["from another thread"])
+        conn.subscribe_single("SELECT * FROM Player")
+        finished.append(f"{conn!r} {conn.cache.count('Player')}")
+
+    def on_message(message: m.ServerMessage) -> None:
+        if isinstance(message, m.IdentityToken) and not finished:
+            helper = threading.Thread(target=other_thread)
+            helper.start()
+            helper.join(WAIT)  # a lock held around this observer would block the helper
+            finished.append("joined" if not helper.is_alive() else "blocked")
+
+    conn.messages.subscribe(on_message)
+    conn.wait_connected(WAIT)
+    wait_for(conn.table("Player").snapshots, lambda rows: len(rows) == 1)
+    assert finished[1] == "joined"
     conn.close()

@@ -67,7 +67,7 @@ def dead_port() -> int:
 
 
 def test_table_and_typed_views_never_block_on_a_connection_that_cannot_connect() -> None:
-    conn = rx_spacetimedb.connect("127.0.0.1", "quickstart", port=dead_port(), reconnect_delay_ms=50)
+    conn = rx_spacetimedb.connect("127.0.0.1", "quickstart", port=dead_port(), reconnect_delay=0.05)
     try:
         live = finishes(lambda: conn.table("Player"))
         assert live.rows() == ()
@@ -122,8 +122,8 @@ def test_after_close_every_request_fails_at_once(server: SpacetimeDBEmulator) ->
 
 def test_wait_connected_times_out_with_the_last_cause_as_a_timeout_error() -> None:
     port = dead_port()
-    conn = rx_spacetimedb.connect("127.0.0.1", "quickstart", port=port, reconnect_delay_ms=20,
-                                  max_reconnect_delay_ms=50)
+    conn = rx_spacetimedb.connect("127.0.0.1", "quickstart", port=port, reconnect_delay=0.02,
+                                  max_reconnect_delay=0.05)
     try:
         wait_for(conn.states, lambda s: s.error is not None)
         with pytest.raises(ConnectTimeout) as caught:
@@ -145,7 +145,7 @@ def test_with_reconnect_false_a_refused_connection_raises_its_own_error() -> Non
 
 
 def test_wait_connected_while_reconnecting_waits_for_the_new_socket(server: SpacetimeDBEmulator) -> None:
-    with open_conn(server, reconnect_delay_ms=200, max_reconnect_delay_ms=200) as conn:
+    with open_conn(server, reconnect_delay=0.2, max_reconnect_delay=0.2) as conn:
         first = conn.wait_connected(WAIT)
         server.drop_all()
         wait_for(conn.states, lambda s: s.status != "connected")
@@ -201,8 +201,8 @@ def test_a_minted_token_the_server_forgot_is_dropped_and_the_connection_carries_
     first = SpacetimeDBEmulator(example_module()).start()
     port = first.port
     store = CredentialStore(tmp_path / "token")
-    conn = rx_spacetimedb.connect(first.url, first.database, credentials=store, reconnect_delay_ms=20,
-                                  max_reconnect_delay_ms=50)
+    conn = rx_spacetimedb.connect(first.url, first.database, credentials=store, reconnect_delay=0.02,
+                                  max_reconnect_delay=0.05)
     try:
         old = conn.wait_connected(WAIT)
         assert store.load() == old.token

@@ -52,8 +52,8 @@ MIB = 2**20
 
 
 def connect(server: SpacetimeDBEmulator) -> Connection:
-    return rx_spacetimedb.connect(server.url, server.database, reconnect_delay_ms=1,
-                                  max_reconnect_delay_ms=20)
+    return rx_spacetimedb.connect(server.url, server.database, reconnect_delay=0.001,
+                                  max_reconnect_delay=0.02)
 
 
 class Gate:

@@ -155,8 +155,8 @@ def mutation(server: SpacetimeDBEmulator, rng: random.Random, tag: str) -> tuple
 
 
 def connect(server: SpacetimeDBEmulator, *, light: bool = False) -> Connection:
-    return rx_spacetimedb.connect(server.url, server.database, reconnect_delay_ms=1,
-                                  max_reconnect_delay_ms=20, light=light)
+    return rx_spacetimedb.connect(server.url, server.database, reconnect_delay=0.001,
+                                  max_reconnect_delay=0.02, light=light)
 
 
 def inflict(server: SpacetimeDBEmulator, fault: str, rng: random.Random) -> None:

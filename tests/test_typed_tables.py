@@ -18,7 +18,7 @@ from tests.conftest import WAIT, wait_for
 
 
 def open_conn(server: SpacetimeDBEmulator, **options: Any) -> rx_spacetimedb.Connection:
-    options.setdefault("reconnect_delay_ms", 20)
+    options.setdefault("reconnect_delay", 0.02)
     return rx_spacetimedb.connect(server.url, server.database, **options)
 
 

@@ -7,6 +7,7 @@ needs one.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -43,8 +44,9 @@ def retry_when(notifier: Notifier) -> Callable[[Observable[_T]], Observable[_T]]
           that needs no error (e.g. a manual "reconnect now" signal merged in) also restarts the
           source: the current source subscription is disposed and a new one made.
         * Source values, completion and errors from an old source subscription are ignored once a
-          newer one exists; downstream calls are serialized by a lock (errors may come from an I/O
-          thread while the notifier's timer runs on another).
+          newer one exists; downstream calls are serialized (errors may come from an I/O thread
+          while the notifier's timer runs on another) by a queue that one thread at a time
+          drains, never under the lock: an observer may block or call back into the source.
         * A notifier that emits synchronously on each error does not recurse: resubscriptions are
           run in a loop (trampolined) on the thread that started them.
         * Disposing the result disposes the source subscription, the notifier subscription and
@@ -75,6 +77,8 @@ class _RetryWhen(Generic[_T]):
     A class rather than closures because several callbacks share mutable state under one lock.
     """
 
+    _lock_owned: Callable[[], bool]
+
     def __init__(
         self,
         source: Observable[_T],
@@ -86,7 +90,12 @@ class _RetryWhen(Generic[_T]):
         self._notifier = notifier
         self._observer = observer
         self._scheduler = scheduler
+        # Guards _generation, _done, _subscribing, _pending, _emitting and _outbox; never held
+        # while the observer, the source or the notifier runs.
         self._lock = threading.RLock()
+        self._lock_owned = self._lock._is_owned  # type: ignore[attr-defined]
+        self._emitting = False  # a thread is calling the observer (it drains _outbox)
+        self._outbox: deque[Callable[[], None]] = deque()  # downstream calls waiting their turn
         self._errors: Subject[Exception] = Subject()
         self._source_subscription = SerialDisposable()
         self._notifier_subscription = SerialDisposable()
@@ -146,7 +155,27 @@ class _RetryWhen(Generic[_T]):
         with self._lock:
             if self._done or generation != self._generation:
                 return
-            self._observer.on_next(value)
+            if self._emitting:
+                self._outbox.append(partial(self._observer.on_next, value))
+                return
+            self._emitting = True
+        self._emit(partial(self._observer.on_next, value))
+
+    def _emit(self, call: Callable[[], None]) -> None:
+        """Make one downstream call, then those queued meanwhile; the caller set ``_emitting``."""
+        assert not self._lock_owned()
+        while True:
+            try:
+                call()
+            except BaseException:
+                with self._lock:
+                    self._emitting = False  # the next emitter drains what is left
+                raise
+            with self._lock:
+                if not self._outbox:
+                    self._emitting = False
+                    return
+                call = self._outbox.popleft()
 
     def _on_error(self, generation: int, err: Exception) -> None:
         with self._lock:
@@ -167,7 +196,13 @@ class _RetryWhen(Generic[_T]):
             if self._done:
                 return
             self._done = True
-            signal()
+            queued = self._emitting
+            if queued:  # after the values already on their way, by the thread emitting them
+                self._outbox.append(signal)
+            else:
+                self._emitting = True
+        if not queued:
+            self._emit(signal)
         self._source_subscription.dispose()
         self._notifier_subscription.dispose()
 

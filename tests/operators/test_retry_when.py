@@ -21,6 +21,7 @@ on_completed = ReactiveTest.on_completed
 subscribe = ReactiveTest.subscribe
 
 BOOM = RuntimeError("boom")
+WAIT = 10.0
 
 
 def delayed(scheduler: TestScheduler, ticks: float) -> Any:
@@ -232,3 +233,55 @@ def test_errors_from_another_thread_resubscribe_without_deadlock() -> None:
     assert received == [0, 1, 2, "done"]
     assert len(subjects) == 4
     assert all(not subject.observers for subject in subjects)
+
+
+def test_the_observer_runs_outside_the_lock_so_another_thread_can_end_the_stream_meanwhile() -> None:
+    # An observer that waits for another thread which signals the operator (a backoff timer, a
+    # user closing the connection) must not deadlock: it is never called under the operator's lock.
+    source: Subject[int] = Subject()
+    signals: Subject[Any] = Subject()
+    received: list[Any] = []
+    helpers: list[threading.Thread] = []
+
+    def on_next(value: int) -> None:
+        received.append(value)
+        helper = threading.Thread(target=signals.on_completed)
+        helpers.append(helper)
+        helper.start()
+        helper.join(WAIT)
+        received.append("helper finished" if not helper.is_alive() else "helper blocked")
+
+    source.pipe(retry_when(lambda _: signals)).subscribe(on_next, received.append,
+                                                         lambda: received.append("done"))
+    source.on_next(1)
+    helpers[0].join(WAIT)
+
+    # The completion waited for the value being delivered, then came on the emitting thread.
+    assert received == [1, "helper finished", "done"]
+    source.on_next(2)
+    assert received[-1] == "done"
+
+
+def test_values_from_two_threads_are_delivered_one_at_a_time_and_in_order() -> None:
+    source: Subject[int] = Subject()
+    received: list[int] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def on_next(value: int) -> None:
+        received.append(value)
+        if value == 1:
+            inside.set()
+            release.wait(WAIT)
+
+    source.pipe(retry_when(lambda errors: errors)).subscribe(on_next)
+    first = threading.Thread(target=source.on_next, args=(1,))
+    first.start()
+    inside.wait(WAIT)
+    second = threading.Thread(target=source.on_next, args=(2,))
+    second.start()
+    second.join(WAIT)  # queued behind 1, not blocked: the first thread delivers it
+    assert not second.is_alive() and received == [1]
+    release.set()
+    first.join(WAIT)
+    assert received == [1, 2]

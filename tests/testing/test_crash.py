@@ -107,7 +107,7 @@ def barrier(conn: Connection) -> None:
 def crash_rounds(server: ServerProcess, tmp_path: Path, rounds: int, seed: int) -> None:
     rng = random.Random(seed)
     conn = rx_spacetimedb.connect(server.url, "quickstart", credentials=tmp_path / "token",
-                                  reconnect_delay_ms=20, max_reconnect_delay_ms=100)
+                                  reconnect_delay=0.02, max_reconnect_delay=0.1)
     with conn:
         identity = conn.wait_connected(timeout=WAIT).identity
         conn.subscribe_multi(["SELECT * FROM Player", "SELECT * FROM Account"]).result(timeout=WAIT)

@@ -81,7 +81,7 @@ def test_unknown_or_invalid_databases_over_http(
 
 
 def test_an_unknown_database_identity_is_fatal_for_the_client(server: SpacetimeDBEmulator) -> None:
-    conn = rx_spacetimedb.connect(server.url, "ab" * 32, reconnect_delay_ms=10)
+    conn = rx_spacetimedb.connect(server.url, "ab" * 32, reconnect_delay=0.01)
     with conn, pytest.raises(rx_spacetimedb.DatabaseNotFound):
         conn.wait_connected(timeout=WAIT)
 

@@ -244,7 +244,7 @@ def test_restart_keeps_port_and_data_and_the_client_its_identity(tmp_path: Path)
     with SpacetimeDBEmulator(data_dir=tmp_path) as server:
         port = server.port
         conn = rx_spacetimedb.connect(
-            server.url, server.database, credentials=tmp_path / "token", reconnect_delay_ms=20
+            server.url, server.database, credentials=tmp_path / "token", reconnect_delay=0.02
         )
         with conn:
             identity = conn.wait_connected(timeout=WAIT).identity
