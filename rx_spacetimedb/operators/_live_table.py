@@ -51,13 +51,16 @@ class LiveTable(Generic[Row]):
         self._source = source
         self._schema = schema
         self._row_type = row_type
-        # Guards the rows, the key function, the converters and the version below.
+        # Guards the rows, the key function, the version and the pending diffs below. User code (a
+        # row_type's constructor) never runs under it: rows are converted before it is taken.
         self._lock = threading.Lock()
         self._rows: dict[Any, Row] = {}
         self._converters = RowConverters(table, row_type)
         self._key_of: Callable[[Any], Any] | None = None
         # The connection cache's version the rows hold: older stamped diffs are in them already.
         self._version = -1
+        # While a seed converts its rows: the newer diffs, folded into them when it is done.
+        self._pending: list[TableDiff[Any]] | None = None
         self._subscription = SerialDisposable()
         self._connected = False
         self._snapshots: LatestSubject[tuple[Row, ...]] = LatestSubject(())
@@ -86,24 +89,29 @@ class LiveTable(Generic[Row]):
         """Start from the connection's cached rows and the cache version they hold.
 
         Stamped diffs of that version or older (e.g. still queued behind an ``observe_on``) are then
-        skipped, newer ones folded: exact, with no window in between.
+        skipped, newer ones folded: exact, with no window in between. The rows are read with the
+        version under the lock, converted outside it, and installed with the diffs that came since.
         """
         schema = origin.schema
         if schema is None:
             return  # no schema yet: the cache is empty, every diff is new
         try:
+            convert = self._converters.get(schema)
             with self._lock:
-                convert = self._converters.get(schema)
                 version, rows = origin.cache.snapshot(self.table)
-                key_of = self._key(schema)
-                self._rows = {key_of(row): row for row in
-                              (rows if convert is None else [convert(r) for r in rows])}
-                self._version = version
-                snapshot = tuple(self._rows.values())
+                self._version, self._pending = version, []
+            converted = rows if convert is None else [convert(r) for r in rows]
         except Exception as err:  # an unknown table or a row type that does not fit
             self._subscription.dispose()
             self._on_error(err)
             return
+        with self._lock:
+            key_of = self._key(schema)
+            self._rows = {key_of(row): row for row in converted}
+            pending, self._pending = self._pending or [], None
+            for diff in pending:
+                self._apply(diff, key_of)
+            snapshot = tuple(self._rows.values())
         self._snapshots.on_next(snapshot)
 
     def _key(self, schema: ModuleSchema | None) -> Callable[[Any], Any]:
@@ -191,24 +199,18 @@ class LiveTable(Generic[Row]):
 
     def _fold(self, diff: TableDiff[Any], value: Folded) -> None:
         schema = value.schema if value.schema is not None else self._resolved_schema()
+        convert = self._converters.get(schema)
+        if convert is not None:
+            diff = diff.map_rows(convert)
         with self._lock:
             if value.version is not None and value.version <= self._version:
                 return  # the seed holds it already
-            convert = self._converters.get(schema)
-            if convert is not None:
-                diff = diff.map_rows(convert)
-            key_of = self._key(schema)
-            rows = self._rows
-            for row in diff.deletes:
-                rows.pop(key_of(row), None)
-            for old, new in diff.updates:
-                old_key, new_key = key_of(old), key_of(new)
-                if old_key != new_key:
-                    rows.pop(old_key, None)
-                rows[new_key] = new
-            for row in diff.inserts:
-                rows[key_of(row)] = row
-            snapshot = tuple(rows.values())
+            if self._pending is not None:  # a seed is converting its rows: it folds this after
+                self._pending.append(diff)
+                snapshot = None
+            else:
+                self._apply(diff, self._key(schema))
+                snapshot = tuple(self._rows.values())
         # The source is serialized (Rx contract), so emitting outside the lock keeps the order.
         if self._diffs.observers:  # naming the message costs a copy: only for a listener
             self._diffs.on_next(value.attached(diff))
@@ -218,7 +220,21 @@ class LiveTable(Generic[Row]):
             self._updates.on_next(pair)
         for row in diff.inserts:
             self._inserts.on_next(row)
-        self._snapshots.on_next(snapshot)
+        if snapshot is not None:
+            self._snapshots.on_next(snapshot)
+
+    def _apply(self, diff: TableDiff[Any], key_of: Callable[[Any], Any]) -> None:
+        """Fold one diff into the rows; needs the lock."""
+        rows = self._rows
+        for row in diff.deletes:
+            rows.pop(key_of(row), None)
+        for old, new in diff.updates:
+            old_key, new_key = key_of(old), key_of(new)
+            if old_key != new_key:
+                rows.pop(old_key, None)
+            rows[new_key] = new
+        for row in diff.inserts:
+            rows[key_of(row)] = row
 
     def _resolved_schema(self) -> ModuleSchema | None:
         return resolve_schema(self._schema) if self._schema is not None else None

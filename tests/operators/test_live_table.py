@@ -221,3 +221,38 @@ def test_snapshots_replay_the_final_rows_after_the_source_completed() -> None:
     assert seen == [(A, B)] and done == [True]
 
 
+
+
+def test_a_row_type_may_read_the_live_table_it_builds_rows_for() -> None:
+    """User code (a row_type's constructor) never runs under the table's lock: no deadlock."""
+    import dataclasses
+    import threading
+
+    tables: list[LiveTable[Any]] = []
+    seen: list[int] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Looking:
+        id: int
+        identity: Any
+        name: str
+        score: int
+        created_at: Any
+        location: Any
+
+        def __post_init__(self) -> None:
+            if tables:
+                seen.append(len(tables[0].rows()))  # takes the table's lock
+
+    conn = Stamping()
+    conn.feed(sub_applied(1, A))
+
+    def run() -> None:
+        tables.append(conn.messages.pipe(live_table("Player", row_type=Looking)))
+        conn.feed(light(tx_table("Player", delta((), (B,)))))  # converted while the table exists
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "deadlocked: the row type ran under the table's lock"
+    assert [r.name for r in tables[0].rows()] == ["a", "b"] and seen
