@@ -29,7 +29,7 @@ class IoLoop:
     def __init__(self, name: str = "rx-spacetimedb-io") -> None:
         """Prepare the loop; nothing starts until it is first used."""
         self.name = name
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _loop and _thread (started on first use, cleared by stop)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 

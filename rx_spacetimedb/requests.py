@@ -31,7 +31,7 @@ class Request(Generic[_T]):
         self.name = name
         self._subject: AsyncSubject[_T] = AsyncSubject()
         self._future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _done: of concurrent settle/fail calls exactly one wins
         self._done = False
         self.sent = False
 

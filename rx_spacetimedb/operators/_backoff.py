@@ -66,7 +66,7 @@ class ExponentialBackoff:
         self._on_retry = on_retry
         self._random = random
         self._scheduler = scheduler
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _attempts (reset from any thread, counted by retries)
         self._attempts = 0
 
     @property

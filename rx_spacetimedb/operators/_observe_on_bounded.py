@@ -90,6 +90,8 @@ class _Bounded:
         self._max = max_pending
         self._overflow = overflow
         self._on_drop = on_drop
+        # Guards the queue and the flags below; the observer, the scheduler and the upstream are
+        # always called outside it.
         self._lock = threading.Lock()
         self._queue: deque[tuple[str, Any]] = deque()  # ("next", value) / ("error", e) / ("completed", None)
         self._pending = 0  # "next" items in the queue
@@ -110,16 +112,16 @@ class _Bounded:
 
     def _on_next(self, value: Any) -> None:
         dropped: list[Any] = []
+        overflowed = False
         with self._lock:
             if self._ended or self._disposed:
                 return
             if self._pending >= self._max and self._overflow == "drop_newest":
                 dropped.append(value)
             elif self._pending >= self._max and self._overflow == "error":
-                self._ended = True
+                self._ended = overflowed = True
                 self._queue.append(("error", SlowConsumer(
                     f"the subscriber fell more than {self._max} items behind")))
-                self._upstream.dispose()
             else:
                 if self._pending >= self._max:  # drop_oldest: make room
                     index = next(i for i, (kind, _) in enumerate(self._queue) if kind == "next")
@@ -128,7 +130,11 @@ class _Bounded:
                     self._pending -= 1
                 self._queue.append(("next", value))
                 self._pending += 1
-            self._schedule_drain()
+            start = self._claim_drain()
+        if overflowed:
+            self._upstream.dispose()
+        if start:
+            self._start_drain()
         if self._on_drop is not None:
             for item in dropped:
                 self._on_drop(item)
@@ -145,13 +151,20 @@ class _Bounded:
                 return
             self._ended = True
             self._queue.append(item)
-            self._schedule_drain()
+            start = self._claim_drain()
+        if start:
+            self._start_drain()
 
-    def _schedule_drain(self) -> None:
-        """Called with the lock held: start a drain unless one is running or scheduled."""
-        if not self._draining:
-            self._draining = True
-            self._drain.disposable = self._scheduler.schedule(self._run_drain)
+    def _claim_drain(self) -> bool:
+        """Whether the caller must start a drain (none is running or scheduled); needs the lock."""
+        if self._draining:
+            return False
+        self._draining = True
+        return True
+
+    def _start_drain(self) -> None:
+        """Schedule the drain, outside the lock: the scheduler may run it at once, on this thread."""
+        self._drain.disposable = self._scheduler.schedule(self._run_drain)
 
     def _run_drain(self, _: abc.SchedulerBase, __: Any = None) -> None:
         while True:

@@ -86,3 +86,19 @@ def test_bad_arguments_name_themselves(kwargs: dict[str, Any], name: str) -> Non
     arguments: dict[str, Any] = {"scheduler": TestScheduler(), **kwargs}
     with pytest.raises((ValueError, TypeError), match=name):
         observe_on_bounded(**arguments)
+
+
+def test_a_scheduler_that_runs_the_drain_at_once_does_not_deadlock() -> None:
+    """The scheduler is called outside the operator's lock (ImmediateScheduler drains right there)."""
+    import threading
+
+    import reactivex
+    from reactivex.scheduler import ImmediateScheduler
+
+    out: list[int] = []
+    worker = threading.Thread(daemon=True, target=lambda: reactivex.of(1, 2, 3).pipe(
+        observe_on_bounded(ImmediateScheduler(), 2)).subscribe(out.append))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "deadlocked: the scheduler ran the drain under the lock"
+    assert out == [1, 2, 3]
