@@ -286,11 +286,13 @@ class FramesInMemory:
         self._ready = asyncio.Event()
         self.closing = False
 
-    async def recv(self) -> str:
+    async def recv_batch(self) -> list[str]:
+        """Every frame there is, as one TCP read of unlimited size would give them."""
         while not self._pending:
             self._ready.clear()
             await self._ready.wait()  # until the subscription is sent; then never again
-        return self._pending.pop()
+        batch, self._pending = self._pending[::-1], []
+        return batch
 
     async def send(self, text: str) -> None:
         if "SubscribeSingle" in text:  # the only request the pipeline sends
