@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from _players import player_rows
-from reactivex.subject import Subject
 
 from rx_spacetimedb.cache import ClientCache
+from rx_spacetimedb.delivery import MessageSubject
 from rx_spacetimedb.operators import LiveTable
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.testing import Database, example_module
@@ -82,8 +82,14 @@ def main() -> None:
     cache_bytes, _ = measure(fold)
     assert cache.count("Player") == n
 
+    class Connectionish:
+        """What a live table asks of the connection behind its stream: it starts from this cache."""
+
+        def __init__(self) -> None:
+            self.schema, self.cache = schema, cache
+
     def live_table() -> LiveTable[Any]:
-        live: LiveTable[Any] = LiveTable(Subject(), "Player", schema=schema, cache=cache)
+        live: LiveTable[Any] = LiveTable(MessageSubject(Connectionish(), print), "Player")
         live.connect()
         return live
 
