@@ -38,6 +38,7 @@ from rx_spacetimedb.protocol.messages import FULL_UPDATE, NO_SUCCESS_NOTIFY
 from rx_spacetimedb.protocol.schema import ModuleSchema
 
 if TYPE_CHECKING:
+    from rx_spacetimedb._options import ConnectOptions
     from rx_spacetimedb.cache import ClientCache, TableDiff, TransactionDiff
     from rx_spacetimedb.connection import Connection, ConnectionState, OneOffResult, connect
     from rx_spacetimedb.credentials import CredentialStore
@@ -50,6 +51,7 @@ _LAZY = {
     "ClientCache": "rx_spacetimedb.cache",
     "TableDiff": "rx_spacetimedb.cache",
     "TransactionDiff": "rx_spacetimedb.cache",
+    "ConnectOptions": "rx_spacetimedb._options",
     "Connection": "rx_spacetimedb.connection",
     "ConnectionState": "rx_spacetimedb.connection",
     "OneOffResult": "rx_spacetimedb.connection",
@@ -81,6 +83,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadRequest",
     "ClientCache",
+    "ConnectOptions",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedByUser",

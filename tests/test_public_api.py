@@ -16,6 +16,7 @@ def test_top_level_names() -> None:
         "RequestAborted", "RequestError", "RequestTimeout", "SchemaError", "SpacetimeDBError",
         "SubscriptionFailed", "TransportError", "__version__", "connect", "ClientCache", "TableDiff",
         "TransactionDiff", "LiveTable", "ReducerResult", "ConnectTimeout", "CredentialsError",
+        "ConnectOptions",
     ])
     for name in rx_spacetimedb.__all__:
         assert hasattr(rx_spacetimedb, name), name
