@@ -268,6 +268,62 @@ class _Fallback(Exception):
     """Raised by a generated decoder for a value its fast path does not take (see below)."""
 
 
+def _in_line(node: tuple[Any, ...]) -> bool:
+    """Whether generated code decodes a value of this plan node without a decoder of its own."""
+    tag = node[0]
+    if tag in ("special", "option"):
+        return _in_line(node[-1])
+    return tag in ("int", "str", "bool", "f64", "f32")
+
+
+def _field_code(x: str, d: str | None, node: tuple[Any, ...], env: dict[str, Any]) -> list[str]:
+    """Lines that replace the JSON value in variable ``x`` by its decoded value, from its plan node
+    (``d``: the name of the value's decoder, for what is not decoded in line; None inside a value
+    being unwrapped, where such a value falls back).
+
+    A line may raise ``Fallback`` or ProtocolError: the value is not one the fast path takes.
+    """
+    tag = node[0]
+    if tag == "int":
+        _, low, high, wide = node
+        check = f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"
+        if not wide:
+            return [check]
+        env["hex_256"] = _BIG_HEX.fullmatch  # 256-bit integers are usually "0x..." strings
+        return [f"if type({x}) is str and hex_256({x}) is not None: {x} = int({x}, 16)", check]
+    if tag in ("str", "bool"):
+        return [f"if type({x}) is not {tag}: raise Fallback"]
+    if tag == "f64":
+        return [f"if type({x}) is not float: {x} = f64({x})"]
+    if tag == "f32":
+        return [f"if type({x}) is not float or not -F32_OVERFLOW < {x} < F32_OVERFLOW: {x} = f32({x})"]
+    if tag == "special" and _in_line(node):
+        _, special, _, _, inner = node
+        n = len(env)  # a fresh suffix: x may be unwrapped again inside (Option<Option<T>>)
+        key, make = f"key{n}", f"make{n}"
+        env[key], env[make] = special, _SPECIAL_MAKERS[special]
+        return [
+            f"if type({x}) is list and len({x}) == 1: {x} = {x}[0]",
+            f"elif type({x}) is dict and len({x}) == 1: {x} = {x}[{key}]",
+            "else: raise Fallback",
+            *_field_code(x, None, inner, env),
+            f"{x} = {make}({x})",
+        ]
+    if tag == "option" and _in_line(node):  # some: in line; none and the rest: d
+        lines = [f"    {line}" for line in _field_code(x, None, node[1], env)]
+        return [
+            f"if {x} is None: pass",
+            f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
+            f"    {x} = {x}[1]",
+            *lines,
+            f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
+            f"    {x} = {x}['some']",
+            *lines,
+            f"else: {x} = {d}({x})" if d else "else: raise Fallback",
+        ]
+    return [f"{x} = {d}({x})" if d else "raise Fallback"]
+
+
 class TypeCodec:
     """Compiled decoders and encoders for the types of one typespace.
 
@@ -471,39 +527,41 @@ class TypeCodec:
                 raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 
-        return self._fast_product_decoder(ty, cls, decs, dec_product)
+        return self._fast_product_decoder(self._product_plan(ty, cls), decs, dec_product)
 
-    def _fast_product_decoder(self, ty: ProductType, cls: type, decs: Sequence[Decoder],
+    def _fast_product_decoder(self, node: tuple[Any, ...], decs: Sequence[Decoder],
                               slow: Decoder) -> Decoder:
         """A decoder specialised to one product type, generated as Python source (as ``dataclasses``
-        generates ``__init__``): rows are decoded by the thousand, and the closure decoder spends
-        most of its time calling one closure per field and building argument lists.
+        generates ``__init__``) from the product's plan node, the description the C parser compiles:
+        rows are decoded by the thousand, and the closure decoder spends most of its time calling
+        one closure per field and building argument lists.
 
         It is a fast path only. It reads the fields straight from the array or object, checks
         integers, strings and booleans in line, unwraps Identity/Timestamp/... in line, calls the
-        field decoders for everything else, and builds a generated row class through its slots
-        (``_trusting_constructor``'s reasoning). Anything it does not accept as it is (another
-        shape, a wrong type, a value out of range) goes to ``slow``, the closure decoder of the same
-        type, which decodes it or raises the ProtocolError with the field's path. An error of a
-        field decoder is the error ``slow`` would raise (the fields before it passed, so they pass
-        there too): it gets its field's name here, without decoding the value again (at every level
-        of nesting that would double the time of an error). So the generated code decides nothing
-        of its own about what is valid, and schema text (field names) never enters it: names and
-        decoders are passed in as globals.
+        field decoders (``decs``) for everything else, and builds a row through the plan's slot
+        setters when it has them (``_trusting_constructor``'s reasoning). Anything it does not
+        accept as it is (another shape, a wrong type, a value out of range) goes to ``slow``, the
+        closure decoder of the same type, which decodes it or raises the ProtocolError with the
+        field's path. An error of a field decoder is the error ``slow`` would raise (the fields
+        before it passed, so they pass there too): it gets its field's name here, without decoding
+        the value again (at every level of nesting that would double the time of an error). So the
+        generated code decides nothing of its own about what is valid, and schema text (field
+        names) never enters it: names and decoders are passed in as globals.
         """
-        count = len(ty.elements)
-        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls, "names": ty.names,
+        _, cls, names, setters, fields = node
+        count = len(fields)
+        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls, "names": names,
                                "join": _join, "ProtocolError": ProtocolError, "Fallback": _Fallback,
-                               "F32_OVERFLOW": F32_OVERFLOW}
+                               "F32_OVERFLOW": F32_OVERFLOW, "f64": _float_decoder, "f32": _f32_decoder}
         lines = []
-        for i, element in enumerate(ty.elements):
-            env[f"k{i}"] = ty.names[i]
+        for i, field in enumerate(fields):
+            env[f"k{i}"] = names[i]
             env[f"d{i}"] = decs[i]
-            lines += [f"at = {i}", *self._field_code(f"x{i}", f"d{i}", element.type, env)]
+            lines += [f"at = {i}", *_field_code(f"x{i}", f"d{i}", field, env)]
         lines.append("at = -1")
         xs = [f"x{i}" for i in range(count)]
-        if cls in self._generated:
-            for i, slot in enumerate(slot_descriptors(cls)):
+        if setters is not None:
+            for i, slot in enumerate(setters):
                 env[f"s{i}"] = slot.__set__
             build = ["row = new(cls)", *(f"s{i}(row, x{i})" for i in range(count)), "return row"]
         else:  # a user's class (or an envelope class, or int for a one-field product): its constructor
@@ -530,57 +588,6 @@ class TypeCodec:
         decode: Decoder = env["decode"]
         decode.__qualname__ = f"decode_{cls.__name__}"
         return decode
-
-    def _field_code(self, x: str, d: str, ty: AlgebraicType, env: dict[str, Any]) -> list[str]:
-        """Lines that replace the JSON value in variable ``x`` by its decoded value (``d``: its decoder).
-
-        A line may raise ``Fallback`` or ProtocolError: the value is not one the fast path takes.
-        """
-        target = self.resolve(ty) if isinstance(ty, RefType) else ty
-        if isinstance(target, PrimitiveType):
-            name = target.name
-            if name in INT_RANGES:
-                low, high = INT_RANGES[name]
-                check = f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"
-                if not name.endswith("256"):
-                    return [check]
-                env["hex_256"] = _BIG_HEX.fullmatch  # 256-bit integers are usually "0x..." strings
-                return [f"if type({x}) is str and hex_256({x}) is not None: {x} = int({x}, 16)", check]
-            if name in ("String", "Bool"):
-                return [f"if type({x}) is not {'str' if name == 'String' else 'bool'}: raise Fallback"]
-            if name == "F64":
-                return [f"if type({x}) is not float: {x} = {d}({x})"]
-            if name == "F32":
-                return [f"if type({x}) is not float or not -F32_OVERFLOW < {x} < F32_OVERFLOW:"
-                        f" {x} = {d}({x})"]
-        if isinstance(target, ProductType) and target.special is not None:
-            special = target.special
-            n = len(env)  # a fresh suffix: x may be unwrapped again inside (Option<Option<T>>)
-            key, make, inner = f"key{n}", f"make{n}", f"inner{n}"
-            env[key], env[make] = special, _SPECIAL_MAKERS[special]
-            env[inner] = self.decoder(target.elements[0].type)
-            return [
-                f"if type({x}) is list and len({x}) == 1: {x} = {x}[0]",
-                f"elif type({x}) is dict and len({x}) == 1: {x} = {x}[{key}]",
-                "else: raise Fallback",
-                *self._field_code(x, inner, target.elements[0].type, env),
-                f"{x} = {make}({x})",
-            ]
-        if isinstance(target, SumType) and target.is_option:  # some: in line; none and the rest: d
-            some, payload = f"some{len(env)}", target.variants[0].type
-            env[some] = self.decoder(payload)
-            lines = [f"    {line}" for line in self._field_code(x, some, payload, env)]
-            return [
-                f"if {x} is None: pass",
-                f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
-                f"    {x} = {x}[1]",
-                *lines,
-                f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
-                f"    {x} = {x}['some']",
-                *lines,
-                f"else: {x} = {d}({x})",
-            ]
-        return [f"{x} = {d}({x})"]
 
     def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
         """The decoding of ``ty`` as nested tuples, for the C parser (``_typedjson.c``, see fastpath).
