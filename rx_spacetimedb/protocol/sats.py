@@ -324,6 +324,68 @@ def _field_code(x: str, d: str | None, node: tuple[Any, ...], env: dict[str, Any
     return [f"{x} = {d}({x})" if d else "raise Fallback"]
 
 
+_INT_NAMES: dict[tuple[int, int], str] = {bounds: name for name, bounds in INT_RANGES.items()}
+_LEAF_DECODERS: dict[str, Decoder] = {"str": _str_decoder, "bool": _bool_decoder, "f64": _float_decoder,
+                                      "f32": _f32_decoder, "unit": _unit_decoder}
+
+
+def _array_decoder(elem: Decoder) -> Decoder:
+    # Arrays of strings are the row lists of every message: check their items' types in one
+    # C-level pass instead of calling the string decoder once per row.
+    strings = elem is _str_decoder
+
+    def dec_array(v: Any) -> tuple[Any, ...]:
+        if type(v) is not list:
+            raise _fail("an array", v)
+        if strings and set(map(type, v)) <= _STR_TYPE:
+            return tuple(v)
+        items = iter(v)
+        try:
+            return tuple(map(elem, items))
+        except ProtocolError as err:
+            # the failed item is the one just taken: no second decode to find it (which
+            # would double the time of an error per level of nesting)
+            at = len(v) - length_hint(items) - 1
+            raise type(err)(err.reason, path=_join(f"[{at}]", err.path)) from None
+
+    return dec_array
+
+
+_OPTION_NAMES = ("some", "none")
+
+
+def _option_decoder(some: Decoder) -> Decoder:
+    def dec_option(v: Any) -> Any:
+        if v is None:
+            return None
+        tag, payload = _sum_parts(v, _OPTION_NAMES)
+        if tag == 0:
+            return some(payload)
+        _unit_decoder(payload)
+        return None
+
+    return dec_option
+
+
+def _maker(maker: Any) -> Callable[[Any], Any]:
+    """A variant's constructor from its plan: (class, slot) is stored through the slot."""
+    if type(maker) is tuple:
+        return _trusting_constructor(maker[0])
+    return maker  # type: ignore[no-any-return]
+
+
+def _variant_decoder(names: Sequence[str], makers: Sequence[Callable[[Any], Any]],
+                     decs: Sequence[Decoder]) -> Decoder:
+    def dec_variant(v: Any) -> Any:
+        tag, payload = _sum_parts(v, names)
+        try:
+            return makers[tag](decs[tag](payload))
+        except ProtocolError as err:
+            raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
+
+    return dec_variant
+
+
 class TypeCodec:
     """Compiled decoders and encoders for the types of one typespace.
 
@@ -433,7 +495,7 @@ class TypeCodec:
             try:
                 target = self.resolve(ty)
                 if isinstance(target, SumType) and ty.index in self._variants:
-                    dec = self._variant_decoder(target, self._variants[ty.index])
+                    dec = self.node_decoder(self._variant_plan(ty.index, target))
                 else:
                     plain = isinstance(target, ProductType) and target.special is None and target.elements
                     dec = self._build_decoder(target, self.class_for(ty) if plain else None)
@@ -444,8 +506,7 @@ class TypeCodec:
             self._decoders[ty.index] = dec
             return dec
         # Types without a Ref are decoded the same wherever they appear (their classes are shared,
-        # see class_for); keep one decoder each, so that the generated decoders, which look up the
-        # decoder of an Option's payload again, do not build nested types twice per level.
+        # see class_for); keep one decoder each.
         cached = self._anon_decoders.get(ty)
         if cached is not None:
             return cached
@@ -457,47 +518,41 @@ class TypeCodec:
         return dec
 
     def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
-        if isinstance(ty, PrimitiveType):
-            return _PRIMITIVE_DECODERS[ty.name]
         if isinstance(ty, RefType):
             return self.decoder(ty)
-        if isinstance(ty, ArrayType):
-            if self.resolve(ty.elem) == PrimitiveType("U8"):
-                return _bytes_decoder
-            elem = self.decoder(ty.elem)
-            # Arrays of strings are the row lists of every message: check their items' types in one
-            # C-level pass instead of calling the string decoder once per row.
-            strings = elem is _str_decoder
+        if isinstance(ty, SumType) and not ty.is_option:
+            return self._sum_decoder(ty)  # the plan leaves these to Python ("call"): see plan()
+        if cls is not None:
+            assert isinstance(ty, ProductType)
+            return self.node_decoder(self._product_plan(ty, cls))
+        return self.node_decoder(self.plan(ty))
 
-            def dec_array(v: Any) -> tuple[Any, ...]:
-                if type(v) is not list:
-                    raise _fail("an array", v)
-                if strings and set(map(type, v)) <= _STR_TYPE:
-                    return tuple(v)
-                items = iter(v)
-                try:
-                    return tuple(map(elem, items))
-                except ProtocolError as err:
-                    # the failed item is the one just taken: no second decode to find it (which
-                    # would double the time of an error per level of nesting)
-                    at = len(v) - length_hint(items) - 1
-                    raise type(err)(err.reason, path=_join(f"[{at}]", err.path)) from None
+    def node_decoder(self, node: tuple[Any, ...]) -> Decoder:
+        """The Python decoder of a plan node (see ``plan``): what the C parser does with it."""
+        tag = node[0]
+        if tag == "int":
+            return _PRIMITIVE_DECODERS[_INT_NAMES[node[1], node[2]]]
+        if tag in _LEAF_DECODERS:
+            return _LEAF_DECODERS[tag]
+        if tag == "call":
+            return node[1]  # type: ignore[no-any-return]
+        if tag == "array":
+            return _array_decoder(self.node_decoder(node[1]))
+        if tag == "special":
+            special = node[1]
+            return _special_decoder(special, _SPECIAL_MAKERS[special], self.node_decoder(node[4]))
+        if tag == "option":
+            return _option_decoder(self.node_decoder(node[1]))
+        if tag == "variant":
+            return _variant_decoder(node[1], [_maker(m) for m in node[2]],
+                                    [self.node_decoder(p) for p in node[3]])
+        if tag == "product":
+            return self._product_decoder(node)
+        raise ValueError(f"no Python decoder for a {tag!r} plan node")
 
-            return dec_array
-        if isinstance(ty, ProductType):
-            special = ty.special
-            if special is not None:
-                return _special_decoder(special, _SPECIAL_MAKERS[special],
-                                        self.decoder(ty.elements[0].type))
-            if not ty.elements:
-                return _unit_decoder
-            assert cls is not None
-            return self._product_decoder(ty, cls)
-        return self._sum_decoder(ty)
-
-    def _product_decoder(self, ty: ProductType, cls: type) -> Decoder:
-        names = ty.names
-        decs = [self.decoder(e.type) for e in ty.elements]
+    def _product_decoder(self, node: tuple[Any, ...]) -> Decoder:
+        _, cls, names, _, fields = node
+        decs = [self.node_decoder(f) for f in fields]
         pairs = list(zip(names, decs, strict=True))
         count = len(names)
 
@@ -514,7 +569,7 @@ class TypeCodec:
             except ProtocolError as err:
                 if values is not None:
                     raise  # the class's own error, after every field decoded
-                # the failed field is the one just taken (see dec_array)
+                # the failed field is the one just taken (see _array_decoder)
                 name = names[count - length_hint(fields) - 1]
                 raise type(err)(err.reason, path=_join(name, err.path)) from None
             except KeyError as err:
@@ -527,7 +582,7 @@ class TypeCodec:
                 raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 
-        return self._fast_product_decoder(self._product_plan(ty, cls), decs, dec_product)
+        return self._fast_product_decoder(node, decs, dec_product)
 
     def _fast_product_decoder(self, node: tuple[Any, ...], decs: Sequence[Decoder],
                               slow: Decoder) -> Decoder:
@@ -600,12 +655,9 @@ class TypeCodec:
         if isinstance(ty, RefType):
             target = self.resolve(ty)
             if ty.index in self._variants and isinstance(target, SumType):
-                names = [v.name for v in target.variants]
-                if not all(n and not n.isdigit() for n in names):  # tags by number: Python's rules
-                    return ("call", self.decoder(ty))
-                makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
-                               for c in self._variants[ty.index])
-                return ("variant", tuple(names), makers, tuple(self.plan(v.type) for v in target.variants))
+                if not all(v.name and not v.name.isdigit() for v in target.variants):
+                    return ("call", self.decoder(ty))  # tags by number: Python's rules
+                return self._variant_plan(ty.index, target)
             if isinstance(target, ProductType) and target.special is None and target.elements:
                 return self._product_plan(target, self.class_for(ty))
             return self.plan(target)
@@ -632,27 +684,21 @@ class TypeCodec:
             return ("option", self.plan(ty.variants[0].type))
         return ("call", self.decoder(ty))
 
+    def _variant_plan(self, index: int, ty: SumType) -> tuple[Any, ...]:
+        makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
+                       for c in self._variants[index])
+        return ("variant", tuple(v.name for v in ty.variants), makers,
+                tuple(self.plan(v.type) for v in ty.variants))
+
     def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
         # slots only for the classes we generate: as their generated decoder builds them
         setters = slot_descriptors(cls) if cls in self._generated else None
         return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
 
     def _sum_decoder(self, ty: SumType) -> Decoder:
+        """Sums other than Option and the protocol's variants: ScheduleAt, or a SumValue."""
         names = [v.name for v in ty.variants]
         decs = [self.decoder(v.type) for v in ty.variants]
-        if ty.is_option:
-            some = decs[0]
-
-            def dec_option(v: Any) -> Any:
-                if v is None:
-                    return None
-                tag, payload = _sum_parts(v, names)
-                if tag == 0:
-                    return some(payload)
-                _unit_decoder(payload)
-                return None
-
-            return dec_option
         if ty.is_schedule_at:
             def dec_schedule(v: Any) -> ScheduleAt:
                 tag, payload = _sum_parts(v, names)
@@ -665,20 +711,6 @@ class TypeCodec:
             return SumValue(names[tag] or str(tag), decs[tag](payload), tag)
 
         return dec_sum
-
-    def _variant_decoder(self, ty: SumType, classes: Sequence[VariantClass]) -> Decoder:
-        names = [v.name for v in ty.variants]
-        decs = [self.decoder(v.type) for v in ty.variants]
-        makers = [_trusting_constructor(c.cls) if _plain_one_slot(c) else c.make for c in classes]
-
-        def dec_variant(v: Any) -> Any:
-            tag, payload = _sum_parts(v, names)
-            try:
-                return makers[tag](decs[tag](payload))
-            except ProtocolError as err:
-                raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
-
-        return dec_variant
 
     # -- encoding ------------------------------------------------------------------------
 
