@@ -386,6 +386,32 @@ def _variant_decoder(names: Sequence[str], makers: Sequence[Callable[[Any], Any]
     return dec_variant
 
 
+def _key_decoder(names: Sequence[str], columns: Sequence[int], decs: Mapping[int, Decoder]) -> Decoder:
+    """A row's primary key from the row's JSON value: only the key columns are decoded."""
+    parts = [(c, names[c], decs[c]) for c in columns]
+    count = len(names)
+    single = len(parts) == 1  # the usual case: one key column, no list or tuple to build
+    column0, name0, dec0 = parts[0]
+
+    def key_of(value: Any) -> Any:
+        if type(value) is list and len(value) == count:
+            if single:
+                return dec0(value[column0])
+            keys = [dec(value[c]) for c, _, dec in parts]
+        elif type(value) is dict:
+            try:
+                if single:
+                    return dec0(value[name0])
+                keys = [dec(value[name]) for _, name, dec in parts]
+            except KeyError as err:
+                raise ProtocolError(f"missing key column {err.args[0]!r}") from None
+        else:
+            raise ProtocolError(f"expected a row of {count} columns, object or array")
+        return tuple(keys)
+
+    return key_of
+
+
 class TypeCodec:
     """Compiled decoders and encoders for the types of one typespace.
 
@@ -548,6 +574,8 @@ class TypeCodec:
                                     [self.node_decoder(p) for p in node[3]])
         if tag == "product":
             return self._product_decoder(node)
+        if tag == "key":
+            return _key_decoder(node[1], node[3], {c: self.node_decoder(node[2][c]) for c in node[3]})
         raise ValueError(f"no Python decoder for a {tag!r} plan node")
 
     def _product_decoder(self, node: tuple[Any, ...]) -> Decoder:
@@ -683,6 +711,12 @@ class TypeCodec:
         if ty.is_option:
             return ("option", self.plan(ty.variants[0].type))
         return ("call", self.decoder(ty))
+
+    def key_plan(self, ty: ProductType, columns: Sequence[int]) -> tuple[Any, ...]:
+        """The decoding of the primary key alone (``columns``, a tuple for more than one) of a row
+        of ``ty``: the other columns are skipped unread by the C parser, not looked at by Python."""
+        return ("key", tuple(ty.names), tuple(self.plan(e.type) if c in columns else ("skip",)
+                                              for c, e in enumerate(ty.elements)), tuple(columns))
 
     def _variant_plan(self, index: int, ty: SumType) -> tuple[Any, ...]:
         makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
