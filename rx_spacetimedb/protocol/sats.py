@@ -1,8 +1,9 @@
 """Type-directed SATS-JSON values: decode any of the three wire shapes, encode any of them.
 
 The server writes one value in three shapes (§3.1: envelope A, stored row B, untyped C) and never
-says which, so decoding is driven by the type. Decoders and encoders are compiled once per type into
-closures, because rows are decoded by the thousand.
+says which, so decoding is driven by the type. A type's decoding is described once, as a plan
+(``TypeCodec.plan``): the C parser compiles it, and the Python decoders are closures built from it;
+decoders and encoders are built once per type, because rows are decoded by the thousand.
 """
 
 from __future__ import annotations
@@ -673,12 +674,14 @@ class TypeCodec:
         return decode
 
     def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
-        """The decoding of ``ty`` as nested tuples, for the C parser (``_typedjson.c``, see fastpath).
+        """The decoding of ``ty`` as nested tuples: the one description both paths decode by.
 
-        It mirrors the decoders above node for node: the same classes, ranges and slot setters.
-        Sums other than Option (and byte arrays) are left to their Python decoder ("call"). The
-        parser refuses plans nested deeper than 200; a module's types are at most
-        ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans always compile.
+        The C parser (``_typedjson.c``, see fastpath) compiles it; the Python decoders are
+        interpreted from it (``node_decoder``, with generated source for products): the same
+        classes, ranges, names and slot setters. Sums other than Option and the protocol's
+        variants, and byte arrays, are a "call" of their Python decoder (whose payloads are decoded
+        by their plans in turn). The parser refuses plans nested deeper than 200; a module's types
+        are at most ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans compile.
         """
         if isinstance(ty, RefType):
             target = self.resolve(ty)
