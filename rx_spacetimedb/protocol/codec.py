@@ -23,7 +23,6 @@ from rx_spacetimedb.protocol.sats import InexactInteger, TypeCodec, VariantClass
 from rx_spacetimedb.protocol.types import (
     BYTES,
     CONNECTION_ID,
-    I128,
     IDENTITY,
     STRING,
     TIME_DURATION,
@@ -176,11 +175,23 @@ _CLIENT_ENCODERS: Final[dict[type, tuple[str, Callable[[Any], Any]]]] = {
     cls: (name, _CODEC.encoder(_CLIENT_REFS[name], "A")) for name, cls, _ in CLIENT_VARIANTS
 }
 
-def _wide_fields(body: ProductType) -> tuple[tuple[str, str], ...]:
-    """(field, key) of the 128-bit integers one level down in a message, {"field": {"key": n}}."""
-    return tuple((field, key) for field, element in zip(body.names, body.elements, strict=True)
-                 if isinstance(inner := _CODEC.resolve(element.type), ProductType)
-                 for key, part in zip(inner.names, inner.elements, strict=True) if part.type in (U128, I128))
+def _wide_fields(message: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:
+    """(field, key) of the 128-bit integers one level down in a message's plan, {"field": {"key": n}}."""
+    _, _, names, _, fields = message
+    return tuple((field, key) for field, node in zip(names, fields, strict=True)
+                 for key, part in _parts(node) if _is_128_bit(part))
+
+
+def _parts(node: tuple[Any, ...]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """(key, plan node) of the fields of a product or special node (Identity's, a ConnectionId's)."""
+    if node[0] == "product":
+        return tuple(zip(node[2], node[4], strict=True))
+    return ((node[1], node[4]),) if node[0] == "special" else ()
+
+
+def _is_128_bit(node: tuple[Any, ...]) -> bool:
+    """An integer orjson cannot read exactly, written as a number (256-bit ones are "0x..." strings)."""
+    return node[0] == "int" and not node[3] and node[2] > 2**64
 
 
 # The 128-bit integers of the server envelope in the shape the server writes them (read from the
@@ -188,7 +199,8 @@ def _wide_fields(body: ProductType) -> tuple[tuple[str, str], ...]:
 # are escaped (\"quanta\":) and cannot match, so these finds are exact and need no full re-parse
 # (on the pure-Python path that re-parse would make a transaction's envelope three times slower).
 # Any other wide integer the decoder meets as a float re-parses below.
-_WIDE_FIELDS: Final = {name: found for name, _, ty in SERVER_VARIANTS if (found := _wide_fields(ty))}
+_WIDE_FIELDS: Final = {name: found for name, _, _ in SERVER_VARIANTS
+                       if (found := _wide_fields(_SERVER_CODEC.plan(_SERVER_REFS[name])))}
 _WIDE_KEYS: Final = sorted({key for fields in _WIDE_FIELDS.values() for _, key in fields})
 _WIDE_FIELDS_STR: Final = {key: re.compile(rf'"{key}"\s*:\s*(-?\d+)(?![\d.eE])') for key in _WIDE_KEYS}
 _WIDE_FIELDS_BYTES: Final = {

@@ -1,8 +1,9 @@
 """Type-directed SATS-JSON values: decode any of the three wire shapes, encode any of them.
 
 The server writes one value in three shapes (§3.1: envelope A, stored row B, untyped C) and never
-says which, so decoding is driven by the type. Decoders and encoders are compiled once per type into
-closures, because rows are decoded by the thousand.
+says which, so decoding is driven by the type. A type's decoding is described once, as a plan
+(``TypeCodec.plan``): the C parser compiles it, and the Python decoders are closures built from it;
+decoders and encoders are built once per type, because rows are decoded by the thousand.
 """
 
 from __future__ import annotations
@@ -268,6 +269,150 @@ class _Fallback(Exception):
     """Raised by a generated decoder for a value its fast path does not take (see below)."""
 
 
+def _in_line(node: tuple[Any, ...]) -> bool:
+    """Whether generated code decodes a value of this plan node without a decoder of its own."""
+    tag = node[0]
+    if tag in ("special", "option"):
+        return _in_line(node[-1])
+    return tag in ("int", "str", "bool", "f64", "f32")
+
+
+def _field_code(x: str, d: str | None, node: tuple[Any, ...], env: dict[str, Any]) -> list[str]:
+    """Lines that replace the JSON value in variable ``x`` by its decoded value, from its plan node
+    (``d``: the name of the value's decoder, for what is not decoded in line; None inside a value
+    being unwrapped, where such a value falls back).
+
+    A line may raise ``Fallback`` or ProtocolError: the value is not one the fast path takes.
+    """
+    tag = node[0]
+    if tag == "int":
+        _, low, high, wide = node
+        check = f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"
+        if not wide:
+            return [check]
+        env["hex_256"] = _BIG_HEX.fullmatch  # 256-bit integers are usually "0x..." strings
+        return [f"if type({x}) is str and hex_256({x}) is not None: {x} = int({x}, 16)", check]
+    if tag in ("str", "bool"):
+        return [f"if type({x}) is not {tag}: raise Fallback"]
+    if tag == "f64":
+        return [f"if type({x}) is not float: {x} = f64({x})"]
+    if tag == "f32":
+        return [f"if type({x}) is not float or not -F32_OVERFLOW < {x} < F32_OVERFLOW: {x} = f32({x})"]
+    if tag == "special" and _in_line(node):
+        _, special, _, _, inner = node
+        n = len(env)  # a fresh suffix: x may be unwrapped again inside (Option<Option<T>>)
+        key, make = f"key{n}", f"make{n}"
+        env[key], env[make] = special, _SPECIAL_MAKERS[special]
+        return [
+            f"if type({x}) is list and len({x}) == 1: {x} = {x}[0]",
+            f"elif type({x}) is dict and len({x}) == 1: {x} = {x}[{key}]",
+            "else: raise Fallback",
+            *_field_code(x, None, inner, env),
+            f"{x} = {make}({x})",
+        ]
+    if tag == "option" and _in_line(node):  # some: in line; none and the rest: d
+        lines = [f"    {line}" for line in _field_code(x, None, node[1], env)]
+        return [
+            f"if {x} is None: pass",
+            f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
+            f"    {x} = {x}[1]",
+            *lines,
+            f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
+            f"    {x} = {x}['some']",
+            *lines,
+            f"else: {x} = {d}({x})" if d else "else: raise Fallback",
+        ]
+    return [f"{x} = {d}({x})" if d else "raise Fallback"]
+
+
+_INT_NAMES: dict[tuple[int, int], str] = {bounds: name for name, bounds in INT_RANGES.items()}
+_LEAF_DECODERS: dict[str, Decoder] = {"str": _str_decoder, "bool": _bool_decoder, "f64": _float_decoder,
+                                      "f32": _f32_decoder, "unit": _unit_decoder}
+
+
+def _array_decoder(elem: Decoder) -> Decoder:
+    # Arrays of strings are the row lists of every message: check their items' types in one
+    # C-level pass instead of calling the string decoder once per row.
+    strings = elem is _str_decoder
+
+    def dec_array(v: Any) -> tuple[Any, ...]:
+        if type(v) is not list:
+            raise _fail("an array", v)
+        if strings and set(map(type, v)) <= _STR_TYPE:
+            return tuple(v)
+        items = iter(v)
+        try:
+            return tuple(map(elem, items))
+        except ProtocolError as err:
+            # the failed item is the one just taken: no second decode to find it (which
+            # would double the time of an error per level of nesting)
+            at = len(v) - length_hint(items) - 1
+            raise type(err)(err.reason, path=_join(f"[{at}]", err.path)) from None
+
+    return dec_array
+
+
+_OPTION_NAMES = ("some", "none")
+
+
+def _option_decoder(some: Decoder) -> Decoder:
+    def dec_option(v: Any) -> Any:
+        if v is None:
+            return None
+        tag, payload = _sum_parts(v, _OPTION_NAMES)
+        if tag == 0:
+            return some(payload)
+        _unit_decoder(payload)
+        return None
+
+    return dec_option
+
+
+def _maker(maker: Any) -> Callable[[Any], Any]:
+    """A variant's constructor from its plan: (class, slot) is stored through the slot."""
+    if type(maker) is tuple:
+        return _trusting_constructor(maker[0])
+    return maker  # type: ignore[no-any-return]
+
+
+def _variant_decoder(names: Sequence[str], makers: Sequence[Callable[[Any], Any]],
+                     decs: Sequence[Decoder]) -> Decoder:
+    def dec_variant(v: Any) -> Any:
+        tag, payload = _sum_parts(v, names)
+        try:
+            return makers[tag](decs[tag](payload))
+        except ProtocolError as err:
+            raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
+
+    return dec_variant
+
+
+def _key_decoder(names: Sequence[str], columns: Sequence[int], decs: Mapping[int, Decoder]) -> Decoder:
+    """A row's primary key from the row's JSON value: only the key columns are decoded."""
+    parts = [(c, names[c], decs[c]) for c in columns]
+    count = len(names)
+    single = len(parts) == 1  # the usual case: one key column, no list or tuple to build
+    column0, name0, dec0 = parts[0]
+
+    def key_of(value: Any) -> Any:
+        if type(value) is list and len(value) == count:
+            if single:
+                return dec0(value[column0])
+            keys = [dec(value[c]) for c, _, dec in parts]
+        elif type(value) is dict:
+            try:
+                if single:
+                    return dec0(value[name0])
+                keys = [dec(value[name]) for _, name, dec in parts]
+            except KeyError as err:
+                raise ProtocolError(f"missing key column {err.args[0]!r}") from None
+        else:
+            raise ProtocolError(f"expected a row of {count} columns, object or array")
+        return tuple(keys)
+
+    return key_of
+
+
 class TypeCodec:
     """Compiled decoders and encoders for the types of one typespace.
 
@@ -377,7 +522,7 @@ class TypeCodec:
             try:
                 target = self.resolve(ty)
                 if isinstance(target, SumType) and ty.index in self._variants:
-                    dec = self._variant_decoder(target, self._variants[ty.index])
+                    dec = self.node_decoder(self._variant_plan(ty.index, target))
                 else:
                     plain = isinstance(target, ProductType) and target.special is None and target.elements
                     dec = self._build_decoder(target, self.class_for(ty) if plain else None)
@@ -388,8 +533,7 @@ class TypeCodec:
             self._decoders[ty.index] = dec
             return dec
         # Types without a Ref are decoded the same wherever they appear (their classes are shared,
-        # see class_for); keep one decoder each, so that the generated decoders, which look up the
-        # decoder of an Option's payload again, do not build nested types twice per level.
+        # see class_for); keep one decoder each.
         cached = self._anon_decoders.get(ty)
         if cached is not None:
             return cached
@@ -401,47 +545,43 @@ class TypeCodec:
         return dec
 
     def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
-        if isinstance(ty, PrimitiveType):
-            return _PRIMITIVE_DECODERS[ty.name]
         if isinstance(ty, RefType):
             return self.decoder(ty)
-        if isinstance(ty, ArrayType):
-            if self.resolve(ty.elem) == PrimitiveType("U8"):
-                return _bytes_decoder
-            elem = self.decoder(ty.elem)
-            # Arrays of strings are the row lists of every message: check their items' types in one
-            # C-level pass instead of calling the string decoder once per row.
-            strings = elem is _str_decoder
+        if isinstance(ty, SumType) and not ty.is_option:
+            return self._sum_decoder(ty)  # the plan leaves these to Python ("call"): see plan()
+        if cls is not None:
+            assert isinstance(ty, ProductType)
+            return self.node_decoder(self._product_plan(ty, cls))
+        return self.node_decoder(self.plan(ty))
 
-            def dec_array(v: Any) -> tuple[Any, ...]:
-                if type(v) is not list:
-                    raise _fail("an array", v)
-                if strings and set(map(type, v)) <= _STR_TYPE:
-                    return tuple(v)
-                items = iter(v)
-                try:
-                    return tuple(map(elem, items))
-                except ProtocolError as err:
-                    # the failed item is the one just taken: no second decode to find it (which
-                    # would double the time of an error per level of nesting)
-                    at = len(v) - length_hint(items) - 1
-                    raise type(err)(err.reason, path=_join(f"[{at}]", err.path)) from None
+    def node_decoder(self, node: tuple[Any, ...]) -> Decoder:
+        """The Python decoder of a plan node (see ``plan``): what the C parser does with it."""
+        tag = node[0]
+        if tag == "int":
+            return _PRIMITIVE_DECODERS[_INT_NAMES[node[1], node[2]]]
+        if tag in _LEAF_DECODERS:
+            return _LEAF_DECODERS[tag]
+        if tag == "call":
+            return node[1]  # type: ignore[no-any-return]
+        if tag == "array":
+            return _array_decoder(self.node_decoder(node[1]))
+        if tag == "special":
+            special = node[1]
+            return _special_decoder(special, _SPECIAL_MAKERS[special], self.node_decoder(node[4]))
+        if tag == "option":
+            return _option_decoder(self.node_decoder(node[1]))
+        if tag == "variant":
+            return _variant_decoder(node[1], [_maker(m) for m in node[2]],
+                                    [self.node_decoder(p) for p in node[3]])
+        if tag == "product":
+            return self._product_decoder(node)
+        if tag == "key":
+            return _key_decoder(node[1], node[3], {c: self.node_decoder(node[2][c]) for c in node[3]})
+        raise ValueError(f"no Python decoder for a {tag!r} plan node")
 
-            return dec_array
-        if isinstance(ty, ProductType):
-            special = ty.special
-            if special is not None:
-                return _special_decoder(special, _SPECIAL_MAKERS[special],
-                                        self.decoder(ty.elements[0].type))
-            if not ty.elements:
-                return _unit_decoder
-            assert cls is not None
-            return self._product_decoder(ty, cls)
-        return self._sum_decoder(ty)
-
-    def _product_decoder(self, ty: ProductType, cls: type) -> Decoder:
-        names = ty.names
-        decs = [self.decoder(e.type) for e in ty.elements]
+    def _product_decoder(self, node: tuple[Any, ...]) -> Decoder:
+        _, cls, names, _, fields = node
+        decs = [self.node_decoder(f) for f in fields]
         pairs = list(zip(names, decs, strict=True))
         count = len(names)
 
@@ -458,7 +598,7 @@ class TypeCodec:
             except ProtocolError as err:
                 if values is not None:
                     raise  # the class's own error, after every field decoded
-                # the failed field is the one just taken (see dec_array)
+                # the failed field is the one just taken (see _array_decoder)
                 name = names[count - length_hint(fields) - 1]
                 raise type(err)(err.reason, path=_join(name, err.path)) from None
             except KeyError as err:
@@ -471,39 +611,41 @@ class TypeCodec:
                 raise ProtocolError(f"{cls.__name__}: missing fields {missing}, unknown fields {unknown}")
             raise _fail(f"{cls.__name__} ({count} fields, object or array)", v)
 
-        return self._fast_product_decoder(ty, cls, decs, dec_product)
+        return self._fast_product_decoder(node, decs, dec_product)
 
-    def _fast_product_decoder(self, ty: ProductType, cls: type, decs: Sequence[Decoder],
+    def _fast_product_decoder(self, node: tuple[Any, ...], decs: Sequence[Decoder],
                               slow: Decoder) -> Decoder:
         """A decoder specialised to one product type, generated as Python source (as ``dataclasses``
-        generates ``__init__``): rows are decoded by the thousand, and the closure decoder spends
-        most of its time calling one closure per field and building argument lists.
+        generates ``__init__``) from the product's plan node, the description the C parser compiles:
+        rows are decoded by the thousand, and the closure decoder spends most of its time calling
+        one closure per field and building argument lists.
 
         It is a fast path only. It reads the fields straight from the array or object, checks
         integers, strings and booleans in line, unwraps Identity/Timestamp/... in line, calls the
-        field decoders for everything else, and builds a generated row class through its slots
-        (``_trusting_constructor``'s reasoning). Anything it does not accept as it is (another
-        shape, a wrong type, a value out of range) goes to ``slow``, the closure decoder of the same
-        type, which decodes it or raises the ProtocolError with the field's path. An error of a
-        field decoder is the error ``slow`` would raise (the fields before it passed, so they pass
-        there too): it gets its field's name here, without decoding the value again (at every level
-        of nesting that would double the time of an error). So the generated code decides nothing
-        of its own about what is valid, and schema text (field names) never enters it: names and
-        decoders are passed in as globals.
+        field decoders (``decs``) for everything else, and builds a row through the plan's slot
+        setters when it has them (``_trusting_constructor``'s reasoning). Anything it does not
+        accept as it is (another shape, a wrong type, a value out of range) goes to ``slow``, the
+        closure decoder of the same type, which decodes it or raises the ProtocolError with the
+        field's path. An error of a field decoder is the error ``slow`` would raise (the fields
+        before it passed, so they pass there too): it gets its field's name here, without decoding
+        the value again (at every level of nesting that would double the time of an error). So the
+        generated code decides nothing of its own about what is valid, and schema text (field
+        names) never enters it: names and decoders are passed in as globals.
         """
-        count = len(ty.elements)
-        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls, "names": ty.names,
+        _, cls, names, setters, fields = node
+        count = len(fields)
+        env: dict[str, Any] = {"slow": slow, "new": object.__new__, "cls": cls, "names": names,
                                "join": _join, "ProtocolError": ProtocolError, "Fallback": _Fallback,
-                               "F32_OVERFLOW": F32_OVERFLOW}
+                               "F32_OVERFLOW": F32_OVERFLOW, "f64": _float_decoder, "f32": _f32_decoder}
         lines = []
-        for i, element in enumerate(ty.elements):
-            env[f"k{i}"] = ty.names[i]
+        for i, field in enumerate(fields):
+            env[f"k{i}"] = names[i]
             env[f"d{i}"] = decs[i]
-            lines += [f"at = {i}", *self._field_code(f"x{i}", f"d{i}", element.type, env)]
+            lines += [f"at = {i}", *_field_code(f"x{i}", f"d{i}", field, env)]
         lines.append("at = -1")
         xs = [f"x{i}" for i in range(count)]
-        if cls in self._generated:
-            for i, slot in enumerate(slot_descriptors(cls)):
+        if setters is not None:
+            for i, slot in enumerate(setters):
                 env[f"s{i}"] = slot.__set__
             build = ["row = new(cls)", *(f"s{i}(row, x{i})" for i in range(count)), "return row"]
         else:  # a user's class (or an envelope class, or int for a one-field product): its constructor
@@ -531,74 +673,22 @@ class TypeCodec:
         decode.__qualname__ = f"decode_{cls.__name__}"
         return decode
 
-    def _field_code(self, x: str, d: str, ty: AlgebraicType, env: dict[str, Any]) -> list[str]:
-        """Lines that replace the JSON value in variable ``x`` by its decoded value (``d``: its decoder).
-
-        A line may raise ``Fallback`` or ProtocolError: the value is not one the fast path takes.
-        """
-        target = self.resolve(ty) if isinstance(ty, RefType) else ty
-        if isinstance(target, PrimitiveType):
-            name = target.name
-            if name in INT_RANGES:
-                low, high = INT_RANGES[name]
-                check = f"if type({x}) is not int or not {low} <= {x} <= {high}: raise Fallback"
-                if not name.endswith("256"):
-                    return [check]
-                env["hex_256"] = _BIG_HEX.fullmatch  # 256-bit integers are usually "0x..." strings
-                return [f"if type({x}) is str and hex_256({x}) is not None: {x} = int({x}, 16)", check]
-            if name in ("String", "Bool"):
-                return [f"if type({x}) is not {'str' if name == 'String' else 'bool'}: raise Fallback"]
-            if name == "F64":
-                return [f"if type({x}) is not float: {x} = {d}({x})"]
-            if name == "F32":
-                return [f"if type({x}) is not float or not -F32_OVERFLOW < {x} < F32_OVERFLOW:"
-                        f" {x} = {d}({x})"]
-        if isinstance(target, ProductType) and target.special is not None:
-            special = target.special
-            n = len(env)  # a fresh suffix: x may be unwrapped again inside (Option<Option<T>>)
-            key, make, inner = f"key{n}", f"make{n}", f"inner{n}"
-            env[key], env[make] = special, _SPECIAL_MAKERS[special]
-            env[inner] = self.decoder(target.elements[0].type)
-            return [
-                f"if type({x}) is list and len({x}) == 1: {x} = {x}[0]",
-                f"elif type({x}) is dict and len({x}) == 1: {x} = {x}[{key}]",
-                "else: raise Fallback",
-                *self._field_code(x, inner, target.elements[0].type, env),
-                f"{x} = {make}({x})",
-            ]
-        if isinstance(target, SumType) and target.is_option:  # some: in line; none and the rest: d
-            some, payload = f"some{len(env)}", target.variants[0].type
-            env[some] = self.decoder(payload)
-            lines = [f"    {line}" for line in self._field_code(x, some, payload, env)]
-            return [
-                f"if {x} is None: pass",
-                f"elif type({x}) is list and len({x}) == 2 and type({x}[0]) is int and {x}[0] == 0:",
-                f"    {x} = {x}[1]",
-                *lines,
-                f"elif type({x}) is dict and len({x}) == 1 and 'some' in {x}:",
-                f"    {x} = {x}['some']",
-                *lines,
-                f"else: {x} = {d}({x})",
-            ]
-        return [f"{x} = {d}({x})"]
-
     def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
-        """The decoding of ``ty`` as nested tuples, for the C parser (``_typedjson.c``, see fastpath).
+        """The decoding of ``ty`` as nested tuples: the one description both paths decode by.
 
-        It mirrors the decoders above node for node: the same classes, ranges and slot setters.
-        Sums other than Option (and byte arrays) are left to their Python decoder ("call"). The
-        parser refuses plans nested deeper than 200; a module's types are at most
-        ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans always compile.
+        The C parser (``_typedjson.c``, see fastpath) compiles it; the Python decoders are
+        interpreted from it (``node_decoder``, with generated source for products): the same
+        classes, ranges, names and slot setters. Sums other than Option and the protocol's
+        variants, and byte arrays, are a "call" of their Python decoder (whose payloads are decoded
+        by their plans in turn). The parser refuses plans nested deeper than 200; a module's types
+        are at most ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans compile.
         """
         if isinstance(ty, RefType):
             target = self.resolve(ty)
             if ty.index in self._variants and isinstance(target, SumType):
-                names = [v.name for v in target.variants]
-                if not all(n and not n.isdigit() for n in names):  # tags by number: Python's rules
-                    return ("call", self.decoder(ty))
-                makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
-                               for c in self._variants[ty.index])
-                return ("variant", tuple(names), makers, tuple(self.plan(v.type) for v in target.variants))
+                if not all(v.name and not v.name.isdigit() for v in target.variants):
+                    return ("call", self.decoder(ty))  # tags by number: Python's rules
+                return self._variant_plan(ty.index, target)
             if isinstance(target, ProductType) and target.special is None and target.elements:
                 return self._product_plan(target, self.class_for(ty))
             return self.plan(target)
@@ -625,27 +715,27 @@ class TypeCodec:
             return ("option", self.plan(ty.variants[0].type))
         return ("call", self.decoder(ty))
 
+    def key_plan(self, ty: ProductType, columns: Sequence[int]) -> tuple[Any, ...]:
+        """The decoding of the primary key alone (``columns``, a tuple for more than one) of a row
+        of ``ty``: the other columns are skipped unread by the C parser, not looked at by Python."""
+        return ("key", tuple(ty.names), tuple(self.plan(e.type) if c in columns else ("skip",)
+                                              for c, e in enumerate(ty.elements)), tuple(columns))
+
+    def _variant_plan(self, index: int, ty: SumType) -> tuple[Any, ...]:
+        makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
+                       for c in self._variants[index])
+        return ("variant", tuple(v.name for v in ty.variants), makers,
+                tuple(self.plan(v.type) for v in ty.variants))
+
     def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
         # slots only for the classes we generate: as their generated decoder builds them
         setters = slot_descriptors(cls) if cls in self._generated else None
         return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
 
     def _sum_decoder(self, ty: SumType) -> Decoder:
+        """Sums other than Option and the protocol's variants: ScheduleAt, or a SumValue."""
         names = [v.name for v in ty.variants]
         decs = [self.decoder(v.type) for v in ty.variants]
-        if ty.is_option:
-            some = decs[0]
-
-            def dec_option(v: Any) -> Any:
-                if v is None:
-                    return None
-                tag, payload = _sum_parts(v, names)
-                if tag == 0:
-                    return some(payload)
-                _unit_decoder(payload)
-                return None
-
-            return dec_option
         if ty.is_schedule_at:
             def dec_schedule(v: Any) -> ScheduleAt:
                 tag, payload = _sum_parts(v, names)
@@ -658,20 +748,6 @@ class TypeCodec:
             return SumValue(names[tag] or str(tag), decs[tag](payload), tag)
 
         return dec_sum
-
-    def _variant_decoder(self, ty: SumType, classes: Sequence[VariantClass]) -> Decoder:
-        names = [v.name for v in ty.variants]
-        decs = [self.decoder(v.type) for v in ty.variants]
-        makers = [_trusting_constructor(c.cls) if _plain_one_slot(c) else c.make for c in classes]
-
-        def dec_variant(v: Any) -> Any:
-            tag, payload = _sum_parts(v, names)
-            try:
-                return makers[tag](decs[tag](payload))
-            except ProtocolError as err:
-                raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
-
-        return dec_variant
 
     # -- encoding ------------------------------------------------------------------------
 

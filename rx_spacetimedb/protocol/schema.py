@@ -400,40 +400,14 @@ class ModuleSchema:
         if not columns:
             self._key_decoders[table] = None
             return None
-        product = self.row_product(table)
-        parts = [(c, product.names[c], self.codec.decoder(product.elements[c].type)) for c in columns]
-        count = len(product.elements)
-
-        single = len(parts) == 1  # the usual case: one key column, no list or tuple to build
-        column0, name0, dec0 = parts[0]
-
-        def key_of(value: Any) -> Any:
-            if type(value) is list and len(value) == count:
-                if single:
-                    return dec0(value[column0])
-                keys = [dec(value[c]) for c, _, dec in parts]
-            elif type(value) is dict:
-                try:
-                    if single:
-                        return dec0(value[name0])
-                    keys = [dec(value[name]) for _, name, dec in parts]
-                except KeyError as err:
-                    raise ProtocolError(f"missing key column {err.args[0]!r}") from None
-            else:
-                raise ProtocolError(f"expected a row of {count} columns, object or array")
-            return tuple(keys)
-
+        node = self.codec.key_plan(self.row_product(table), columns)
+        key_of = self.codec.node_decoder(node)
         wide = self._has_wide_rows(table)
 
         def slow(text: str | bytes) -> Any:
             return _decode_text(key_of, text, table, wide)
 
-        plan = None
-        if PARSER is not None:
-            skip = ("skip",)
-            plan = PARSER.compile(("key", tuple(product.names), tuple(
-                self.codec.plan(e.type) if c in columns else skip for c, e in enumerate(product.elements)),
-                columns))
+        plan = PARSER.compile(node) if PARSER is not None else None
         self._key_decoders[table] = (plan, slow)
         return plan, slow
 

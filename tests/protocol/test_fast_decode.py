@@ -40,7 +40,7 @@ from tests.protocol._strategies import LEAF_TYPES, PROPERTY, canon, types, value
 class ClosureCodec(TypeCodec):
     """The codec without generated decoders: the reference the fast path must agree with."""
 
-    def _fast_product_decoder(self, ty: ProductType, cls: type, decs: Sequence[Decoder],
+    def _fast_product_decoder(self, node: tuple[Any, ...], decs: Sequence[Decoder],
                               slow: Decoder) -> Decoder:
         return slow
 

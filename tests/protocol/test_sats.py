@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import (
     ConnectionId,
     Failed,
@@ -24,9 +26,10 @@ from rx_spacetimedb.protocol import (
     decode_server_message,
     encode_server_message,
 )
+from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, format_f32, format_f64, loads_exact
 from rx_spacetimedb.protocol.sats import TypeCodec
-from rx_spacetimedb.protocol.types import F32, F64, STRING, option_of
+from rx_spacetimedb.protocol.types import F32, F64, STRING, U8, Element, ProductType, RefType, option_of
 from tests.protocol._examples import example
 from tests.protocol._schemas import WIDE, wide_schema
 
@@ -331,3 +334,30 @@ def test_an_f32_beyond_its_range_is_infinity_as_on_the_server() -> None:
     assert format_f32(3.4028235e38) == "3.4028235e38"  # its shortest text, a hair above it, too
     assert format_f32(1e300) == "null" and format_f32(-1e39) == "null"
     assert TypeCodec().decoder(F64)(1e300) == 1e300  # f64 is not clamped
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mine:
+    x: int
+    y: str
+
+
+def test_the_plan_is_the_one_description_of_both_paths() -> None:
+    """A plan node changed by hand (another class, other field names) is what Python decodes by too."""
+    codec = TypeCodec([ProductType((Element("a", U8), Element("b", STRING)))])
+    _, _, _, _, (column_a, column_b) = codec.plan(RefType(0))
+    node = ("product", _Mine, ("x", "y"), None, (column_a, column_b))
+    decode = codec.node_decoder(node)
+    assert decode({"x": 1, "y": "s"}) == decode([1, "s"]) == _Mine(1, "s")
+    with pytest.raises(ProtocolError) as err:
+        decode({"a": 1, "b": "s"})
+    assert err.value.reason == "missing field 'x'"
+    with pytest.raises(ProtocolError) as err:
+        decode([256, "s"])
+    assert (err.value.reason, err.value.path) == ("expected U8 in range, got 256", "x")
+    key_of = codec.node_decoder(codec.key_plan(ProductType((Element("a", U8), Element("b", STRING))), (1,)))
+    assert key_of({"a": "not read", "b": "k"}) == "k"
+    if PARSER is not None:
+        plan = PARSER.compile(node)
+        assert PARSER.decode(plan, '{"x": 1, "y": "s"}') == _Mine(1, "s")
+        assert PARSER.decode(plan, '[256, "s"]') is FALLBACK  # Python raises the error above
