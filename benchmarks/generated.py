@@ -51,21 +51,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter (noisier) loops")
     parser.add_argument("--rows", type=int, default=10_000)
     args = parser.parse_args()
-    repeat, number = (3, 3) if args.quick else (7, 5)
+    compare(args.rows, args.quick)
+
+
+def compare(n_rows: int, quick: bool) -> None:
+    """Print generated vs run-time decode times (also the last part of ``decode.py``)."""
+    repeat, number = (3, 3) if quick else (7, 5)
     rng = random.Random(14)
     print(f"Python {platform.python_version()}, C parser: {'yes' if PARSER is not None else 'NO'}; "
-          f"{args.rows} rows per batch, best of {repeat} x {number}")
+          f"{n_rows} rows per batch, best of {repeat} x {number}")
 
     example = json.loads((EXAMPLES / "http-schema-v9-response.json").read_text())
     cases: list[tuple[str, dict[str, Any], str, list[str]]] = []
     runtime = ModuleSchema.from_json(example)
-    rows = player_rows(runtime, args.rows, rng)
+    rows = player_rows(runtime, n_rows, rng)
     for form in ("C", "B"):
         cases.append((f"Player, form {form}", example, "Player", [runtime.encode_row("Player", r, form)
                                                                    for r in rows]))
     rich = rich_schema()
     rich_runtime = ModuleSchema.from_json(rich)
-    texts = [json.dumps(entity_row(i, rng)) for i in range(args.rows)]
+    texts = [json.dumps(entity_row(i, rng)) for i in range(n_rows)]
     assert rich_runtime.decode_rows("Entity", texts[:3])
     cases.append(("Entity (enum, options, arrays), form C", rich, "Entity", texts))
 
