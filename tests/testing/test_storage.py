@@ -23,7 +23,7 @@ from rx_spacetimedb.testing import (
     _storage,
     example_module,
 )
-from tests.conftest import WAIT
+from tests.conftest import WAIT, wait_for
 
 
 def names(server: SpacetimeDBEmulator) -> list[tuple[int, str, int]]:
@@ -247,12 +247,16 @@ def test_restart_keeps_port_and_data_and_the_client_its_identity(tmp_path: Path)
             server.url, server.database, credentials=tmp_path / "token", reconnect_delay=0.02
         )
         with conn:
-            identity = conn.wait_connected(timeout=WAIT).identity
+            first = conn.wait_connected(timeout=WAIT)
+            identity = first.identity
             conn.subscribe_single("SELECT * FROM Player").result(timeout=WAIT)
             conn.call_reducer("CreatePlayer", ["alice"]).result(timeout=WAIT)
             server.restart()
             assert server.port == port
             assert server.recovery is not None and server.recovery.commits == 2
+            # A call made before the client noticed the drop would go out on the dead socket and
+            # fail with RequestAborted, as documented: wait for the new socket first.
+            wait_for(conn.identity, lambda token: token.connection_id != first.connection_id)
             update = conn.call_reducer("CreatePlayer", ["bob"]).result(timeout=WAIT)
             assert isinstance(update.status, m.Committed)
             assert conn.identity_token is not None and conn.identity_token.identity == identity
