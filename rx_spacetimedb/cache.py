@@ -312,7 +312,7 @@ class _Batch:
 _Changes = dict[str, "_PerKey | _Batch"]
 
 
-def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, message: ServerMessage,
+def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, message: ServerMessage | None,
                   spec_updates: bool) -> TableDiff[Any] | None:
     """Apply a batch whose every key is held once or not at all; None when it cannot (or changed
     nothing), for the per-key fold to do it.
@@ -347,7 +347,8 @@ def _commit_batch(name: str, table: _Table, batch: _Batch, cause: DiffCause, mes
     return _table_diff(name, (), tuple([rows.pop(key) for key in deleted]), (), cause, message)
 
 
-def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause, message: ServerMessage,
+def _commit_per_key(name: str, table: _Table, per_key: _PerKey, cause: DiffCause,
+                    message: ServerMessage | None,
                     spec_updates: bool) -> TableDiff[Any] | None:
     """Apply one table's changes key by key, counting occurrences (any shape of changes)."""
     rows, extra, has_pk = table.rows, table.extra, table.has_pk
@@ -540,24 +541,28 @@ class ClientCache:
 
     # -- folding messages ------------------------------------------------------------------
 
-    def apply(self, message: ServerMessage) -> TransactionDiff:
+    def apply(self, message: ServerMessage, *, name_message: bool = True) -> TransactionDiff:
         """Fold one server message into the cache and return what changed for the user.
+
+        ``name_message=False``: the diffs' ``message`` is None, for a caller that stamps them on the
+        message itself (``rx_spacetimedb.delivery``), where naming it would make a cycle.
 
         Raises:
             ProtocolError: a row did not decode; the cache is left unchanged (atomicity).
         """
         with self._lock:
             self._version += 1
-            diff = self._apply(message)
+            tag = message if name_message else None
+            diff = self._apply(message, tag)
             if self._shown is None:
                 return self._indexed(diff)
             if isinstance(message, _SNAPSHOTS) and self._resync.state is ENDED:
                 self._resync.fire(Event.SUBSCRIBED)  # a subscription nobody noted ends it too
-            finished = self._advance(message)
+            finished = self._advance(tag)
             if finished is not None:
                 return finished
             # Rebuilding: the user keeps seeing the old rows until the resync ends.
-            return TransactionDiff((), diff.cause, message)
+            return TransactionDiff((), diff.cause, tag)
 
     def clear(self) -> TransactionDiff:
         """Drop every row and subscription (e.g. the connection closed for good), emitting deletes."""
@@ -570,14 +575,15 @@ class ClientCache:
             self.subscriptions.clear()
             return self._indexed(TransactionDiff(self._net_diff(shown, self._state, None), "clear", None))
 
-    def _apply(self, message: ServerMessage) -> TransactionDiff:
+    def _apply(self, message: ServerMessage, tag: ServerMessage | None) -> TransactionDiff:
+        """Fold ``message``; the diffs name ``tag`` as their message."""
         state = self._state
         if isinstance(message, TransactionUpdate):
             if not isinstance(message.status, Committed):
-                return TransactionDiff((), "transaction", message)  # failed calls carry no rows
-            return self._apply_transaction(message.status.update, message)
+                return TransactionDiff((), "transaction", tag)  # failed calls carry no rows
+            return self._apply_transaction(message.status.update, tag)
         if isinstance(message, TransactionUpdateLight):
-            return self._apply_transaction(message.update, message)
+            return self._apply_transaction(message.update, tag)
         # Each branch decodes every row before it changes anything: a bad row leaves no trace.
         if isinstance(message, SubscribeApplied):
             changes = self._decode([message.rows.table_rows], inserts=True, deletes=False)
@@ -585,12 +591,12 @@ class ClientCache:
                 # Same text as another live query_id: the server sent the rows again, but their
                 # deltas come only once, so counting them again would leak counts (spec §7.5).
                 log.debug("query of query_id %d already held; snapshot not counted", message.query_id)
-                return TransactionDiff((), "subscribe", message)
-            return self._commit(changes, "subscribe", message, spec_updates=False)
+                return TransactionDiff((), "subscribe", tag)
+            return self._commit(changes, "subscribe", tag, spec_updates=False)
         if isinstance(message, SubscribeMultiApplied):
             changes = self._decode(message.update.tables, inserts=True, deletes=False)
             self.subscriptions.settle(message)
-            return self._commit(changes, "subscribe", message, spec_updates=False)
+            return self._commit(changes, "subscribe", tag, spec_updates=False)
         if isinstance(message, UnsubscribeApplied | UnsubscribeMultiApplied):
             tables = ([message.rows.table_rows] if isinstance(message, UnsubscribeApplied)
                       else message.update.tables)
@@ -598,18 +604,18 @@ class ClientCache:
             self.subscriptions.settle(message)
             if state.has_legacy:
                 self._track_legacy(state, changes)
-            return self._commit(changes, "unsubscribe", message, spec_updates=False)
+            return self._commit(changes, "unsubscribe", tag, spec_updates=False)
         if isinstance(message, InitialSubscription):
-            diff = self._replace_legacy(message.database_update, message)
+            diff = self._replace_legacy(message.database_update, tag)
             self.subscriptions.settle(message)
             return diff
         if isinstance(message, SubscriptionError):
             self._subscription_error(message)
         elif isinstance(message, IdentityToken):
-            return self._identity_token(message)
-        return TransactionDiff((), "none", message)
+            return self._identity_token(message, tag)
+        return TransactionDiff((), "none", tag)
 
-    def _identity_token(self, message: IdentityToken) -> TransactionDiff:
+    def _identity_token(self, message: IdentityToken, tag: ServerMessage | None) -> TransactionDiff:
         previous, self._connection_id = self._connection_id, message.connection_id
         state = self._state
         table = self.subscriptions
@@ -622,7 +628,7 @@ class ClientCache:
             diff = self.reconnected()
             if diff is not None:
                 return diff
-        return TransactionDiff((), "none", message)
+        return TransactionDiff((), "none", tag)
 
     def _subscription_error(self, message: SubscriptionError) -> None:
         query_set = self.subscriptions.sets.get(message.query_id) if message.query_id is not None else None
@@ -702,12 +708,12 @@ class ClientCache:
             if name not in self._state.tables:
                 self._state.tables[name] = _Table(bool(schema.primary_key(name)))
 
-    def _apply_transaction(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
+    def _apply_transaction(self, update: DatabaseUpdate, tag: ServerMessage | None) -> TransactionDiff:
         state = self._state
         changes = self._decode(update.tables, inserts=True, deletes=True, batches=not state.has_legacy)
         if state.has_legacy:
             self._track_legacy(state, changes)
-        return self._commit(changes, "transaction", message, spec_updates=True)
+        return self._commit(changes, "transaction", tag, spec_updates=True)
 
     def _track_legacy(self, state: _State, changes: _Changes) -> None:
         """Keep the legacy set's contribution current as transactions change its rows.
@@ -728,7 +734,7 @@ class ClientCache:
                 else:
                     legacy.pop(key, None)
 
-    def _replace_legacy(self, update: DatabaseUpdate, message: ServerMessage) -> TransactionDiff:
+    def _replace_legacy(self, update: DatabaseUpdate, tag: ServerMessage | None) -> TransactionDiff:
         """Apply a new legacy set as a diff against what the previous legacy set contributed."""
         new_changes = self._decode(update.tables, inserts=True, deletes=False, batches=False)
         state = self._state
@@ -751,10 +757,10 @@ class ClientCache:
                 counts[key] = inserted
         state.legacy = new_legacy
         state.has_legacy = True
-        return self._commit(changes, "subscribe", message, spec_updates=False)
+        return self._commit(changes, "subscribe", tag, spec_updates=False)
 
-    def _commit(self, changes: Mapping[str, _PerKey | _Batch], cause: DiffCause, message: ServerMessage,
-                *, spec_updates: bool) -> TransactionDiff:
+    def _commit(self, changes: Mapping[str, _PerKey | _Batch], cause: DiffCause,
+                message: ServerMessage | None, *, spec_updates: bool) -> TransactionDiff:
         """Apply merged changes: ``new = old - deleted + inserted`` per key (spec §7.5 rule 4).
 
         ``spec_updates``: a transaction's delete+insert of one primary key is an update even when the

@@ -318,7 +318,7 @@ class Session(Generic[H]):
             events.reports.append(err)
         if self.schema is not None:
             try:
-                events.diffs.append(self.cache.apply(message).with_message(None))
+                events.diffs.append(self.cache.apply(message, name_message=False))
             except SpacetimeDBError as err:  # a row that does not decode: the cache is unchanged
                 events.reports.append(err)
         elif isinstance(message, _SUBSCRIPTION_ANSWERS):

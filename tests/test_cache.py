@@ -89,6 +89,19 @@ def test_example_frames_fold_to_inserts_updates_and_deletes() -> None:
 # -- transactions ------------------------------------------------------------------------------
 
 
+def test_diffs_without_their_message_are_the_same_diffs() -> None:
+    """``name_message=False`` (for a connection that stamps diffs on the message) changes only ``message``."""
+    steps = [sub_applied(1, player(1), player(2)), light(tx_table("Player", delta((player(2),)))),
+             committed(tx_table("Player", delta((player(1),), (player(1, score=5),)))), failed("no")]
+    named, bare = ClientCache(SCHEMA), ClientCache(SCHEMA)
+    for message in steps:
+        with_it, without = named.apply(message), bare.apply(message, name_message=False)
+        assert without.message is None and all(t.message is None for t in without)
+        assert with_it.message is message and all(t.message is message for t in with_it)
+        assert without == with_it and without.cause == with_it.cause
+    assert bare.rows("Player") == named.rows("Player")
+
+
 def test_delete_and_insert_of_one_primary_key_is_an_update() -> None:
     cache = subscribed(player(1, "a", 10), player(2, "b", 20))
     diff = cache.apply(committed(tx_table("Player", delta((player(1, "a", 10),), (player(1, "a", 11),)))))

@@ -170,7 +170,7 @@ class Stamping:
     def fold(self, message: Any) -> Any:
         from rx_spacetimedb.delivery import deliver
 
-        diff = self.cache.apply(message).with_message(None)
+        diff = self.cache.apply(message, name_message=False)
         deliver(message, SCHEMA, (diff,), None, self.cache.version)
         return message
 
