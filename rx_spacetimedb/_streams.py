@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from reactivex import abc
 from reactivex.disposable import Disposable
+from reactivex.internal import DisposedException
 from reactivex.subject import BehaviorSubject, Subject
 
 __all__ = ["ErrorSink", "GuardedBehaviorSubject", "GuardedSubject", "LatestSubject"]
@@ -34,10 +35,17 @@ class GuardedSubject(Subject[_T]):
         super().__init__()
         self._report = on_observer_error
 
-    def _on_next_core(self, value: _T) -> None:
-        with self.lock:
-            observers = self.observers.copy()
-        for observer in observers:
+    def on_next(self, value: _T) -> None:
+        """Send ``value`` to every observer subscribed now.
+
+        Without the subject's lock: this runs for every message, and copying the list of observers
+        is one atomic step under the GIL (subscribe and dispose change it under the lock).
+        """
+        if self.is_disposed:
+            raise DisposedException()
+        if self.is_stopped:
+            return
+        for observer in self.observers.copy():
             try:
                 observer.on_next(value)
             except Exception as err:  # a user callback failed: report it, keep the others going

@@ -267,7 +267,7 @@ class Connection:
         """Subscribe the socket pipeline; its output feeds the shared subject."""
         pipeline = self._sockets().pipe(retry_when(self._backoff))
         self._pipeline.disposable = pipeline.subscribe(
-            self._on_message, self._on_fatal, self._on_session_completed)
+            self._on_frames, self._on_fatal, self._on_session_completed)
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the socket (code 1000), complete every stream, fail pending requests; idempotent."""
@@ -371,10 +371,12 @@ class Connection:
 
     # -- the sockets ---------------------------------------------------------------------
 
-    def _sockets(self) -> Observable[m.ServerMessage]:
-        """A cold Observable: one socket per subscription, errors when the socket ends."""
+    def _sockets(self) -> Observable[list[str | bytes]]:
+        """A cold Observable of the frames of each TCP read: one socket per subscription, errors
+        when the socket ends. A read's frames travel as one value, so ``retry_when`` is crossed
+        once per read rather than once per message."""
 
-        def subscribe(observer: abc.ObserverBase[m.ServerMessage],
+        def subscribe(observer: abc.ObserverBase[list[str | bytes]],
                       scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             if self._closed:
                 observer.on_completed()
@@ -389,7 +391,7 @@ class Connection:
 
         return Observable(subscribe)
 
-    async def _run_session(self, observer: abc.ObserverBase[m.ServerMessage]) -> None:
+    async def _run_session(self, observer: abc.ObserverBase[list[str | bytes]]) -> None:
         self._set_state(ConnectionState("connecting", *self._ids()))
         try:
             transport = await self._open()
@@ -406,17 +408,7 @@ class Connection:
         try:
             while True:
                 # Every message of one TCP read at once: no task switch per message.
-                for frame in await transport.recv_batch():
-                    if isinstance(frame, bytes):  # v1.json.spacetimedb sends text only
-                        self._report(ProtocolError(f"unexpected binary frame of {len(frame)} bytes",
-                                                   raw=frame))
-                        continue
-                    try:
-                        message = decode_server_message(frame)
-                    except ProtocolError as err:  # a malformed frame: report it, read on
-                        self._report(err)
-                        continue
-                    observer.on_next(message)
+                observer.on_next(await transport.recv_batch())
         except asyncio.CancelledError:
             await transport.close(1000)
             raise
@@ -505,6 +497,19 @@ class Connection:
         self._set_state(ConnectionState("disconnected", *self._ids(), error=error, close_code=code,
                                         reason=str(reason)))
 
+    def _on_frames(self, frames: list[str | bytes]) -> None:
+        """Decode and pump the frames of one read, in order; a malformed one is reported and skipped."""
+        for frame in frames:
+            if isinstance(frame, bytes):  # v1.json.spacetimedb sends text only
+                self._report(ProtocolError(f"unexpected binary frame of {len(frame)} bytes", raw=frame))
+                continue
+            try:
+                message = decode_server_message(frame)
+            except ProtocolError as err:  # a malformed frame: report it, read on
+                self._report(err)
+                continue
+            self._on_message(message)
+
     def _on_message(self, message: m.ServerMessage) -> None:
         """Pump one message through the session, emit it stamped with its diffs, then settle requests.
 
@@ -520,7 +525,10 @@ class Connection:
         token = events.connected
         if token is not None:
             self._connected(token, events)
-        deliver(message, self.schema, tuple(events.diffs), self.connection_id, self.cache.version)
+        session = self._session
+        current = session.identity_token
+        deliver(message, session.schema, tuple(events.diffs), current.connection_id if current else None,
+                self.cache.version)
         self._tables_feed.on_next(message)
         self._messages.on_next(message)
         for request, value in events.settle:

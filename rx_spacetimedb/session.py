@@ -463,7 +463,8 @@ class Session(Generic[H]):
 
     def _on_transaction(self, message: m.TransactionUpdate, events: Events[H]) -> None:
         own = self.identity_token
-        if own is None or message.caller_connection_id != own.connection_id:
+        # Compared by value: the dataclass's __eq__ costs more, on every transaction.
+        if own is None or message.caller_connection_id.value != own.connection_id.value:
             return
         call = message.reducer_call
         request = self._reducer_calls.pop(call.request_id, None) if call.request_id else None
