@@ -256,10 +256,11 @@ class Connection:
 
     def _current_schema(self) -> ModuleSchema:
         """The module schema for the cache, which decodes rows only once there is one."""
-        if self.schema is None:
+        schema = self._session.schema
+        if schema is None:
             raise SchemaError("no module schema: the connection has not fetched it (yet), or "
                               "was created with fetch_schema=False and no schema=")
-        return self.schema
+        return schema
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -700,10 +701,9 @@ class Connection:
         if isinstance(args, str) or not isinstance(args, Sequence | Mapping):
             raise TypeError(f"args: must be a sequence (positional) or a mapping (named), "
                             f"not {type(args).__name__}")
-        schema = self.schema
-        if schema is not None:
-            table = schema.reducers if kind == "reducer" else schema.procedures
-            return schema.encode_args(table[name].params, args)
+        params = self._session.params(kind, name)
+        if params is not None:
+            return self._current_schema().encode_args(params, args)
         return dumps(list(args) if not isinstance(args, Mapping) else dict(args))
 
     def _submit(self, frame: m.CallReducer | m.CallProcedure | m.OneOffQuery, request: Request[Any],

@@ -14,7 +14,7 @@ session reads and sets their ``id``/``sent``, the connection settles them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -32,7 +32,8 @@ from rx_spacetimedb.errors import (
     SubscriptionFailed,
 )
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.schema import ModuleSchema, decode_json
+from rx_spacetimedb.protocol.schema import ModuleSchema, ProcedureDef, ReducerDef, decode_json
+from rx_spacetimedb.protocol.types import ProductType
 
 __all__ = ["Events", "Handle", "OneOffResult", "Session", "TokenSource"]
 
@@ -242,8 +243,13 @@ class Session(Generic[H]):
         schema = self.schema
         if schema is None:
             return None  # the server will say, with the same words
-        table = schema.reducers if kind == "reducer" else schema.procedures
-        return None if name in table else f"no such {kind}; the module has {sorted(table)}"
+        declared = _declared(schema, kind)
+        return None if name in declared else f"no such {kind}; the module has {sorted(declared)}"
+
+    def params(self, kind: str, name: str) -> ProductType | None:
+        """The parameters of a reducer/procedure that ``unknown`` found; None without a schema."""
+        schema = self.schema
+        return None if schema is None else _declared(schema, kind)[name].params
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -546,3 +552,8 @@ class Session(Generic[H]):
 def dedupe(queries: Sequence[str]) -> tuple[str, ...]:
     """Never send one query text twice on a connection (§7.3, §10.13)."""
     return tuple(dict.fromkeys(queries))
+
+
+def _declared(schema: ModuleSchema, kind: str) -> Mapping[str, ReducerDef | ProcedureDef]:
+    """The module's reducers or procedures by name (``kind``: "reducer" or "procedure")."""
+    return schema.reducers if kind == "reducer" else schema.procedures
