@@ -21,6 +21,7 @@ from rx_spacetimedb.protocol.schema import ModuleSchema
 __all__ = ["Folded", "folded", "subscribe_with_origin"]
 
 _D = TypeVar("_D", TransactionDiff, TableDiff[Any])
+_new_tuple = tuple.__new__
 
 
 class Folded(NamedTuple):
@@ -75,7 +76,9 @@ def folded(source: Observable[Any], *, schema: SchemaSource | None, cache: Clien
                         f"{operator}: the connection has no module schema to decode rows with; "
                         "connect with fetch_schema=True (the default) or schema="))
                     return
-                observer.on_next(Folded(delivery.diffs, delivery.schema, delivery.version, value))
+                # tuple.__new__: half the cost of the NamedTuple's own __new__, once per message
+                stamped = (delivery.diffs, delivery.schema, delivery.version, value)
+                observer.on_next(_new_tuple(Folded, stamped))
                 return
             if folding is None:  # a value without a stamp in a stream that had a connection
                 observer.on_error(no_origin_error(operator))
