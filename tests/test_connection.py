@@ -7,6 +7,7 @@ import logging
 import threading
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from reactivex import operators as ops
@@ -26,8 +27,10 @@ from rx_spacetimedb import (
 )
 from rx_spacetimedb.connection import Connection
 from rx_spacetimedb.protocol import messages as m
-from rx_spacetimedb.protocol.codec import decode_client_message
+from rx_spacetimedb.protocol.codec import decode_client_message, encode_server_message
+from rx_spacetimedb.protocol.values import ConnectionId, Identity
 from rx_spacetimedb.testing import SpacetimeDBEmulator
+from rx_spacetimedb.transport import Transport
 from tests.conftest import WAIT, wait_for
 
 
@@ -527,3 +530,59 @@ def test_observers_run_under_no_library_lock(server: SpacetimeDBEmulator) -> Non
     wait_for(conn.table("Player").snapshots, lambda rows: len(rows) == 1)
     assert finished[1] == "joined"
     conn.close()
+
+
+
+class OneRead:
+    """A stand-in transport whose socket delivers ``frames`` in one TCP read once ``go`` is set."""
+
+    def __init__(self, frames: list[str | bytes], go: threading.Event) -> None:
+        self._frames: list[str | bytes] | None = frames
+        self._go = go
+        self.closing = False
+        self._closed = asyncio.Event()
+
+    async def recv_batch(self) -> list[str | bytes]:
+        if self._frames is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._go.wait, WAIT)
+            frames, self._frames = self._frames, None
+            return frames
+        await self._closed.wait()
+        raise asyncio.CancelledError
+
+    async def send(self, text: str) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closing = True
+        self._closed.set()
+
+
+def test_the_frames_of_one_read_are_pumped_in_order_with_their_errors() -> None:
+    def light(n: int) -> str:
+        return encode_server_message(m.TransactionUpdateLight(n, m.DatabaseUpdate(())))
+
+    frames: list[str | bytes] = [
+        encode_server_message(m.IdentityToken(Identity(5), "t", ConnectionId(7))),
+        light(1), "not json", b"\x00binary", light(2)]
+    go, done = threading.Event(), threading.Event()
+
+    async def open_one_read(*args: Any, **kwargs: Any) -> OneRead:
+        return OneRead(frames, go)
+
+    seen: list[str] = []
+
+    def note(event: str) -> None:
+        seen.append(event)
+        if len(seen) == 5:
+            done.set()
+
+    with mock.patch.object(Transport, "open", open_one_read), rx_spacetimedb.connect(
+            "ws://127.0.0.1:1", "db", fetch_schema=False, reconnect=False) as conn:
+        conn.messages.subscribe(lambda message: note(
+            f"light {message.request_id}" if isinstance(message, m.TransactionUpdateLight)
+            else type(message).__name__))
+        conn.errors.subscribe(lambda error: note(f"error {type(error).__name__}"))
+        go.set()
+        assert done.wait(WAIT)
+    assert seen == ["IdentityToken", "light 1", "error ProtocolError", "error ProtocolError", "light 2"]
