@@ -526,10 +526,7 @@ class Connection:
         token = events.connected
         if token is not None:
             self._connected(token, events)
-        session = self._session
-        current = session.identity_token
-        deliver(message, session.schema, tuple(events.diffs), current.connection_id if current else None,
-                self.cache.version)
+        deliver(message, self.schema, tuple(events.diffs), self.connection_id, self.cache.version)
         self._tables_feed.on_next(message)
         self._messages.on_next(message)
         for request, value in events.settle:
