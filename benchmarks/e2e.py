@@ -21,7 +21,8 @@ The same frames are received by:
   c  the same pipeline with no socket: the connection's transport is swapped for one that hands
      it the same frames from memory. c/a is what b/a would be with a transport that cost nothing.
 
-Times run from the end of the snapshot to the last row counted; best of R interleaved rounds.
+Times run from the end of the snapshot to the last row counted; best of R interleaved rounds, each
+workload in a fresh process.
 Printed: rows/s and messages/s of a and b, b/a (targets from issue 16: >= 0.6 at 1 row
 per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000) and c/a, all against the floor of the same run.
 
@@ -54,6 +55,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 from unittest import mock
@@ -363,18 +365,31 @@ def fmt_rate(value: float) -> str:
     return f"{value / 1e3:.0f} k" if value >= 1e4 else f"{value:,.0f}"
 
 
-def throughput_table(port: int, workloads: Sequence[Workload], rounds: int, schema: ModuleSchema) -> None:
-    """One line per workload: a, b and c (best of ``rounds`` interleaved rounds), ratios to a."""
+def measure(port: int, workload: Workload, rounds: int) -> dict[str, list[float]]:
+    """Seconds of a, b and c over ``rounds`` interleaved rounds (run in a fresh process)."""
+    schema = example_schema()
+    snapshot, frames = build_frames(workload)
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    for _ in range(rounds):
+        times["a"].append(asyncio.run(floor(port, workload)).seconds)
+        times["b"].append(pipeline(port, workload, schema).seconds)
+        times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
+    return times
+
+
+def throughput_table(port: int, workloads: Sequence[Workload], rounds: int) -> None:
+    """One line per workload: a, b and c (best of ``rounds`` interleaved rounds), ratios to a.
+
+    Each workload runs in a fresh process, as if measured alone: after a workload has grown and
+    freed a cache of 300,000 rows, glibc has handed that memory back, and the next workload in the
+    same process ran up to 40% slower refaulting it (10-row inserts, no socket: 54 k then 32 k msgs/s).
+    """
     print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
           "| c no socket msgs/s | c/a |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
-        snapshot, frames = build_frames(workload)
-        times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-        for _ in range(rounds):
-            times["a"].append(asyncio.run(floor(port, workload)).seconds)
-            times["b"].append(pipeline(port, workload, schema).seconds)
-            times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            times = pool.submit(measure, port, workload, rounds).result()
         a, b, c = (min(times[x]) for x in "abc")
         rows, messages = workload.row_strings, workload.messages
         print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
@@ -427,11 +442,11 @@ def main() -> None:
               f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds")
         if "update" in parts:
             print("\nUpdates (each message: K deletes + K inserts of the same K rows):\n")
-            throughput_table(port.value, workloads, rounds, schema)
+            throughput_table(port.value, workloads, rounds)
         if "insert" in parts:
             print(f"\nInsert stream (each message: K new rows; the cache ends with "
                   f"{', '.join(f'{w.rows * (w.messages + 1):,}' for w in inserts)} rows):\n")
-            throughput_table(port.value, inserts, rounds, schema)
+            throughput_table(port.value, inserts, rounds)
         if "latency" in parts:
             print(f"\nLatency from the server's send to the observer (1-row inserts, one every "
                   f"{LATENCY_INTERVAL * 1e3:g} ms):\n")
