@@ -7,7 +7,7 @@
  * escape in a string, a value out of range, invalid JSON, ...) it answers FALLBACK and the caller
  * decodes that row with the Python decoder, which decodes it or raises the right ProtocolError.
  * So this file decides nothing about what is valid: where it answers, it must answer exactly what
- * the Python decoder answers (tests/protocol/test_typedjson.py checks that).
+ * the Python decoder answers (tests/protocol/test_typedjson.py and test_differential.py check that).
  *
  * A plan (nested tuples built by TypeCodec.plan) is compiled once into a tree of nodes, held by a
  * Plan object the garbage collector sees through. The module keeps its state per module object
@@ -31,7 +31,7 @@
 
 enum {
     OP_INT, OP_STR, OP_BOOL, OP_F64, OP_F32, OP_SPECIAL, OP_OPTION, OP_PRODUCT, OP_ARRAY,
-    OP_UNIT, OP_CALL, OP_SKIP, OP_KEY, OP_VARIANT
+    OP_UNIT, OP_BYTES, OP_SKIP, OP_KEY, OP_VARIANT
 };
 
 /* A str's UTF-8 form, cached in the str (which its node holds). */
@@ -59,7 +59,7 @@ typedef struct Node {
     Py_ssize_t *offsets;        /* where each slot lives in the object, or -1: use its descriptor */
     Py_ssize_t nsetters;
     int untrack;                /* the class is a frozen dataclass: see build_slots */
-    PyObject **names;           /* OP_PRODUCT, OP_KEY, OP_VARIANT */
+    PyObject **names;           /* OP_PRODUCT, OP_KEY, OP_VARIANT (there: a str or None) */
     Name *utf8;                 /* the names (OP_SPECIAL: the key) as UTF-8, for comparing with the text */
     struct Node **fields;       /* OP_PRODUCT, OP_KEY */
     Py_ssize_t n;
@@ -67,16 +67,16 @@ typedef struct Node {
     Py_ssize_t ncolumns;
     struct Node *inner;         /* OP_SPECIAL, OP_OPTION, OP_ARRAY */
     PyObject **makers;          /* OP_VARIANT: per variant, a callable on the payload, or None */
-    struct Node **wraps;        /* OP_VARIANT: per variant, a class built from its one slot, or NULL */
+    struct Node **wraps;        /* OP_VARIANT: per variant, a class built from its one slot, or a
+                                 * SumValue from its three (name, payload, tag), or NULL */
+    PyObject *sum_name, *sum_tag;   /* a SumValue wrap: the variant's name and tag */
     int object_only;            /* OP_VARIANT of a whole message: {"Name": payload} only (spec §4) */
-    PyObject *decoder;          /* OP_CALL */
 } Node;
 
 /* The module's state (one per module object: multi-phase init, PEP 489). */
 typedef struct {
     PyObject *fallback;         /* answered for a row the fast path does not take */
-    PyObject *catch;            /* exceptions of a decoder or row class that mean "fall back" */
-    PyObject *parse;            /* exact JSON parser, for OP_CALL values */
+    PyObject *catch;            /* exceptions of a row or variant class that mean "fall back" */
     PyTypeObject *plan_type;    /* Plan, a heap type of this module */
 } State;
 
@@ -92,7 +92,8 @@ static void free_node(Node *node) {
     Py_XDECREF(node->hi_obj);
     Py_XDECREF(node->key);
     Py_XDECREF(node->cls);
-    Py_XDECREF(node->decoder);
+    Py_XDECREF(node->sum_name);
+    Py_XDECREF(node->sum_tag);
     for (Py_ssize_t i = 0; i < node->nsetters; i++) Py_XDECREF(node->setters[i]);
     for (Py_ssize_t i = 0; i < node->n; i++) {
         if (node->makers) Py_XDECREF(node->makers[i]);
@@ -196,7 +197,8 @@ static int equals_digits(PyObject *value, const char *digits) {
     return equal;
 }
 
-static int compile_fields(Node *node, PyObject *names, PyObject *fields, int depth) {
+/* Names and their nodes; a variant's name may be None (written by its tag: no key matches it). */
+static int compile_fields(Node *node, PyObject *names, PyObject *fields, int depth, int none_ok) {
     if (!PyTuple_Check(names) || !PyTuple_Check(fields) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(fields)) {
         PyErr_SetString(PyExc_ValueError, "plan: names and fields must be tuples of one length");
         return -1;
@@ -209,10 +211,13 @@ static int compile_fields(Node *node, PyObject *names, PyObject *fields, int dep
     node->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
-        if (!PyUnicode_Check(name)) { PyErr_SetString(PyExc_ValueError, "plan: field names are str"); return -1; }
-        Py_INCREF(name);
-        node->names[i] = name;
-        utf8_name(name, &node->utf8[i]);
+        if (!PyUnicode_Check(name) && !(none_ok && name == Py_None)) {
+            PyErr_SetString(PyExc_ValueError, "plan: names are str (a variant's may be None)");
+            return -1;
+        }
+        node->names[i] = Py_NewRef(name);
+        if (name == Py_None) { node->utf8[i].s = ""; node->utf8[i].n = -1; }
+        else utf8_name(name, &node->utf8[i]);
         node->fields[i] = compile_node(PyTuple_GET_ITEM(fields, i), depth + 1);
         if (!node->fields[i]) return -1;
     }
@@ -264,6 +269,8 @@ static Node *compile_node(PyObject *plan, int depth) {
         if (node->f32_max == -1.0 && PyErr_Occurred()) goto fail;
     } else if (tag_is(tag, "unit")) {
         NEED(1); node->op = OP_UNIT;
+    } else if (tag_is(tag, "bytes")) {
+        NEED(1); node->op = OP_BYTES;
     } else if (tag_is(tag, "skip")) {
         NEED(1); node->op = OP_SKIP;
     } else if (tag_is(tag, "special")) {    /* ("special", key, cls, slot descriptor, inner) */
@@ -280,29 +287,26 @@ static Node *compile_node(PyObject *plan, int depth) {
         NEED(2);
         node->op = tag_is(tag, "option") ? OP_OPTION : OP_ARRAY;
         if (!(node->inner = compile_node(ARG(1), depth + 1))) goto fail;
-    } else if (tag_is(tag, "call")) {       /* ("call", decoder) */
-        NEED(2);
-        node->op = OP_CALL;
-        if (!PyCallable_Check(ARG(1))) goto bad;
-        node->decoder = Py_NewRef(ARG(1));
     } else if (tag_is(tag, "product")) {    /* ("product", cls, names, slot descriptors | None, fields) */
         NEED(5);
         node->op = OP_PRODUCT;
         if (!PyCallable_Check(ARG(1))) goto bad;
         node->cls = Py_NewRef(ARG(1));
-        if (compile_fields(node, ARG(2), ARG(4), depth) < 0) goto fail;
+        if (compile_fields(node, ARG(2), ARG(4), depth, 0) < 0) goto fail;
         if (node->n == 0) goto bad;
         if (ARG(3) != Py_None) {
             if (!PyType_Check(ARG(1)) || !PyTuple_Check(ARG(3)) || PyTuple_GET_SIZE(ARG(3)) != node->n) goto bad;
             if (compile_setters(node, ARG(3), node->n) < 0) goto fail;
         }
-    } else if (tag_is(tag, "variant") || tag_is(tag, "message")) {  /* (tag, names, makers, payload plans) */
-        /* a maker: None (the payload itself), a callable, or (class, slot descriptor); a "message"
-         * is a variant written only as {"Name": payload}, as the server writes its frames */
-        NEED(4);
-        node->op = OP_VARIANT;
+    } else if (tag_is(tag, "variant") || tag_is(tag, "message")) {
+        /* ("variant", names, makers, payload plans, unmake) or ("message", names, makers, payload
+         * plans). A maker: None (the payload itself), a callable, (class, slot descriptor), or
+         * (SumValue, its three slot descriptors, name, tag); unmake is the encoders' (not read here).
+         * A "message" is a variant written only as {"Name": payload}, as the server writes frames. */
         node->object_only = tag_is(tag, "message");
-        if (compile_fields(node, ARG(1), ARG(3), depth) < 0) goto fail;
+        NEED(node->object_only ? 4 : 5);
+        node->op = OP_VARIANT;
+        if (compile_fields(node, ARG(1), ARG(3), depth, !node->object_only) < 0) goto fail;
         if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
         node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
         node->wraps = PyMem_Calloc(node->n, sizeof(Node *));
@@ -310,11 +314,23 @@ static Node *compile_node(PyObject *plan, int depth) {
         for (Py_ssize_t i = 0; i < node->n; i++) {
             PyObject *maker = PyTuple_GET_ITEM(ARG(2), i);
             if (PyTuple_Check(maker)) {
-                if (PyTuple_GET_SIZE(maker) != 2 || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
+                Py_ssize_t parts = PyTuple_GET_SIZE(maker);
+                if ((parts != 2 && parts != 4) || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
                 Node *wrap = node->wraps[i] = PyMem_Calloc(1, sizeof(Node));
                 if (!wrap) { PyErr_NoMemory(); goto fail; }
-                if (compile_one_slot(wrap, PyTuple_GET_ITEM(maker, 0), PyTuple_GET_ITEM(maker, 1)) < 0)
-                    goto fail;
+                if (parts == 2) {
+                    if (compile_one_slot(wrap, PyTuple_GET_ITEM(maker, 0), PyTuple_GET_ITEM(maker, 1)) < 0)
+                        goto fail;
+                } else {                    /* a SumValue: slots (name, value, tag) */
+                    PyObject *slots = PyTuple_GET_ITEM(maker, 1);
+                    if (!PyTuple_Check(slots) || PyTuple_GET_SIZE(slots) != 3
+                            || !PyUnicode_Check(PyTuple_GET_ITEM(maker, 2))
+                            || !PyLong_CheckExact(PyTuple_GET_ITEM(maker, 3))) goto bad;
+                    wrap->cls = Py_NewRef(PyTuple_GET_ITEM(maker, 0));
+                    if (compile_setters(wrap, slots, 3) < 0) goto fail;
+                    wrap->sum_name = Py_NewRef(PyTuple_GET_ITEM(maker, 2));
+                    wrap->sum_tag = Py_NewRef(PyTuple_GET_ITEM(maker, 3));
+                }
                 maker = Py_None;
             }
             node->makers[i] = Py_NewRef(maker);
@@ -323,7 +339,7 @@ static Node *compile_node(PyObject *plan, int depth) {
     } else if (tag_is(tag, "key")) {        /* ("key", names, fields, columns): a row's key alone */
         NEED(4);
         node->op = OP_KEY;
-        if (compile_fields(node, ARG(1), ARG(2), depth) < 0) goto fail;
+        if (compile_fields(node, ARG(1), ARG(2), depth, 0) < 0) goto fail;
         PyObject *columns = ARG(3);
         if (!PyTuple_Check(columns) || PyTuple_GET_SIZE(columns) == 0) goto bad;
         node->ncolumns = PyTuple_GET_SIZE(columns);
@@ -929,7 +945,7 @@ static PyObject *build_slots(Node *node, PyObject **values, Py_ssize_t n) {
     return obj;
 }
 
-/* An exception of a decoder or row class: ProtocolError/KeyError mean "fall back", as in sats.py. */
+/* An exception of a row or variant class: ProtocolError/KeyError mean "fall back", as in sats.py. */
 static PyObject *fallback_or_raise(Parser *p) {
     if (PyErr_ExceptionMatches(p->state->catch)) { PyErr_Clear(); return FB; }
     return NULL;
@@ -1008,6 +1024,12 @@ static PyObject *parse_variant(Parser *p, Node *node) {
         for (Py_ssize_t i = 0; i < node->n && tag < 0; i++)
             if (node->utf8[i].n == end - start && memcmp(p->s + start, node->utf8[i].s, (size_t)node->utf8[i].n) == 0)
                 tag = i;
+        if (tag < 0 && !node->object_only && end > start) {   /* no name: the tag in decimal digits */
+            Py_ssize_t i = start, value = 0;
+            for (; i < end && p->s[i] >= '0' && p->s[i] <= '9'; i++)
+                if (value <= node->n) value = value * 10 + (p->s[i] - '0');   /* past n: out of range */
+            if (i == end) tag = value;
+        }
     } else if (open == '[' && !node->object_only) {
         skip_ws(p);
         Py_UCS4 c = PEEK(p);
@@ -1024,8 +1046,10 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     PyObject *payload = parse(p, node->fields[tag]);
     if (payload == NULL || payload == FB) return payload;
     if (!take(p, open == '{' ? '}' : ']')) { Py_DECREF(payload); return FB; }
-    if (node->wraps[tag] != NULL) {
-        PyObject *obj = build_slots(node->wraps[tag], &payload, 1);
+    Node *wrap = node->wraps[tag];
+    if (wrap != NULL) {
+        PyObject *sum[3] = {wrap->sum_name, payload, wrap->sum_tag};
+        PyObject *obj = wrap->sum_name ? build_slots(wrap, sum, 3) : build_slots(wrap, &payload, 1);
         Py_DECREF(payload);
         return obj;
     }
@@ -1101,21 +1125,46 @@ done:
     return result;
 }
 
-static PyObject *parse_call(Parser *p, Node *node) {
+/* Bytes: a string of hex digit pairs, or an array of integers 0..255 (as bytes.fromhex and bytes()
+ * take them; white space in the hex, and anything else, falls back). */
+static PyObject *parse_bytes(Parser *p) {
+    Py_ssize_t start, end;
     skip_ws(p);
-    Py_ssize_t start = p->pos;
-    if (!skip_value(p, 0)) return FB;
-    PyObject *text = slice(p, start, p->pos);
-    if (text == NULL) return NULL;
-    PyObject *json = PyObject_CallOneArg(p->state->parse, text);
-    Py_DECREF(text);
-    if (json == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_Exception)) { PyErr_Clear(); return FB; }
-        return NULL;
+    if (PEEK(p) == '"') {
+        if (!scan_plain_string(p, &start, &end) || (end - start) % 2 != 0) return FB;
+        PyObject *out = PyBytes_FromStringAndSize(NULL, (end - start) / 2);
+        if (out == NULL) return NULL;
+        char *b = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = start; i < end; i += 2) {
+            int high = HEX[p->s[i]], low = HEX[p->s[i + 1]];
+            if (high < 0 || low < 0) { Py_DECREF(out); return FB; }
+            *b++ = (char)(high << 4 | low);
+        }
+        return out;
     }
-    PyObject *value = PyObject_CallOneArg(node->decoder, json);
-    Py_DECREF(json);
-    return value ? value : fallback_or_raise(p);
+    char stack[256];
+    char *buf = stack;
+    Py_ssize_t cap = sizeof stack, n = 0;
+    PyObject *result = FB;
+    if (!take(p, '[')) return FB;
+    if (!take(p, ']')) {
+        do {
+            skip_ws(p);
+            unsigned value = 0;
+            for (start = p->pos; p->pos < p->len && p->pos - start < 4
+                    && p->s[p->pos] >= '0' && p->s[p->pos] <= '9'; p->pos++)
+                value = value * 10 + (unsigned)(p->s[p->pos] - '0');
+            Py_ssize_t digits = p->pos - start;
+            if (digits == 0 || digits > 3 || value > 255 || (digits > 1 && p->s[start] == '0')) goto done;
+            if (reserve(&buf, &cap, n, 1, stack) < 0) { result = NULL; goto done; }
+            buf[n++] = (char)value;
+        } while (take(p, ','));
+        if (!take(p, ']')) goto done;
+    }
+    result = PyBytes_FromStringAndSize(buf, n);
+done:
+    if (buf != stack) PyMem_Free(buf);
+    return result;
 }
 
 static PyObject *parse(Parser *p, Node *node) {
@@ -1152,8 +1201,8 @@ static PyObject *parse(Parser *p, Node *node) {
         return parse_array(p, node);
     case OP_UNIT:
         return take_unit(p) ? PyTuple_New(0) : FB;
-    case OP_CALL:
-        return parse_call(p, node);
+    case OP_BYTES:
+        return parse_bytes(p);
     case OP_KEY:
         return parse_key(p, node);
     case OP_VARIANT:
@@ -1165,8 +1214,8 @@ static PyObject *parse(Parser *p, Node *node) {
 
 /* ---- the Python interface ------------------------------------------------------------------ */
 
-/* A compiled plan. Its nodes hold references (classes, slot descriptors, decoders), so it is a
- * garbage-collected object: a decoder that refers back to the schema holding the plan makes a
+/* A compiled plan. Its nodes hold references (classes, slot descriptors, makers), so it is a
+ * garbage-collected object: a maker that refers back to the schema holding the plan makes a
  * cycle the collector must be able to see and break (tp_clear frees the nodes). */
 typedef struct {
     PyObject_HEAD
@@ -1179,7 +1228,8 @@ static int traverse_node(Node *node, visitproc visit, void *arg) {
     Py_VISIT(node->hi_obj);
     Py_VISIT(node->key);
     Py_VISIT(node->cls);
-    Py_VISIT(node->decoder);
+    Py_VISIT(node->sum_name);
+    Py_VISIT(node->sum_tag);
     for (Py_ssize_t i = 0; i < node->nsetters; i++) Py_VISIT(node->setters[i]);
     for (Py_ssize_t i = 0; i < node->n; i++) {
         if (node->makers) Py_VISIT(node->makers[i]);
@@ -1294,7 +1344,7 @@ static PyObject *mod_decode_all(PyObject *mod, PyObject *const *args, Py_ssize_t
     }
     Node *root = root_of(state, args[0], "decode_all(plan, texts, slow)");
     if (root == NULL) return NULL;
-    /* our own tuple: the Python code that runs meanwhile (slow, decoders, row classes) may change
+    /* our own tuple: the Python code that runs meanwhile (slow, makers, row classes) may change
      * the caller's list, but cannot take a text from under us; the plan is held by our caller */
     PyObject *seq = PySequence_Tuple(args[1]);
     if (seq == NULL) return NULL;
@@ -1378,20 +1428,18 @@ error:
 
 static PyObject *mod_configure(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     State *state = state_of(mod);
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "configure(fallback, catch, parse)");
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure(fallback, catch)");
         return NULL;
     }
     Py_XSETREF(state->fallback, Py_NewRef(args[0]));
     Py_XSETREF(state->catch, Py_NewRef(args[1]));
-    Py_XSETREF(state->parse, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))mod_configure, METH_FASTCALL,
-     "configure(fallback, catch, parse): the fallback answer, the exceptions that mean fall back, "
-     "the exact JSON parser for 'call' values."},
+     "configure(fallback, catch): the fallback answer, and the exceptions of a class that mean fall back."},
     {"compile", mod_compile, METH_O, "compile(plan) -> Plan"},
     {"decode", (PyCFunction)(void (*)(void))mod_decode, METH_FASTCALL,
      "decode(plan, text) -> the value, or the fallback answer."},
@@ -1413,7 +1461,6 @@ static int module_traverse(PyObject *mod, visitproc visit, void *arg) {
     State *state = state_of(mod);
     Py_VISIT(state->fallback);
     Py_VISIT(state->catch);
-    Py_VISIT(state->parse);
     Py_VISIT(state->plan_type);
     return 0;
 }
@@ -1422,7 +1469,6 @@ static int module_clear(PyObject *mod) {
     State *state = state_of(mod);
     Py_CLEAR(state->fallback);
     Py_CLEAR(state->catch);
-    Py_CLEAR(state->parse);
     Py_CLEAR(state->plan_type);
     return 0;
 }

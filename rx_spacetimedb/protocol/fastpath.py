@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import orjson
-
 from rx_spacetimedb.errors import ProtocolError
 
 __all__ = ["FALLBACK", "PARSER"]
@@ -28,10 +26,8 @@ def _load() -> Any:
         from rx_spacetimedb.protocol import _typedjson
     except ImportError:
         return None
-    # A Python decoder or class raising these means "not for the fast path" (see sats.py). Values
-    # the plan leaves to Python decoders are parsed by orjson, as whole rows and frames are: what it
-    # refuses (lone surrogates, 1e400) falls back, and so does a 128-bit integer it makes a float.
-    _typedjson.configure(FALLBACK, (ProtocolError, KeyError), orjson.loads)
+    # A row or variant class raising these means "not for the fast path" (see sats.py).
+    _typedjson.configure(FALLBACK, (ProtocolError, KeyError))
     return _typedjson
 
 

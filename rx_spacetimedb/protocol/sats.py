@@ -1,9 +1,10 @@
 """Type-directed SATS-JSON values: decode any of the three wire shapes, encode any of them.
 
 The server writes one value in three shapes (§3.1: envelope A, stored row B, untyped C) and never
-says which, so decoding is driven by the type. A type's decoding is described once, as a plan
-(``TypeCodec.plan``): the C parser compiles it, and the Python decoders are closures built from it;
-decoders and encoders are built once per type, because rows are decoded by the thousand.
+says which, so decoding is driven by the type. A type is described once, as a plan
+(``TypeCodec.plan``): the C parser compiles it, the Python decoders are closures built from it
+(``node_decoder``), and so are the encoders (``node_encoder``); decoders and encoders are built once
+per type, because rows are decoded by the thousand.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from rx_spacetimedb.protocol.values import (
 )
 
 __all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name",
-           "slot_descriptors"]
+           "node_encoder", "slot_descriptors"]
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -327,7 +328,7 @@ def _field_code(x: str, d: str | None, node: tuple[Any, ...], env: dict[str, Any
 
 _INT_NAMES: dict[tuple[int, int], str] = {bounds: name for name, bounds in INT_RANGES.items()}
 _LEAF_DECODERS: dict[str, Decoder] = {"str": _str_decoder, "bool": _bool_decoder, "f64": _float_decoder,
-                                      "f32": _f32_decoder, "unit": _unit_decoder}
+                                      "f32": _f32_decoder, "unit": _unit_decoder, "bytes": _bytes_decoder}
 
 
 def _array_decoder(elem: Decoder) -> Decoder:
@@ -369,20 +370,52 @@ def _option_decoder(some: Decoder) -> Decoder:
 
 
 def _maker(maker: Any) -> Callable[[Any], Any]:
-    """A variant's constructor from its plan: (class, slot) is stored through the slot."""
+    """A variant's constructor from its plan: None keeps the payload, (class, slot) stores it through
+    the slot, (SumValue, its three slots, name, tag) builds a SumValue; else a callable."""
+    if maker is None:
+        return _keep
+    if type(maker) is tuple and len(maker) == 4:
+        return _sum_value_maker(*maker)
     if type(maker) is tuple:
         return _trusting_constructor(maker[0])
     return maker  # type: ignore[no-any-return]
 
 
-def _variant_decoder(names: Sequence[str], makers: Sequence[Callable[[Any], Any]],
+def _keep(payload: Any) -> Any:
+    return payload
+
+
+def _sum_value_maker(cls: type, slots: tuple[Any, Any, Any], name: str, tag: int) -> Callable[[Any], Any]:
+    """A SumValue of one variant built through its slots, as the C parser builds it (no checks:
+    the class has none)."""
+    new = object.__new__
+    store_name, store_value, store_tag = (slot.__set__ for slot in slots)
+
+    def make(payload: Any) -> Any:
+        obj: Any = new(cls)
+        store_name(obj, name)
+        store_value(obj, payload)
+        store_tag(obj, tag)
+        return obj
+
+    return make
+
+
+def _shown(names: Sequence[str | None]) -> tuple[str, ...]:
+    """A sum's variant names as written in form A and in errors: a variant without one by its tag."""
+    return tuple(name or str(tag) for tag, name in enumerate(names))
+
+
+def _variant_decoder(names: Sequence[str | None], makers: Sequence[Callable[[Any], Any]],
                      decs: Sequence[Decoder]) -> Decoder:
+    shown = _shown(names)
+
     def dec_variant(v: Any) -> Any:
         tag, payload = _sum_parts(v, names)
         try:
             return makers[tag](decs[tag](payload))
-        except ProtocolError as err:
-            raise type(err)(err.reason, path=_join(str(names[tag]), err.path)) from None
+        except ProtocolError as err:  # the path names the variant: "rgb.r", "3[0]"
+            raise type(err)(err.reason, path=_join(shown[tag], err.path)) from None
 
     return dec_variant
 
@@ -515,44 +548,19 @@ class TypeCodec:
         """
         if isinstance(ty, RefType):
             cached = self._decoders.get(ty.index)
-            if cached is not None:
-                return cached
-            holder: list[Decoder] = []
-            self._decoders[ty.index] = lambda v: holder[0](v)  # recursion guard
-            try:
-                target = self.resolve(ty)
-                if isinstance(target, SumType) and ty.index in self._variants:
-                    dec = self.node_decoder(self._variant_plan(ty.index, target))
-                else:
-                    plain = isinstance(target, ProductType) and target.special is None and target.elements
-                    dec = self._build_decoder(target, self.class_for(ty) if plain else None)
-            except BaseException:
-                del self._decoders[ty.index]  # never leave the empty guard behind as "the decoder"
-                raise
-            holder.append(dec)
-            self._decoders[ty.index] = dec
-            return dec
+            if cached is None:
+                cached = self._decoders[ty.index] = self.node_decoder(self.plan(ty))
+            return cached
         # Types without a Ref are decoded the same wherever they appear (their classes are shared,
         # see class_for); keep one decoder each.
         cached = self._anon_decoders.get(ty)
-        if cached is not None:
-            return cached
-        cls = None
-        if isinstance(ty, ProductType) and ty.special is None and ty.elements:
-            cls = self.class_for(ty, name)
-        dec = self._build_decoder(ty, cls)
-        self._anon_decoders[ty] = dec
-        return dec
-
-    def _build_decoder(self, ty: AlgebraicType, cls: type | None) -> Decoder:
-        if isinstance(ty, RefType):
-            return self.decoder(ty)
-        if isinstance(ty, SumType) and not ty.is_option:
-            return self._sum_decoder(ty)  # the plan leaves these to Python ("call"): see plan()
-        if cls is not None:
-            assert isinstance(ty, ProductType)
-            return self.node_decoder(self._product_plan(ty, cls))
-        return self.node_decoder(self.plan(ty))
+        if cached is None:
+            if isinstance(ty, ProductType) and ty.special is None and ty.elements:
+                node = self._product_plan(ty, self.class_for(ty, name))
+            else:
+                node = self.plan(ty)
+            cached = self._anon_decoders[ty] = self.node_decoder(node)
+        return cached
 
     def node_decoder(self, node: tuple[Any, ...]) -> Decoder:
         """The Python decoder of a plan node (see ``plan``): what the C parser does with it."""
@@ -561,8 +569,6 @@ class TypeCodec:
             return _PRIMITIVE_DECODERS[_INT_NAMES[node[1], node[2]]]
         if tag in _LEAF_DECODERS:
             return _LEAF_DECODERS[tag]
-        if tag == "call":
-            return node[1]  # type: ignore[no-any-return]
         if tag == "array":
             return _array_decoder(self.node_decoder(node[1]))
         if tag == "special":
@@ -674,20 +680,23 @@ class TypeCodec:
         return decode
 
     def plan(self, ty: AlgebraicType) -> tuple[Any, ...]:
-        """The decoding of ``ty`` as nested tuples: the one description both paths decode by.
+        """The description of ``ty`` as nested tuples: the one description of a type.
 
         The C parser (``_typedjson.c``, see fastpath) compiles it; the Python decoders are
-        interpreted from it (``node_decoder``, with generated source for products): the same
-        classes, ranges, names and slot setters. Sums other than Option and the protocol's
-        variants, and byte arrays, are a "call" of their Python decoder (whose payloads are decoded
-        by their plans in turn). The parser refuses plans nested deeper than 200; a module's types
-        are at most ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema`` checks), so its plans compile.
+        interpreted from it (``node_decoder``, with generated source for products), and so are the
+        encoders (``node_encoder``): the same classes, ranges, names and slot setters. Nodes:
+        ("int", low, high, hex_ok), ("str",), ("bool",), ("f64",), ("f32", overflow), ("bytes",),
+        ("unit",), ("array", item), ("option", some), ("special", key, class, slot, inner),
+        ("product", class, names, slots | None, fields) and, for every other sum,
+        ("variant", names, makers, payloads, unmake): names may be None (such a variant is written
+        by its tag), a maker builds the value from the payload (see ``_maker``) and ``unmake``
+        takes a value apart again, (tag, payload), for the encoders. The parser refuses plans nested
+        deeper than 200; a module's types are at most ``schema.MAX_TYPE_DEPTH`` deep (``ModuleSchema``
+        checks), so its plans compile.
         """
         if isinstance(ty, RefType):
             target = self.resolve(ty)
             if ty.index in self._variants and isinstance(target, SumType):
-                if not all(v.name and not v.name.isdigit() for v in target.variants):
-                    return ("call", self.decoder(ty))  # tags by number: Python's rules
                 return self._variant_plan(ty.index, target)
             if isinstance(target, ProductType) and target.special is None and target.elements:
                 return self._product_plan(target, self.class_for(ty))
@@ -700,7 +709,7 @@ class TypeCodec:
                     "F32": ("f32", F32_OVERFLOW)}[ty.name]
         if isinstance(ty, ArrayType):
             if self.resolve(ty.elem) == PrimitiveType("U8"):
-                return ("call", _bytes_decoder)
+                return ("bytes",)
             return ("array", self.plan(ty.elem))
         if isinstance(ty, ProductType):
             special = ty.special
@@ -713,7 +722,13 @@ class TypeCodec:
             return self._product_plan(ty, self.class_for(ty))
         if ty.is_option:
             return ("option", self.plan(ty.variants[0].type))
-        return ("call", self.decoder(ty))
+        names = tuple(v.name for v in ty.variants)
+        payloads = tuple(self.plan(v.type) for v in ty.variants)
+        if ty.is_schedule_at:
+            return ("variant", names, (ScheduleAt, ScheduleAt), payloads, _unmake_schedule)
+        slots = slot_descriptors(SumValue)
+        makers = tuple((SumValue, slots, name, tag) for tag, name in enumerate(_shown(names)))
+        return ("variant", names, makers, payloads, _sum_value_unmaker(names))
 
     def key_plan(self, ty: ProductType, columns: Sequence[int]) -> tuple[Any, ...]:
         """The decoding of the primary key alone (``columns``, a tuple for more than one) of a row
@@ -724,173 +739,164 @@ class TypeCodec:
     def _variant_plan(self, index: int, ty: SumType) -> tuple[Any, ...]:
         makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
                        for c in self._variants[index])
-        return ("variant", tuple(v.name for v in ty.variants), makers,
-                tuple(self.plan(v.type) for v in ty.variants))
+        names = tuple(v.name for v in ty.variants)
+        return ("variant", names, makers, tuple(self.plan(v.type) for v in ty.variants),
+                _class_unmaker(self._variants[index], _shown(names)))
 
     def _product_plan(self, ty: ProductType, cls: type) -> tuple[Any, ...]:
         # slots only for the classes we generate: as their generated decoder builds them
         setters = slot_descriptors(cls) if cls in self._generated else None
         return ("product", cls, tuple(ty.names), setters, tuple(self.plan(e.type) for e in ty.elements))
 
-    def _sum_decoder(self, ty: SumType) -> Decoder:
-        """Sums other than Option and the protocol's variants: ScheduleAt, or a SumValue."""
-        names = [v.name for v in ty.variants]
-        decs = [self.decoder(v.type) for v in ty.variants]
-        if ty.is_schedule_at:
-            def dec_schedule(v: Any) -> ScheduleAt:
-                tag, payload = _sum_parts(v, names)
-                return ScheduleAt(decs[tag](payload))
-
-            return dec_schedule
-
-        def dec_sum(v: Any) -> SumValue:
-            tag, payload = _sum_parts(v, names)
-            return SumValue(names[tag] or str(tag), decs[tag](payload), tag)
-
-        return dec_sum
-
     # -- encoding ------------------------------------------------------------------------
-
-    def _variant_encoder(self, ty: SumType, classes: Sequence[VariantClass], form: Form) -> Encoder:
-        encs = [self.encoder(v.type, form) for v in ty.variants]
-        table = {c.cls: (tag, c.payload) for tag, c in enumerate(classes)}
-        names = [v.name or str(i) for i, v in enumerate(ty.variants)]
-
-        def enc_variant(v: Any) -> Any:
-            try:
-                tag, payload = table[type(v)]
-            except KeyError:
-                raise TypeError(f"cannot encode {type(v).__name__} as one of {names}") from None
-            body = encs[tag](payload(v))
-            return {names[tag]: body} if form == "A" else [tag, body]
-
-        return enc_variant
 
     def encoder(self, ty: AlgebraicType, form: Form) -> Encoder:
         """A function from a Python value to the JSON value of shape ``form`` (A, B or C)."""
         if isinstance(ty, RefType):
             key = (ty.index, form)
             cached = self._encoders.get(key)
-            if cached is not None:
-                return cached
-            holder: list[Encoder] = []
-            self._encoders[key] = lambda v: holder[0](v)
-            try:
-                target = self.resolve(ty)
-                if isinstance(target, SumType) and ty.index in self._variants:
-                    enc = self._variant_encoder(target, self._variants[ty.index], form)
-                else:
-                    enc = self._build_encoder(target, form, self._classes.get(ty.index))
-            except BaseException:
-                del self._encoders[key]
-                raise
-            holder.append(enc)
-            self._encoders[key] = enc
-            return enc
-        return self._build_encoder(ty, form)
+            if cached is None:
+                cached = self._encoders[key] = node_encoder(self.plan(ty), form)
+            return cached
+        if isinstance(ty, ProductType) and ty.special is None and ty.elements:
+            # no class for it here: an anonymous product's (a reducer's parameters') is named by
+            # its decoder, decoder(ty, name)
+            return _product_encoder(None, ty.names, [node_encoder(self.plan(e.type), form)
+                                                     for e in ty.elements], form)
+        return node_encoder(self.plan(ty), form)
 
-    def _build_encoder(self, ty: AlgebraicType, form: Form, bare: type | None = None) -> Encoder:
-        if isinstance(ty, RefType):
-            return self.encoder(ty, form)
-        if isinstance(ty, PrimitiveType):
-            return _primitive_encoder(ty.name)
-        if isinstance(ty, ArrayType):
-            if self.resolve(ty.elem) == PrimitiveType("U8"):
-                return _encode_bytes
-            # Arrays nested in stored rows are written untyped (§3.1 B).
-            elem = self.encoder(ty.elem, "C" if form == "B" else form)
-            return lambda v: [elem(x) for x in _as_sequence(v, "an array")]
-        if isinstance(ty, ProductType):
-            return self._product_encoder(ty, form, bare)
-        return self._sum_encoder(ty, form)
 
-    def _product_encoder(self, ty: ProductType, form: Form,
-                         cls_of_one: type | None = None) -> Encoder:
-        if not ty.elements:
-            def enc_unit(v: Any) -> Any:
-                if v != () and v != [] and v != {}:
-                    raise TypeError(f"unit takes (), got {v!r}")
-                return {} if form == "B" else []
+def node_encoder(node: tuple[Any, ...], form: Form) -> Encoder:
+    """The encoder of a plan node (see ``TypeCodec.plan``): a Python value to the JSON value of
+    shape ``form``, the inverse of the node's decoder. Arrays nested in stored rows are written
+    untyped (§3.1 B)."""
+    tag = node[0]
+    if tag == "int":
+        return _int_encoder(_INT_NAMES[node[1], node[2]], node[1], node[2], node[3])
+    if tag in _LEAF_ENCODERS:
+        return _LEAF_ENCODERS[tag]
+    if tag == "unit":
+        return _unit_encoder(form)
+    if tag == "array":
+        elem = node_encoder(node[1], "C" if form == "B" else form)
+        return lambda v: [elem(x) for x in _as_sequence(v, "an array")]
+    if tag == "option":
+        return _option_encoder(node_encoder(node[1], form), _unit_encoder(form)(()), form)
+    if tag == "special":
+        return _special_encoder(node[1], node[2], node_encoder(node[4], form), form)
+    if tag == "variant":
+        return _variant_encoder(node[1], node[4], [node_encoder(p, form) for p in node[3]], form)
+    if tag == "product":
+        return _product_encoder(node[1], node[2], [node_encoder(f, form) for f in node[4]], form)
+    raise ValueError(f"no encoder for a {tag!r} plan node")
 
-            return enc_unit
-        special = ty.special
-        names = ty.names
-        attrs = [field_name(n) for n in names]
-        encs = [self.encoder(e.type, form) for e in ty.elements]
-        if special is not None:
-            wrapper = _SPECIAL_CLASSES[special]
-            inner = encs[0]
-            attr = dataclasses.fields(wrapper)[0].name
 
-            def enc_special(v: Any) -> Any:
-                if not isinstance(v, wrapper):
-                    raise TypeError(f"expected {wrapper.__name__}, got {type(v).__name__}")
-                raw = inner(getattr(v, attr))
-                return [raw] if form == "C" else {special: raw}
+def _unit_encoder(form: Form) -> Encoder:
+    def enc_unit(v: Any) -> Any:
+        if v != () and v != [] and v != {}:
+            raise TypeError(f"unit takes (), got {v!r}")
+        return {} if form == "B" else []
 
-            return enc_special
+    return enc_unit
 
-        def values_of(v: Any) -> list[Any]:
-            if isinstance(v, Mapping):
-                missing = [n for n in names if n not in v]
-                extra = [k for k in v if k not in names]
-                if missing or extra:
-                    raise ValueError(f"fields {names}: missing {missing}, unknown {extra}")
-                return [v[n] for n in names]
-            if isinstance(v, list | tuple):
-                if len(v) != len(names):
-                    raise ValueError(f"expected {len(names)} values {names}, got {len(v)}")
-                return list(v)
-            try:
-                return [getattr(v, a) for a in attrs]
-            except AttributeError:
-                if len(attrs) == 1 and cls_of_one is not None and isinstance(v, cls_of_one):
-                    return [v]  # a one-field product decoded to its bare value (QueryId -> int)
-                what = type(v).__name__
-                raise TypeError(f"cannot encode {what} as a product with fields {names}") from None
 
-        if form == "C":
-            return lambda v: [e(x) for e, x in zip(encs, values_of(v), strict=True)]
-        return lambda v: {n: e(x) for n, e, x in zip(names, encs, values_of(v), strict=True)}
+def _option_encoder(some: Encoder, unit: Any, form: Form) -> Encoder:
+    def enc_option(v: Any) -> Any:
+        if v is None:
+            return {"none": unit} if form == "A" else [1, unit]
+        return {"some": some(v)} if form == "A" else [0, some(v)]
 
-    def _sum_encoder(self, ty: SumType, form: Form) -> Encoder:
-        names = [v.name for v in ty.variants]
-        encs = [self.encoder(v.type, form) for v in ty.variants]
+    return enc_option
 
-        def wrap(tag: int, payload: Any) -> Any:
-            if form == "A":
-                return {names[tag] or str(tag): payload}
-            return [tag, payload]
 
-        if ty.is_option:
-            unit = encs[1](())
+def _special_encoder(special: str, wrapper: type, inner: Encoder, form: Form) -> Encoder:
+    attr = dataclasses.fields(wrapper)[0].name
 
-            def enc_option(v: Any) -> Any:
-                return wrap(1, unit) if v is None else wrap(0, encs[0](v))
+    def enc_special(v: Any) -> Any:
+        if not isinstance(v, wrapper):
+            raise TypeError(f"expected {wrapper.__name__}, got {type(v).__name__}")
+        raw = inner(getattr(v, attr))
+        return [raw] if form == "C" else {special: raw}
 
-            return enc_option
-        if ty.is_schedule_at:
-            def enc_schedule(v: Any) -> Any:
-                if not isinstance(v, ScheduleAt):
-                    raise TypeError(f"expected ScheduleAt, got {type(v).__name__}")
-                tag = 0 if v.is_interval else 1
-                return wrap(tag, encs[tag](v.value))
+    return enc_special
 
-            return enc_schedule
 
-        def enc_sum(v: Any) -> Any:
-            if isinstance(v, SumValue):
-                name, payload = v.name, v.value
-            elif isinstance(v, str):
-                name, payload = v, ()
-            else:
-                raise TypeError(f"expected SumValue for a variant of {names}, got {type(v).__name__}")
-            if name not in names:
-                raise ValueError(f"unknown variant {name!r}, expected one of {names}")
-            tag = names.index(name)
-            return wrap(tag, encs[tag](payload))
+def _variant_encoder(names: Sequence[str | None], unmake: Callable[[Any], tuple[int, Any]],
+                     encs: Sequence[Encoder], form: Form) -> Encoder:
+    shown = _shown(names)
 
-        return enc_sum
+    def enc_variant(v: Any) -> Any:
+        tag, payload = unmake(v)
+        body = encs[tag](payload)
+        return {shown[tag]: body} if form == "A" else [tag, body]
+
+    return enc_variant
+
+
+def _class_unmaker(classes: Sequence[VariantClass], shown: Sequence[str]) -> Callable[[Any], tuple[int, Any]]:
+    """(tag, payload) of a value of one of a sum's variant classes."""
+    table = {c.cls: (tag, c.payload) for tag, c in enumerate(classes)}
+
+    def unmake(v: Any) -> tuple[int, Any]:
+        try:
+            tag, payload = table[type(v)]
+        except KeyError:
+            raise TypeError(f"cannot encode {type(v).__name__} as one of {list(shown)}") from None
+        return tag, payload(v)
+
+    return unmake
+
+
+def _unmake_schedule(v: Any) -> tuple[int, Any]:
+    """(tag, payload) of a ScheduleAt: Interval (0) or Time (1)."""
+    if not isinstance(v, ScheduleAt):
+        raise TypeError(f"expected ScheduleAt, got {type(v).__name__}")
+    return (0 if v.is_interval else 1), v.value
+
+
+def _sum_value_unmaker(names: Sequence[str | None]) -> Callable[[Any], tuple[int, Any]]:
+    """(tag, payload) of a SumValue (or a variant's name alone, for a unit variant), found by its
+    name as the decoder finds it: a variant's own name first, else the tag in digits."""
+    def unmake(v: Any) -> tuple[int, Any]:
+        if isinstance(v, SumValue):
+            name, payload = v.name, v.value
+        elif isinstance(v, str):
+            name, payload = v, ()
+        else:
+            raise TypeError(f"expected SumValue for a variant of {list(names)}, got {type(v).__name__}")
+        try:
+            return _sum_parts({name: payload}, names)
+        except ProtocolError:
+            raise ValueError(f"unknown variant {name!r}, expected one of {list(_shown(names))}") from None
+
+    return unmake
+
+
+def _product_encoder(cls: Any, names: Sequence[str], encs: Sequence[Encoder], form: Form) -> Encoder:
+    attrs = [field_name(n) for n in names]
+
+    def values_of(v: Any) -> list[Any]:
+        if isinstance(v, Mapping):
+            missing = [n for n in names if n not in v]
+            extra = [k for k in v if k not in names]
+            if missing or extra:
+                raise ValueError(f"fields {list(names)}: missing {missing}, unknown {extra}")
+            return [v[n] for n in names]
+        if isinstance(v, list | tuple):
+            if len(v) != len(names):
+                raise ValueError(f"expected {len(names)} values {list(names)}, got {len(v)}")
+            return list(v)
+        try:
+            return [getattr(v, a) for a in attrs]
+        except AttributeError:
+            if len(attrs) == 1 and isinstance(cls, type) and isinstance(v, cls):
+                return [v]  # a one-field product decoded to its bare value (QueryId -> int)
+            what = type(v).__name__
+            raise TypeError(f"cannot encode {what} as a product with fields {list(names)}") from None
+
+    if form == "C":
+        return lambda v: [e(x) for e, x in zip(encs, values_of(v), strict=True)]
+    return lambda v: {n: e(x) for n, e, x in zip(names, encs, values_of(v), strict=True)}
 
 
 def _join(head: str, path: str) -> str:
@@ -912,39 +918,33 @@ def _encode_bytes(v: Any) -> str:
     return bytes(v).hex()
 
 
-def _primitive_encoder(name: str) -> Encoder:
-    if name in INT_RANGES:
-        low, high = INT_RANGES[name]
-        wide = name.endswith("256")
+def _int_encoder(name: str, low: int, high: int, wide: bool) -> Encoder:
+    def enc_int(v: Any) -> Any:
+        if type(v) is not int:
+            raise TypeError(f"{name} takes an int, got {type(v).__name__}")
+        if not low <= v <= high:
+            raise ValueError(f"{v} is out of range for {name}")
+        if wide:
+            return f"-0x{-v:x}" if v < 0 else f"0x{v:x}"
+        return v
 
-        def enc_int(v: Any) -> Any:
-            if type(v) is not int:
-                raise TypeError(f"{name} takes an int, got {type(v).__name__}")
-            if not low <= v <= high:
-                raise ValueError(f"{v} is out of range for {name}")
-            if wide:
-                return f"-0x{-v:x}" if v < 0 else f"0x{v:x}"
-            return v
+    return enc_int
 
-        return enc_int
-    if name == "F32":
-        return lambda v: RawJson(format_f32(_as_float(v)))
-    if name == "F64":
-        return _as_float
-    if name == "Bool":
-        def enc_bool(v: Any) -> bool:
-            if type(v) is not bool:
-                raise TypeError(f"Bool takes a bool, got {type(v).__name__}")
-            return v
 
-        return enc_bool
+def _encode_bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise TypeError(f"Bool takes a bool, got {type(v).__name__}")
+    return v
 
-    def enc_str(v: Any) -> str:
-        if not isinstance(v, str):
-            raise TypeError(f"String takes a str, got {type(v).__name__}")
-        return str(v)
 
-    return enc_str
+def _encode_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"String takes a str, got {type(v).__name__}")
+    return str(v)
+
+
+def _encode_f32(v: Any) -> RawJson:
+    return RawJson(format_f32(_as_float(v)))
 
 
 def _as_float(v: Any) -> float:
@@ -952,3 +952,7 @@ def _as_float(v: Any) -> float:
         raise TypeError(f"expected a number, got {type(v).__name__}")
     return float(v)
 
+
+
+_LEAF_ENCODERS: dict[str, Encoder] = {"str": _encode_str, "bool": _encode_bool, "f64": _as_float,
+                                      "f32": _encode_f32, "bytes": _encode_bytes}

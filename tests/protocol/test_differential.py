@@ -30,7 +30,11 @@ from rx_spacetimedb.protocol import (
     Identity,
     IdentityToken,
     ModuleSchema,
+    ScheduleAt,
+    SumValue,
     TableDef,
+    TimeDuration,
+    Timestamp,
     TransactionUpdate,
     codec,
     decode_server_message,
@@ -38,9 +42,24 @@ from rx_spacetimedb.protocol import (
 )
 from rx_spacetimedb.protocol import schema as schema_module
 from rx_spacetimedb.protocol.schema import MAX_TYPE_DEPTH, ReducerDef
-from rx_spacetimedb.protocol.types import U32, ArrayType, Element, ProductType, RefType, SumType, option_of
+from rx_spacetimedb.protocol.types import (
+    BYTES,
+    I64,
+    SCHEDULE_AT,
+    STRING,
+    U8,
+    U32,
+    UNIT,
+    ArrayType,
+    Element,
+    ProductType,
+    RefType,
+    SumType,
+    Variant,
+    option_of,
+)
 from tests.protocol._examples import SERVER_EXAMPLES, example
-from tests.protocol._schemas import wide_schema
+from tests.protocol._schemas import COLOR, wide_schema
 from tests.protocol.test_fuzz import PLAYER_ROWS, WIDE_ROW
 
 needs_parser = pytest.mark.skipif(fastpath.PARSER is None,
@@ -200,7 +219,18 @@ def tokens(text: str) -> list[re.Match[str]]:
     return list(_TOKEN.finditer(text))
 
 
-def damaged(text: str, every_replacement: bool = False) -> Iterator[str]:
+# for sums: every variant name and tag of the sums table's types, names that are digits, tags
+# past the end, hex strings of odd length or with a non-hex digit, byte values out of range
+SUM_REPLACEMENTS = [
+    '"red"', '"green"', '"rgb"', '"Interval"', '"Time"', '"Some"', '"0"', '"1"', '"2"', '"3"', '"9"',
+    '"007"', '"1 "', '"-1"', '"a"', '"b"', "0", "1", "2", "3", "-1", "255", "256", "-0", '"0a"', '"0A"',
+    '"abc"', '"0g"', '"0a 0b"', '"\u0030a"', "[0,1]", "[256]", "[1.0]", "[true]", '{"red":[]}',
+    '{"0":7}', '{"2":[]}', "[2,{}]", "[0,null]",
+]
+
+
+def damaged(text: str, every_replacement: bool = False,
+            replacements: list[str] = REPLACEMENTS) -> Iterator[str]:
     """Every truncation, every token deleted, and each token replaced (by one replacement, chosen
     in turn, or by all of them)."""
     for end in range(len(text)):
@@ -208,7 +238,7 @@ def damaged(text: str, every_replacement: bool = False) -> Iterator[str]:
     for i, token in enumerate(tokens(text)):
         head, tail = text[:token.start()], text[token.end():]
         yield head + tail
-        chosen = REPLACEMENTS if every_replacement else [REPLACEMENTS[i % len(REPLACEMENTS)]]
+        chosen = replacements if every_replacement else [replacements[i % len(replacements)]]
         for replacement in chosen:
             yield head + replacement + tail
 
@@ -336,12 +366,48 @@ def test_types_deeper_than_a_schema_may_be_are_refused_at_schema_time_on_both_pa
         ModuleSchema([ProductType((Element("a", inline),))])
 
 
+# a sum with a variant without a name (written by its tag) and one named by digits ("0" is tag 1's
+# name; key "2" is tag 2 by number); payloads of bytes, arrays of sums and options of sums
+NUMBERED = SumType((Variant(None, U32), Variant("0", STRING), Variant("x", BYTES),
+                    Variant("many", ArrayType(RefType(1))), Variant(None, UNIT)))
+
+
+def sums_schema() -> ModuleSchema:
+    """A table of sum-typed columns: enums with payloads, numbered variants, ScheduleAt, bytes, and
+    options and arrays of sums nested in each other."""
+    row = ProductType((
+        Element("id", U32), Element("color", RefType(1)), Element("numbered", RefType(2)),
+        Element("schedule", SCHEDULE_AT), Element("blob", BYTES),
+        Element("colors", ArrayType(option_of(RefType(1)))),
+        Element("maybe", option_of(option_of(RefType(2)))), Element("schedules", ArrayType(SCHEDULE_AT)),
+        Element("pair", SumType((Variant("a", ArrayType(RefType(2))), Variant("b", option_of(I64)),
+                                 Variant("c", ArrayType(U8))))),
+    ))
+    return ModuleSchema([row, COLOR, NUMBERED], tables=[TableDef("sums", 0, (0,))],
+                        type_names={1: "Color", 2: "Numbered"})
+
+
+SUM_ROWS = [
+    # positional, sums as [tag, payload]
+    '[1,[2,[1,2,255]],[3,[[0,[]],[2,[1,2,255]]]],[0,[86400000000]],"00ff10",[[0,[0,[]]],[1,[]],[0,[2,[3,4,5]]]],'
+    '[0,[0,[2,[1,2]]]],[[1,[1700000000000000]],[0,[0]]],[0,[[2,"beef"],[0,4294967295],[1,"s"],[4,[]]]]]',
+    # object-shaped, sums as {"name": payload}, a numbered variant by its digits, bytes as an array
+    '{"id":2,"color":{"rgb":{"r":1,"g":2,"b":3}},"numbered":{"0":"named by digits"},'
+    '"schedule":{"Time":{"__timestamp_micros_since_unix_epoch__":17}},"blob":[0,1,255],'
+    '"colors":[{"some":{"red":{}}},{"none":{}},null],"maybe":{"some":{"some":{"4":[]}}},'
+    '"schedules":[{"Interval":{"__time_duration_micros__":5}}],"pair":{"b":{"some":-9}}}',
+    # numbered variants by number in object form, empty bytes, an empty array of sums
+    '[3,{"green":[]},{"2":"0A0b"},[1,[0]],"",[],null,[],{"c":[]}]',
+]
+
+
 SCHEMAS: dict[str, Callable[[], ModuleSchema]] = {
     "Player": lambda: ModuleSchema.from_json(example("http-schema-v9-response.json")),
     "wide": wide_schema,
     "deep": deep_schema,
+    "sums": sums_schema,
 }
-ROWS = {"Player": PLAYER_ROWS, "wide": [WIDE_ROW], "deep": [DEEP_ROW]}
+ROWS = {"Player": PLAYER_ROWS, "wide": [WIDE_ROW], "deep": [DEEP_ROW], "sums": SUM_ROWS}
 
 
 @dataclasses.dataclass
@@ -392,6 +458,8 @@ class Paths:
 def test_rows_and_their_damage_decode_alike(table: str) -> None:
     paths = Paths.of(table)
     texts = [text for row in ROWS[table] for text in [row, *damaged(row)]]
+    if table == "sums":   # and every sum replacement at every token
+        texts += [text for row in ROWS[table] for text in damaged(row, True, SUM_REPLACEMENTS)]
     if table != "deep":
         texts += [nested(ROWS[table][0], depth) for depth in DEPTHS]
     differences = paths.differences(texts)
@@ -406,3 +474,31 @@ def test_every_replacement_at_every_token_of_every_row(table: str) -> None:
     texts = [text for row in ROWS[table] for text in damaged(row, every_replacement=True)]
     differences = paths.differences(texts)
     assert not differences, differences[:3]
+
+
+def test_sum_columns_decode_to_their_values_and_the_c_parser_takes_them_whole(path: str) -> None:
+    schema = SCHEMAS["sums"]()
+    first, second, third = schema.decode_rows("sums", SUM_ROWS)
+    rgb = first.color
+    assert isinstance(rgb, SumValue) and (rgb.name, rgb.tag) == ("rgb", 2) and rgb.value.b == 255
+    assert first.numbered == SumValue("many", (SumValue("red"), SumValue("rgb", rgb.value)))
+    assert first.pair.value[1:] == (SumValue("0", 4294967295), SumValue("0", "s"), SumValue("4"))
+    assert [v.tag for v in first.pair.value] == [2, 0, 1, 4]   # tag 0 has no name, tag 1 is named "0"
+    assert first.schedule == ScheduleAt(TimeDuration(86400000000)) and first.blob == b"\x00\xff\x10"
+    assert first.colors == (SumValue("red"), None, SumValue("rgb", first.colors[2].value))
+    assert first.maybe == SumValue("x", b"\x01\x02") and first.pair.value[0] == SumValue("x", b"\xbe\xef")
+    assert second.numbered.tag == 1 and second.blob == b"\x00\x01\xff" and second.colors[2] is None
+    assert second.schedule == ScheduleAt(Timestamp(17)) and second.maybe == SumValue("4")
+    assert third.numbered == SumValue("x", b"\x0a\x0b") and third.blob == b""
+    assert third.pair == SumValue("c", b"")
+    if path == "c":   # no fallback to the Python decoders for any of them
+        plan = schema._row_plan("sums")
+        assert all(fastpath.PARSER.decode(plan, row) is not fastpath.FALLBACK for row in SUM_ROWS)
+    for text, where in [(SUM_ROWS[0].replace("[1,2,255]", "[1,2,256]"), "color.rgb.b"),
+                        (SUM_ROWS[0].replace('[1,"s"]', "[1,5]"), "pair.a[2].0"),
+                        (SUM_ROWS[0].replace("[2,[1,2,255]]]]", "[2,[1,2]]]]"), "numbered.many[1].rgb"),
+                        (SUM_ROWS[0].replace('[2,"beef"]', '[2,"bee"]'), "pair.a[0].x"),
+                        (SUM_ROWS[0].replace("[0,4294967295]", "[0,-1]"), "pair.a[1].0")]:
+        with pytest.raises(ProtocolError) as caught:
+            schema.decode_row("sums", text)
+        assert caught.value.path == f"sums.{where}"   # names the variant (by its tag if it has none)

@@ -341,11 +341,18 @@ def test_bad_plans_are_refused_at_compile() -> None:
     parser = fastpath.PARSER
     for plan in [(), ("nope",), ("int", 0), ("product", int, ("a",), None, ()), ("option",),
                  ("special", "k", int, None, ("str",)), ("key", ("a",), (("skip",),), (0,)),
-                 ("key", ("a",), (("str",),), (1,)), ("call", 5),
+                 ("key", ("a",), (("str",),), (1,)), ("call", len), ("bytes", 1),
                  # a variant built through a slot: (class, data descriptor), nothing else
-                 ("variant", ("a",), ((Box,),), (("str",),)),
-                 ("variant", ("a",), ((5, Box.value),), (("str",),)),
-                 ("variant", ("a",), ((Box, None),), (("str",),))]:
+                 ("variant", ("a",), ((Box,),), (("str",),), None),
+                 ("variant", ("a",), ((5, Box.value),), (("str",),), None),
+                 ("variant", ("a",), ((Box, None),), (("str",),), None),
+                 ("variant", ("a",), (None,), (("str",),)),          # no unmake
+                 ("variant", (5,), (None,), (("str",),), None),      # a name: str or None
+                 ("message", (None,), (None,), (("str",),)),         # a message's: str
+                 # a SumValue: (class, its three slots, name, tag)
+                 ("variant", ("a",), ((Box, (Box.value,) * 2, "a", 0),), (("str",),), None),
+                 ("variant", ("a",), ((Box, (Box.value,) * 3, None, 0),), (("str",),), None),
+                 ("variant", ("a",), ((Box, (Box.value,) * 3, "a", "0"),), (("str",),), None)]:
         with pytest.raises((ValueError, TypeError)):
             parser.compile(plan)
 
@@ -357,7 +364,7 @@ class Box:
 
 def test_a_variant_is_built_through_its_slot() -> None:
     plan = fastpath.PARSER.compile(("variant", ("Boxed", "Bare"), ((Box, Box.value), None),
-                                    (("str",), ("int", 0, 9, False))))
+                                    (("str",), ("int", 0, 9, False)), None))
     boxed = fastpath.PARSER.decode(plan, '{"Boxed": "x"}')
     assert type(boxed) is Box and boxed == Box("x")
     assert fastpath.PARSER.decode(plan, '[1, 7]') == 7
@@ -502,7 +509,7 @@ def test_each_module_object_has_its_own_state() -> None:
     assert fresh is not loaded and fresh.Plan is not loaded.Plan
     with pytest.raises(RuntimeError, match="configure"):
         fresh.compile(("str",))                     # its own state: not configured yet
-    fresh.configure(fastpath.FALLBACK, (ProtocolError,), json.loads)
+    fresh.configure(fastpath.FALLBACK, (ProtocolError,))
     plan = fresh.compile(("product", Box, ("value",), (Box.value,), (("str",),)))
     assert fresh.decode(plan, '["x"]') == Box("x")
     with pytest.raises(TypeError, match="Plan"):   # a plan belongs to the module that made it
@@ -518,13 +525,13 @@ def test_a_cycle_through_a_plan_is_collected() -> None:
 
     holder = Holder()
 
-    def decoder(value: Any, holder: Holder = holder) -> Any:   # the plan -> decoder -> holder -> plan
+    def maker(value: Any, holder: Holder = holder) -> Any:   # the plan -> maker -> holder -> plan
         return value
 
-    holder.plan = fastpath.PARSER.compile(("call", decoder))
-    assert gc.is_tracked(holder.plan) and decoder in gc.get_referents(holder.plan)
+    holder.plan = fastpath.PARSER.compile(("variant", ("a",), (maker,), (("str",),), None))
+    assert gc.is_tracked(holder.plan) and maker in gc.get_referents(holder.plan)
     gone = weakref.ref(holder)
-    del holder, decoder
+    del holder, maker
     gc.collect()
     assert gone() is None
 
