@@ -855,11 +855,17 @@ def _unmake_schedule(v: Any) -> tuple[int, Any]:
 
 
 def _sum_value_unmaker(names: Sequence[str | None]) -> Callable[[Any], tuple[int, Any]]:
-    """(tag, payload) of a SumValue (or a variant's name alone, for a unit variant), found by its
-    name as the decoder finds it: a variant's own name first, else the tag in digits."""
+    """(tag, payload) of a SumValue (or a variant's name alone, for a unit variant): its own tag
+    where its name is that variant's (as decoded: a variant without a name is shown by its tag,
+    which may be another variant's name), else found by name as the decoder finds it: a
+    variant's own name first, else the tag in digits."""
+    shown = _shown(names)
+
     def unmake(v: Any) -> tuple[int, Any]:
         if isinstance(v, SumValue):
             name, payload = v.name, v.value
+            if 0 <= v.tag < len(shown) and shown[v.tag] == name:
+                return v.tag, payload
         elif isinstance(v, str):
             name, payload = v, ()
         else:
@@ -867,7 +873,7 @@ def _sum_value_unmaker(names: Sequence[str | None]) -> Callable[[Any], tuple[int
         try:
             return _sum_parts({name: payload}, names)
         except ProtocolError:
-            raise ValueError(f"unknown variant {name!r}, expected one of {list(_shown(names))}") from None
+            raise ValueError(f"unknown variant {name!r}, expected one of {list(shown)}") from None
 
     return unmake
 

@@ -29,7 +29,19 @@ from rx_spacetimedb.protocol import (
 from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, format_f32, format_f64, loads_exact
 from rx_spacetimedb.protocol.sats import TypeCodec
-from rx_spacetimedb.protocol.types import F32, F64, STRING, U8, Element, ProductType, RefType, option_of
+from rx_spacetimedb.protocol.types import (
+    F32,
+    F64,
+    STRING,
+    U8,
+    UNIT,
+    Element,
+    ProductType,
+    RefType,
+    SumType,
+    Variant,
+    option_of,
+)
 from tests.protocol._examples import example
 from tests.protocol._schemas import WIDE, wide_schema
 
@@ -298,6 +310,28 @@ def test_sum_accepts_every_documented_shape() -> None:
                   {"2": [1, 2, 3]}):
         assert decode(shape) == rgb
     assert decode([0, []]) == SumValue("red") == decode({"red": {}}) == decode(["red", []])
+
+
+def test_variants_without_a_name_or_named_by_digits_decode_and_encode_by_the_same_rule() -> None:
+    # tag 0 has no name (it is written and shown by its tag), tag 1 is named "0"
+    ty = SumType((Variant(None, U8), Variant("0", STRING), Variant("two", UNIT)))
+    codec = TypeCodec()
+    decode = codec.decoder(ty)
+    assert decode([0, 7]) == SumValue("0", 7, 0) and decode([0, 7]).tag == 0
+    assert decode({"0": "s"}).tag == 1 and decode({"1": "s"}).tag == 1 and decode({"2": []}).tag == 2
+    for value, tag in ((decode([0, 7]), 0), (decode([1, "s"]), 1), (SumValue("two"), 2), ("two", 2)):
+        for form in ("A", "B", "C") if tag else ("B", "C"):
+            again = decode(codec.encoder(ty, form)(value))
+            assert again == (SumValue(value) if isinstance(value, str) else value) and again.tag == tag
+    # form A (envelopes) writes tag 0 by its tag, which reads as variant 1's name: only the
+    # positional forms tell them apart
+    assert codec.encoder(ty, "A")(decode([0, 7])) == {"0": 7}
+    assert codec.encoder(ty, "C")(SumValue("1", "s")) == [1, "s"]   # by digits, as {"1": "s"} decodes
+    with pytest.raises(ProtocolError) as caught:
+        decode([0, 300])
+    assert caught.value.path == "0"   # the variant, by its tag
+    with pytest.raises(ValueError, match="unknown variant 'three'"):
+        codec.encoder(ty, "C")(SumValue("three"))
 
 
 def test_stored_form_writes_nested_arrays_untyped_and_unit_as_object() -> None:
