@@ -156,13 +156,7 @@ def _bytes_decoder(v: Any) -> bytes:
     raise _fail("bytes", v)
 
 
-_PRIMITIVE_DECODERS: dict[str, Decoder] = {
-    "Bool": _bool_decoder,
-    "F32": _f32_decoder,
-    "F64": _float_decoder,
-    "String": _str_decoder,
-    **{name: _int_decoder(name) for name in INT_RANGES},
-}
+_INT_DECODERS: dict[str, Decoder] = {name: _int_decoder(name) for name in INT_RANGES}
 
 
 def _special_decoder(special: str, wrap: Callable[[int], Any], inner: Decoder) -> Decoder:
@@ -566,7 +560,7 @@ class TypeCodec:
         """The Python decoder of a plan node (see ``plan``): what the C parser does with it."""
         tag = node[0]
         if tag == "int":
-            return _PRIMITIVE_DECODERS[_INT_NAMES[node[1], node[2]]]
+            return _INT_DECODERS[_INT_NAMES[node[1], node[2]]]
         if tag in _LEAF_DECODERS:
             return _LEAF_DECODERS[tag]
         if tag == "array":
