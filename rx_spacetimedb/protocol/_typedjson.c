@@ -300,8 +300,9 @@ static Node *compile_node(PyObject *plan, int depth) {
         }
     } else if (tag_is(tag, "variant") || tag_is(tag, "message")) {
         /* ("variant", names, makers, payload plans, unmake) or ("message", names, makers, payload
-         * plans). A maker: None (the payload itself), a callable, (class, slot descriptor), or
-         * (SumValue, its three slot descriptors, name, tag); unmake is the encoders' (not read here).
+         * plans). A maker: None (the payload itself), a callable, (class, slot descriptor), (class,)
+         * for a class of no fields, or (SumValue, its three slot descriptors, name, tag); unmake is
+         * the encoders' (not read here).
          * A "message" is a variant written only as {"Name": payload}, as the server writes frames. */
         node->object_only = tag_is(tag, "message");
         NEED(node->object_only ? 4 : 5);
@@ -315,10 +316,13 @@ static Node *compile_node(PyObject *plan, int depth) {
             PyObject *maker = PyTuple_GET_ITEM(ARG(2), i);
             if (PyTuple_Check(maker)) {
                 Py_ssize_t parts = PyTuple_GET_SIZE(maker);
-                if ((parts != 2 && parts != 4) || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
+                if (parts < 1 || parts == 3 || parts > 4 || !PyType_Check(PyTuple_GET_ITEM(maker, 0))) goto bad;
                 Node *wrap = node->wraps[i] = PyMem_Calloc(1, sizeof(Node));
                 if (!wrap) { PyErr_NoMemory(); goto fail; }
-                if (parts == 2) {
+                if (parts == 1) {           /* no fields: allocated, nothing stored (nsetters 0) */
+                    wrap->cls = Py_NewRef(PyTuple_GET_ITEM(maker, 0));
+                    if ((wrap->untrack = is_frozen_dataclass(wrap->cls)) < 0) goto fail;
+                } else if (parts == 2) {
                     if (compile_one_slot(wrap, PyTuple_GET_ITEM(maker, 0), PyTuple_GET_ITEM(maker, 1)) < 0)
                         goto fail;
                 } else {                    /* a SumValue: slots (name, value, tag) */
@@ -1049,7 +1053,7 @@ static PyObject *parse_variant(Parser *p, Node *node) {
     Node *wrap = node->wraps[tag];
     if (wrap != NULL) {
         PyObject *sum[3] = {wrap->sum_name, payload, wrap->sum_tag};
-        PyObject *obj = wrap->sum_name ? build_slots(wrap, sum, 3) : build_slots(wrap, &payload, 1);
+        PyObject *obj = wrap->sum_name ? build_slots(wrap, sum, 3) : build_slots(wrap, &payload, wrap->nsetters);
         Py_DECREF(payload);
         return obj;
     }

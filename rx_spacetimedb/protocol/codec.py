@@ -19,7 +19,7 @@ from rx_spacetimedb.errors import ProtocolError
 from rx_spacetimedb.protocol import messages as m
 from rx_spacetimedb.protocol.fastpath import FALLBACK, PARSER
 from rx_spacetimedb.protocol.jsontext import dumps, parse_exact
-from rx_spacetimedb.protocol.sats import InexactInteger, TypeCodec, VariantClass
+from rx_spacetimedb.protocol.sats import InexactInteger, TypeCodec, VariantClass, unit_variant
 from rx_spacetimedb.protocol.types import (
     BYTES,
     CONNECTION_ID,
@@ -86,14 +86,14 @@ _UPDATE_STATUS = _define(SumType((
 _VARIANTS[_UPDATE_STATUS.index] = [
     VariantClass(m.Committed, m.Committed, lambda v: v.update),
     VariantClass(m.Failed, m.Failed, lambda v: v.message),
-    VariantClass(m.OutOfEnergy, lambda _: m.OutOfEnergy(), lambda _: ()),
+    unit_variant(m.OutOfEnergy),
 ]
 _PROCEDURE_STATUS = _define(SumType((
     Variant("Returned", STRING), Variant("OutOfEnergy", UNIT), Variant("InternalError", STRING),
 )))
 _VARIANTS[_PROCEDURE_STATUS.index] = [
     VariantClass(m.Returned, m.Returned, lambda v: v.value),
-    VariantClass(m.ProcedureOutOfEnergy, lambda _: m.ProcedureOutOfEnergy(), lambda _: ()),
+    unit_variant(m.ProcedureOutOfEnergy),
     VariantClass(m.InternalError, m.InternalError, lambda v: v.message),
 ]
 _SUBSCRIBE_ROWS = _define(_product(

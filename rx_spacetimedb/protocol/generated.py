@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rx_spacetimedb.errors import SchemaError
-from rx_spacetimedb.protocol.sats import VariantClass, field_name
+from rx_spacetimedb.protocol.sats import VariantClass, field_name, unit_variant
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
     ArrayType,
@@ -175,14 +175,6 @@ class Binding:
     slotted: frozenset[type]
 
 
-def _unit(cls: type) -> Callable[[Any], Any]:
-    return lambda _payload: cls()
-
-
-def _no_payload(_value: Any) -> tuple[()]:
-    return ()
-
-
 def _plain_slotted(cls: type, fields: Sequence[str]) -> bool:
     """A frozen slotted dataclass with exactly these fields and no checks of its own: we may store
     its fields through the slots, as for the classes made at run time."""
@@ -229,7 +221,7 @@ def bind(schema: ModuleSchema, row_classes: Mapping[str, type] | None) -> Bindin
         sum_type = schema.typespace[index]
         assert isinstance(sum_type, SumType)
         variants[index] = [
-            VariantClass(cls, _unit(cls), _no_payload) if not dataclasses.fields(cls)
+            unit_variant(cls) if not dataclasses.fields(cls)
             else VariantClass(cls, cls, operator.attrgetter("value"))
             for cls in members
         ]

@@ -41,7 +41,7 @@ from rx_spacetimedb.protocol.values import (
 )
 
 __all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name",
-           "node_encoder", "slot_descriptors"]
+           "node_encoder", "slot_descriptors", "unit_variant"]
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -208,6 +208,36 @@ def _trusting_constructor(cls: type) -> Callable[[Any], Any]:
     return make
 
 
+class _UnitMaker:
+    """A field-less variant's class, called on its (unit) payload: ``unit_variant``'s maker."""
+
+    __slots__ = ("cls",)
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __call__(self, _payload: Any) -> Any:
+        return self.cls()
+
+
+def _no_payload(_value: Any) -> tuple[()]:
+    return ()
+
+
+def unit_variant(cls: type) -> VariantClass:
+    """A variant without a payload (``OutOfEnergy``, a generated ``Color.Red``), built as ``cls()``."""
+    return VariantClass(cls, _UnitMaker(cls), _no_payload)
+
+
+def _plain_unit(variant: VariantClass) -> bool:
+    """A ``unit_variant`` of a slotted dataclass with no fields and no checks: the C parser allocates
+    it without calling its ``__init__`` (which would set nothing)."""
+    cls = variant.cls
+    plain = dataclasses.is_dataclass(cls) and "__slots__" in vars(cls)
+    return (isinstance(variant.make, _UnitMaker) and plain
+            and not dataclasses.fields(cls) and not hasattr(cls, "__post_init__"))
+
+
 def _plain_one_slot(variant: VariantClass) -> bool:
     """A variant built by its class's own ``__init__`` of one slotted field and no checks (as
     ``Committed(update)``): storing the payload through the slot is the same, at a fraction of the cost."""
@@ -364,12 +394,15 @@ def _option_decoder(some: Decoder) -> Decoder:
 
 
 def _maker(maker: Any) -> Callable[[Any], Any]:
-    """A variant's constructor from its plan: None keeps the payload, (class, slot) stores it through
-    the slot, (SumValue, its three slots, name, tag) builds a SumValue; else a callable."""
+    """A variant's constructor from its plan: None keeps the payload, (class,) builds a class of no
+    fields, (class, slot) stores the payload through the slot, (SumValue, its three slots, name, tag)
+    builds a SumValue; else a callable."""
     if maker is None:
         return _keep
     if type(maker) is tuple and len(maker) == 4:
         return _sum_value_maker(*maker)
+    if type(maker) is tuple and len(maker) == 1:
+        return _UnitMaker(maker[0])
     if type(maker) is tuple:
         return _trusting_constructor(maker[0])
     return maker  # type: ignore[no-any-return]
@@ -731,7 +764,8 @@ class TypeCodec:
                                               for c, e in enumerate(ty.elements)), tuple(columns))
 
     def _variant_plan(self, index: int, ty: SumType) -> tuple[Any, ...]:
-        makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c) else c.make
+        makers = tuple((c.cls, slot_descriptors(c.cls)[0]) if _plain_one_slot(c)
+                       else (c.cls,) if _plain_unit(c) else c.make
                        for c in self._variants[index])
         names = tuple(v.name for v in ty.variants)
         return ("variant", names, makers, tuple(self.plan(v.type) for v in ty.variants),

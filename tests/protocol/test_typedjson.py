@@ -7,6 +7,7 @@ without it, the same value (same types, same float bits) or the same ProtocolErr
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -342,8 +343,8 @@ def test_bad_plans_are_refused_at_compile() -> None:
     for plan in [(), ("nope",), ("int", 0), ("product", int, ("a",), None, ()), ("option",),
                  ("special", "k", int, None, ("str",)), ("key", ("a",), (("skip",),), (0,)),
                  ("key", ("a",), (("str",),), (1,)), ("call", len), ("bytes", 1),
-                 # a variant built through a slot: (class, data descriptor), nothing else
-                 ("variant", ("a",), ((Box,),), (("str",),), None),
+                 # a variant built through a slot: (class, data descriptor), or (class,) for none
+                 ("variant", ("a",), ((5,),), (("str",),), None),
                  ("variant", ("a",), ((5, Box.value),), (("str",),), None),
                  ("variant", ("a",), ((Box, None),), (("str",),), None),
                  ("variant", ("a",), (None,), (("str",),)),          # no unmake
@@ -369,6 +370,21 @@ def test_a_variant_is_built_through_its_slot() -> None:
     assert type(boxed) is Box and boxed == Box("x")
     assert fastpath.PARSER.decode(plan, '[1, 7]') == 7
     assert fastpath.PARSER.decode(plan, '{"Other": 1}') is fastpath.FALLBACK
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Red:
+    pass
+
+
+def test_a_variant_of_no_fields_is_allocated_without_a_call() -> None:
+    # (class,): a generated unit variant (or OutOfEnergy); nothing to store, untracked like a tuple
+    plan = fastpath.PARSER.compile(("variant", ("Red", "Other"), ((Red,), None),
+                                    (("unit",), ("str",)), None))
+    red = fastpath.PARSER.decode(plan, '{"Red": []}')
+    assert type(red) is Red and red == Red() and not gc.is_tracked(red)
+    assert fastpath.PARSER.decode(plan, '[0, []]') == Red()
+    assert fastpath.PARSER.decode(plan, '{"Red": [1]}') is fastpath.FALLBACK  # not a unit payload
 
 
 def test_a_name_without_utf8_form_never_matches() -> None:
