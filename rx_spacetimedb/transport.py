@@ -29,6 +29,32 @@ How a consumer reads (the connection's I/O loop)::
 once per message; it raises the mapped close error once the messages received before the close
 have all been taken. ``recv()`` (one ``str`` at a time, a binary frame raised as ``ProtocolError``)
 reads from the same batches and costs a coroutine call per message but no task switch.
+
+Plain frames skip websockets' parser. websockets parses a frame with a generator over its
+``StreamReader``, a ``Frame`` and an event each: about 2.5-3 µs per small message, more than the
+rest of the transport. A server sends almost only *plain* frames: FIN set, unmasked (a server never
+masks), RSV bits clear (no extension is negotiated), opcode TEXT or BINARY, payload within
+``max_size``. So when a TCP read starts at a frame boundary, ``split_frames`` cuts the plain
+complete frames at its head into messages itself (a bytes slice and a UTF-8 decode each), and hands
+the rest of the read, from the first frame that is not plain or not complete, to websockets' parser
+unchanged: control frames (Ping, Pong, Close), fragments, partial frames, a text frame that is not
+UTF-8 (which websockets' path fails with 1007, as before), a frame over ``max_size`` (1009) and
+anything after them in that read. This is safe because websockets does nothing with a plain frame
+but queue it: ``Protocol.recv_frame`` only checks that no fragmented message is open (none is at a
+boundary) and appends the frame to the events, ``Frame.parse`` checks the bits and ``max_size``
+that ``split_frames`` checks, and the asyncio connection's ``process_event`` (replaced here) only
+queues data frames; no keepalive or close logic looks at them.
+
+The fast path relies on these websockets internals, and is taken only when all of them say that
+websockets' parser is exactly at a frame boundary, so that the bytes it would see next are the
+bytes ``split_frames`` consumes and it stays in sync: ``protocol.state`` is OPEN (the handshake
+response is parsed by websockets), ``protocol.reader.buffer`` (its ``StreamReader``) is empty and
+not at EOF, ``protocol.current_size`` is None (no fragmented message open), and the
+``protocol.parser`` generator chain is suspended in ``StreamReader.at_eof`` called from
+``Protocol.parse`` (not ``discard``, not inside ``Frame.parse``). It is off (every frame goes to
+websockets' parser, as before) when an extension is negotiated (permessage-deflate sets RSV1 and
+must decompress), when websockets' debug logging is enabled (it logs every frame), and with
+websockets before 16 or without these internals (checked once, at import).
 """
 
 from __future__ import annotations
@@ -39,13 +65,15 @@ import logging
 import ssl as _ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Literal, cast
+from typing import Any, ClassVar, Final, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets import exceptions as wsx
+from websockets import version as _ws_version
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event
+from websockets.protocol import Event, Protocol, Side, State
+from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from rx_spacetimedb._redact import RedactingLogger
@@ -151,6 +179,90 @@ def _handshake_error(status: int, body: str) -> HandshakeError:
     return cls(status, body)
 
 
+def _fast_path_available() -> bool:
+    """True for websockets 16 or later with the parser internals that ``_at_frame_boundary`` reads."""
+    try:
+        major = int(_ws_version.version.split(".")[0])
+        parse, at_eof = Protocol.parse, StreamReader.at_eof
+        protocol = Protocol(Side.CLIENT)
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return (
+        major >= 16
+        and hasattr(parse, "__code__")
+        and hasattr(at_eof, "__code__")
+        and isinstance(getattr(protocol, "reader", None), StreamReader)
+        and isinstance(getattr(protocol.reader, "buffer", None), bytearray)
+        and hasattr(protocol.parser, "gi_yieldfrom")
+        and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
+    )
+
+
+_PROTOCOL_ATTRIBUTES: Final = (
+    "current_size", "extensions", "debug", "max_message_size", "max_fragment_size",
+)
+_FAST_PATH_AVAILABLE: Final = _fast_path_available()
+_PARSE_CODE: Final = getattr(Protocol.parse, "__code__", None)
+_AT_EOF_CODE: Final = getattr(StreamReader.at_eof, "__code__", None)
+
+_TEXT_FIN: Final = 0x81  # first header byte of a plain frame: FIN, RSV clear, opcode TEXT
+_BINARY_FIN: Final = 0x82  # the same with opcode BINARY
+
+
+def plain_frame(buf: bytes, pos: int, max_size: int | None = None) -> tuple[int, int] | None:
+    """Where the payload of the frame at ``buf[pos]`` lies, if it is plain and complete.
+
+    Plain: FIN set, RSV bits clear, opcode TEXT or BINARY, unmasked, payload at most ``max_size``
+    bytes (``None``: any). Lengths are read as websockets reads them (7-bit, 16-bit or 64-bit,
+    a longer encoding than needed accepted).
+
+    Returns:
+        ``(start, stop)`` of the payload in ``buf``, or ``None``: the frame is not plain, or its
+        header or payload is cut off by the end of ``buf``.
+    """
+    end = len(buf)
+    if pos + 2 > end or buf[pos] not in (_TEXT_FIN, _BINARY_FIN):
+        return None
+    length = buf[pos + 1]  # the mask bit is its high bit: a masked frame reads as 128 or more
+    start = pos + 2
+    if length == 126:
+        start += 2
+        length = int.from_bytes(buf[pos + 2:start], "big")
+    elif length == 127:
+        start += 8
+        length = int.from_bytes(buf[pos + 2:start], "big")
+    elif length > 127:
+        return None
+    stop = start + length
+    if stop > end or (max_size is not None and length > max_size):
+        return None  # (a header cut off gives a short length but start > end, so stop > end)
+    return start, stop
+
+
+def split_frames(data: bytes, max_size: int | None = None) -> tuple[list[str | bytes], int]:
+    """Cut the plain complete frames at the head of ``data`` into messages.
+
+    Stops at the first frame that is not plain (see ``plain_frame``) or not complete, and before a
+    TEXT frame whose payload is not UTF-8: all these are left to websockets' parser.
+
+    Returns:
+        The messages (``str`` for TEXT, ``bytes`` for BINARY) and the bytes of ``data`` they took.
+    """
+    messages: list[str | bytes] = []
+    pos = 0
+    while (bounds := plain_frame(data, pos, max_size)) is not None:
+        start, stop = bounds
+        if data[pos] == _TEXT_FIN:
+            try:
+                messages.append(data[start:stop].decode())
+            except UnicodeDecodeError:
+                break
+        else:
+            messages.append(data[start:stop])
+        pos = stop
+    return messages, pos
+
+
 class _BatchingConnection(ClientConnection):
     """websockets' client ``Protocol`` that hands on every message of one TCP read in one batch.
 
@@ -169,6 +281,9 @@ class _BatchingConnection(ClientConnection):
         self._bad_text: UnicodeDecodeError | None = None  # a TEXT message that was not UTF-8
         self._waiter: asyncio.Future[None] | None = None  # the reader, waiting for a message
         self._reading_paused = False
+
+    fast_path: ClassVar[bool] = _FAST_PATH_AVAILABLE
+    """Cut plain frames with ``split_frames`` (see the module doc); False: websockets parses all."""
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode in _DATA_OPCODES:
@@ -201,12 +316,52 @@ class _BatchingConnection(ClientConnection):
         self._unread_size += len(data)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self.fast_path and self._bad_text is None and self._at_frame_boundary():
+            protocol = self.protocol
+            max_size = protocol.max_message_size  # websockets' limit for a frame at a boundary
+            fragment_size = protocol.max_fragment_size
+            if fragment_size is not None and (max_size is None or fragment_size < max_size):
+                max_size = fragment_size
+            messages, consumed = split_frames(data, max_size)
+            if messages:
+                self._unread += messages
+                self._unread_size += consumed  # (with the frame headers: close enough to pace)
+            if consumed < len(data):
+                super().data_received(data[consumed:])
+        else:
+            super().data_received(data)
         if self._unread or self._bad_text is not None:
             self._wake()
             if self._unread_size > self.read_limit and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()
+
+    def _at_frame_boundary(self) -> bool:
+        """True if websockets' parser waits for a new frame header with nothing buffered.
+
+        See the module doc for why each condition is needed.
+        """
+        protocol = self.protocol
+        if (
+            protocol.state is not State.OPEN
+            or protocol.extensions
+            or protocol.debug
+            or protocol.current_size is not None
+            or protocol.reader.buffer
+            or protocol.reader.eof
+        ):
+            return False
+        # Walk the chain ClientProtocol.parse -> Protocol.parse -> ... (generators: typed as Any,
+        # typeshed's Generator has no gi_yieldfrom).
+        caller: Any = None
+        waiting: Any = protocol.parser
+        while waiting.gi_yieldfrom is not None:
+            caller, waiting = waiting, waiting.gi_yieldfrom
+        return (
+            caller is not None
+            and caller.gi_code is _PARSE_CODE
+            and getattr(waiting, "gi_code", None) is _AT_EOF_CODE
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
