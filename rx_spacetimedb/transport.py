@@ -34,27 +34,34 @@ Plain frames skip websockets' parser. websockets parses a frame with a generator
 ``StreamReader``, a ``Frame`` and an event each: about 2.5-3 µs per small message, more than the
 rest of the transport. A server sends almost only *plain* frames: FIN set, unmasked (a server never
 masks), RSV bits clear (no extension is negotiated), opcode TEXT or BINARY, payload within
-``max_size``. So when a TCP read starts at a frame boundary, ``split_frames`` cuts the plain
-complete frames at its head into messages itself (a bytes slice and a UTF-8 decode each), and hands
-the rest of the read, from the first frame that is not plain or not complete, to websockets' parser
-unchanged: control frames (Ping, Pong, Close), fragments, partial frames, a text frame that is not
-UTF-8 (which websockets' path fails with 1007, as before), a frame over ``max_size`` (1009) and
-anything after them in that read. This is safe because websockets does nothing with a plain frame
-but queue it: ``Protocol.recv_frame`` only checks that no fragmented message is open (none is at a
-boundary) and appends the frame to the events, ``Frame.parse`` checks the bits and ``max_size``
-that ``split_frames`` checks, and the asyncio connection's ``process_event`` (replaced here) only
-queues data frames; no keepalive or close logic looks at them.
+``max_size``. So while websockets' parser is at a frame boundary, ``split_frames`` cuts the plain
+complete frames of a read into messages itself (a bytes slice and a UTF-8 decode each). Any other
+frame goes to websockets' parser whole, as its own bytes, and nothing else with it: a control frame
+(Ping, Pong, Close), a fragment, a text frame that is not UTF-8 (failed with 1007 as before), a
+frame over ``max_size`` (1009), a masked or RSV frame (1002), and a plain frame cut off by the end
+of the read (its first part now, exactly the rest of it from the next reads: ``_owed``). Its parser
+is then at a boundary again and the split resumes. A frame header cut off by the end of a read
+(under 14 bytes) is held back and put in front of the next read. This is safe because websockets
+does nothing with a plain frame but queue it: ``Protocol.recv_frame`` checks that no fragmented
+message is open (the split is skipped while one is) and appends the frame to the events,
+``Frame.parse`` checks the bits and ``max_size`` that ``split_frames`` checks, and the asyncio
+connection's ``process_event`` (replaced here) only queues data frames; no keepalive, close or
+flow-control logic looks at them. Bytes reach websockets' parser in order and without gaps, only
+in other pieces.
 
-The fast path relies on these websockets internals, and is taken only when all of them say that
-websockets' parser is exactly at a frame boundary, so that the bytes it would see next are the
-bytes ``split_frames`` consumes and it stays in sync: ``protocol.state`` is OPEN (the handshake
-response is parsed by websockets), ``protocol.reader.buffer`` (its ``StreamReader``) is empty and
-not at EOF, ``protocol.current_size`` is None (no fragmented message open), and the
-``protocol.parser`` generator chain is suspended in ``StreamReader.at_eof`` called from
-``Protocol.parse`` (not ``discard``, not inside ``Frame.parse``). It is off (every frame goes to
-websockets' parser, as before) when an extension is negotiated (permessage-deflate sets RSV1 and
-must decompress), when websockets' debug logging is enabled (it logs every frame), and with
-websockets before 16 or without these internals (checked once, at import).
+The split relies on these websockets internals (16 and 17), and is used only when all of them say
+that websockets' parser is exactly at a frame boundary, so that the bytes it would see next are the
+bytes ``split_frames`` consumes: ``protocol.state`` is OPEN (the handshake response, and anything
+after it in that read, is parsed by websockets), ``protocol.reader.buffer`` (its ``StreamReader``)
+is empty and not at EOF, the ``protocol.parser`` generator chain is suspended in
+``StreamReader.at_eof`` called from ``Protocol.parse`` (not ``discard``, not inside
+``Frame.parse``; this alone implies the empty buffer, checked as well), and
+``protocol.current_size`` is None for a split (no fragmented message open). Otherwise, and from
+then on while the connection fails or closes, every byte goes to websockets' parser as before. The
+split is off (``_BatchingConnection.fast_path`` False) with websockets before 16 or without these
+internals (checked once, at import), and per read while an extension is negotiated
+(permessage-deflate sets RSV1 and must decompress) or websockets' debug logging is enabled (it logs
+every frame).
 """
 
 from __future__ import annotations
@@ -239,17 +246,18 @@ def plain_frame(buf: bytes, pos: int, max_size: int | None = None) -> tuple[int,
     return start, stop
 
 
-def split_frames(data: bytes, max_size: int | None = None) -> tuple[list[str | bytes], int]:
-    """Cut the plain complete frames at the head of ``data`` into messages.
+def split_frames(
+    data: bytes, pos: int = 0, max_size: int | None = None
+) -> tuple[list[str | bytes], int]:
+    """Cut the plain complete frames of ``data`` from ``pos`` on into messages.
 
     Stops at the first frame that is not plain (see ``plain_frame``) or not complete, and before a
     TEXT frame whose payload is not UTF-8: all these are left to websockets' parser.
 
     Returns:
-        The messages (``str`` for TEXT, ``bytes`` for BINARY) and the bytes of ``data`` they took.
+        The messages (``str`` for TEXT, ``bytes`` for BINARY) and where they end in ``data``.
     """
     messages: list[str | bytes] = []
-    pos = 0
     while (bounds := plain_frame(data, pos, max_size)) is not None:
         start, stop = bounds
         if data[pos] == _TEXT_FIN:
@@ -261,6 +269,28 @@ def split_frames(data: bytes, max_size: int | None = None) -> tuple[list[str | b
             messages.append(data[start:stop])
         pos = stop
     return messages, pos
+
+
+def frame_size(buf: bytes, pos: int) -> int | None:
+    """Bytes of the frame (any kind: header, mask key, payload) starting at ``buf[pos]``.
+
+    Returns:
+        Its size, which may reach past the end of ``buf``; ``None`` if its header is cut off.
+    """
+    end = len(buf)
+    if pos + 2 > end:
+        return None
+    length = buf[pos + 1] & 0x7F
+    header = 2 + (4 if buf[pos + 1] & 0x80 else 0)
+    if length == 126:
+        header += 2
+    elif length == 127:
+        header += 8
+    if pos + header > end:
+        return None
+    if length >= 126:
+        length = int.from_bytes(buf[pos + 2:pos + (4 if length == 126 else 10)], "big")
+    return header + length
 
 
 class _BatchingConnection(ClientConnection):
@@ -279,6 +309,8 @@ class _BatchingConnection(ClientConnection):
         self._fragments: list[bytes] = []  # the message being received, when it is fragmented
         self._fragmented_text = False  # that message's first frame was TEXT
         self._bad_text: UnicodeDecodeError | None = None  # a TEXT message that was not UTF-8
+        self._owed = 0  # bytes of the frame that websockets' parser is in, not yet given to it
+        self._header_part = b""  # a frame header cut off at the end of the last read (split)
         self._waiter: asyncio.Future[None] | None = None  # the reader, waiting for a message
         self._reading_paused = False
 
@@ -316,18 +348,10 @@ class _BatchingConnection(ClientConnection):
         self._unread_size += len(data)
 
     def data_received(self, data: bytes) -> None:
-        if self.fast_path and self._bad_text is None and self._at_frame_boundary():
-            protocol = self.protocol
-            max_size = protocol.max_message_size  # websockets' limit for a frame at a boundary
-            fragment_size = protocol.max_fragment_size
-            if fragment_size is not None and (max_size is None or fragment_size < max_size):
-                max_size = fragment_size
-            messages, consumed = split_frames(data, max_size)
-            if messages:
-                self._unread += messages
-                self._unread_size += consumed  # (with the frame headers: close enough to pace)
-            if consumed < len(data):
-                super().data_received(data[consumed:])
+        if self._header_part:  # the start of a frame header, held back by the split
+            data, self._header_part = self._header_part + data, b""
+        if self.fast_path and self._bad_text is None:
+            self._split_received(data)
         else:
             super().data_received(data)
         if self._unread or self._bad_text is not None:
@@ -336,8 +360,43 @@ class _BatchingConnection(ClientConnection):
                 self._reading_paused = True
                 self.transport.pause_reading()
 
+    def _split_received(self, data: bytes) -> None:
+        """Take the plain frames of ``data`` at frame boundaries; hand each other frame on whole.
+
+        A frame handed to websockets' parser is followed by exactly the rest of it (``_owed``
+        bytes, also across reads), so that its parser is at a boundary again right after.
+        """
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._owed:
+                take = min(self._owed, end - pos)
+                self._owed -= take
+                super().data_received(data[pos:pos + take])
+                pos += take
+                continue
+            if self._bad_text is not None or not self._at_frame_boundary():
+                super().data_received(data[pos:])  # failing, closing: websockets' own handling
+                return
+            protocol = self.protocol
+            if protocol.current_size is None:  # no fragmented message open: split
+                max_size = protocol.max_message_size  # websockets' limit for a frame here
+                fragment_size = protocol.max_fragment_size
+                if fragment_size is not None and (max_size is None or fragment_size < max_size):
+                    max_size = fragment_size
+                messages, stop = split_frames(data, pos, max_size)
+                if messages:
+                    self._unread += messages
+                    self._unread_size += stop - pos  # (with the headers: close enough to pace)
+                pos = stop
+            if pos < end:
+                size = frame_size(data, pos)
+                if size is None:  # a header cut off: wait for the rest of it
+                    self._header_part = data[pos:]
+                    return
+                self._owed = size  # not plain, or not complete: websockets parses this frame
+
     def _at_frame_boundary(self) -> bool:
-        """True if websockets' parser waits for a new frame header with nothing buffered.
+        """True if websockets' parser waits for a new frame's header with nothing buffered.
 
         See the module doc for why each condition is needed.
         """
@@ -346,7 +405,6 @@ class _BatchingConnection(ClientConnection):
             protocol.state is not State.OPEN
             or protocol.extensions
             or protocol.debug
-            or protocol.current_size is not None
             or protocol.reader.buffer
             or protocol.reader.eof
         ):
