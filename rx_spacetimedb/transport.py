@@ -296,9 +296,11 @@ def frame_size(buf: bytes, pos: int) -> int | None:
 class _BatchingConnection(ClientConnection):
     """websockets' client ``Protocol`` that hands on every message of one TCP read in one batch.
 
-    ``data_received`` (websockets') parses the read and calls ``process_event`` per frame; data
-    frames land here instead of in websockets' per-frame queue. ``ClientProtocol`` has already
-    checked their order (a continuation only inside a message) and the ``max_size`` limit.
+    ``data_received`` cuts the read's plain frames itself (``split_frames``: see the module doc)
+    and hands every other frame to websockets' ``data_received``, which parses it and calls
+    ``process_event``; data frames land here instead of in websockets' per-frame queue.
+    ``ClientProtocol`` has already checked their order (a continuation only inside a message) and
+    the ``max_size`` limit.
     """
 
     def __init__(self, *args: Any, read_limit: int = DEFAULT_READ_LIMIT, **kwargs: Any) -> None:
