@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import websockets.version
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Close, Frame, Opcode
 
+from rx_spacetimedb import transport
 from rx_spacetimedb.errors import ConnectionClosed
 from rx_spacetimedb.transport import (
     Transport,
@@ -414,3 +416,14 @@ def test_reads_after_a_text_frame_that_is_not_utf8_are_not_handed_on(
 
     assert received == ["ok"]
     assert err.code == 1007
+
+
+@pytest.mark.parametrize(
+    ("version", "available"), [("17.4", True), ("16.0", True), ("15.0.1", False), ("dev", False)]
+)
+def test_the_split_needs_websockets_16_or_later(
+    version: str, available: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(websockets.version, "version", version)  # what the check reads
+
+    assert transport._fast_path_available() is available
