@@ -29,6 +29,39 @@ How a consumer reads (the connection's I/O loop)::
 once per message; it raises the mapped close error once the messages received before the close
 have all been taken. ``recv()`` (one ``str`` at a time, a binary frame raised as ``ProtocolError``)
 reads from the same batches and costs a coroutine call per message but no task switch.
+
+Plain frames skip websockets' parser. websockets parses a frame with a generator over its
+``StreamReader``, a ``Frame`` and an event each: about 2.5-3 µs per small message, more than the
+rest of the transport. A server sends almost only *plain* frames: FIN set, unmasked (a server never
+masks), RSV bits clear (no extension is negotiated), opcode TEXT or BINARY, payload within
+``max_size``. So while websockets' parser is at a frame boundary, ``split_frames`` cuts the plain
+complete frames of a read into messages itself (a bytes slice and a UTF-8 decode each). Any other
+frame goes to websockets' parser whole, as its own bytes, and nothing else with it: a control frame
+(Ping, Pong, Close), a fragment, a text frame that is not UTF-8 (failed with 1007 as before), a
+frame over ``max_size`` (1009), a masked or RSV frame (1002), and a plain frame cut off by the end
+of the read (its first part now, exactly the rest of it from the next reads: ``_owed``). Its parser
+is then at a boundary again and the split resumes. A frame header cut off by the end of a read
+(under 14 bytes) is held back and put in front of the next read. This is safe because websockets
+does nothing with a plain frame but queue it: ``Protocol.recv_frame`` checks that no fragmented
+message is open (the split is skipped while one is) and appends the frame to the events,
+``Frame.parse`` checks the bits and ``max_size`` that ``split_frames`` checks, and the asyncio
+connection's ``process_event`` (replaced here) only queues data frames; no keepalive, close or
+flow-control logic looks at them. Bytes reach websockets' parser in order and without gaps, only
+in other pieces.
+
+The split relies on these websockets internals (16 and 17), and is used only when all of them say
+that websockets' parser is exactly at a frame boundary, so that the bytes it would see next are the
+bytes ``split_frames`` consumes: ``protocol.state`` is OPEN (the handshake response, and anything
+after it in that read, is parsed by websockets), ``protocol.reader.buffer`` (its ``StreamReader``)
+is empty and not at EOF, the ``protocol.parser`` generator chain is suspended in
+``StreamReader.at_eof`` called from ``Protocol.parse`` (not ``discard``, not inside
+``Frame.parse``; this alone implies the empty buffer, checked as well), and
+``protocol.current_size`` is None for a split (no fragmented message open). Otherwise, and from
+then on while the connection fails or closes, every byte goes to websockets' parser as before. The
+split is off (``_BatchingConnection.fast_path`` False) with websockets before 16 or without these
+internals (checked once, at import), and per read while an extension is negotiated
+(permessage-deflate sets RSV1 and must decompress) or websockets' debug logging is enabled (it logs
+every frame).
 """
 
 from __future__ import annotations
@@ -39,13 +72,15 @@ import logging
 import ssl as _ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final, Literal, cast
+from typing import Any, ClassVar, Final, Literal, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets import exceptions as wsx
+from websockets import version as _ws_version
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import CloseCode, Frame, Opcode
-from websockets.protocol import Event
+from websockets.protocol import Event, Protocol, Side, State
+from websockets.streams import StreamReader
 from websockets.typing import Subprotocol
 
 from rx_spacetimedb._redact import RedactingLogger
@@ -151,12 +186,121 @@ def _handshake_error(status: int, body: str) -> HandshakeError:
     return cls(status, body)
 
 
+def _fast_path_available() -> bool:
+    """True for websockets 16 or later with the parser internals that ``_at_frame_boundary`` reads."""
+    try:
+        major = int(_ws_version.version.split(".")[0])
+        parse, at_eof = Protocol.parse, StreamReader.at_eof
+        protocol = Protocol(Side.CLIENT)
+    except (AttributeError, ValueError, TypeError):
+        return False
+    return (
+        major >= 16
+        and hasattr(parse, "__code__")
+        and hasattr(at_eof, "__code__")
+        and isinstance(getattr(protocol, "reader", None), StreamReader)
+        and isinstance(getattr(protocol.reader, "buffer", None), bytearray)
+        and hasattr(protocol.parser, "gi_yieldfrom")
+        and all(hasattr(protocol, name) for name in _PROTOCOL_ATTRIBUTES)
+    )
+
+
+_PROTOCOL_ATTRIBUTES: Final = (
+    "current_size", "extensions", "debug", "max_message_size", "max_fragment_size",
+)
+_FAST_PATH_AVAILABLE: Final = _fast_path_available()
+_PARSE_CODE: Final = getattr(Protocol.parse, "__code__", None)
+_AT_EOF_CODE: Final = getattr(StreamReader.at_eof, "__code__", None)
+
+_TEXT_FIN: Final = 0x81  # first header byte of a plain frame: FIN, RSV clear, opcode TEXT
+_BINARY_FIN: Final = 0x82  # the same with opcode BINARY
+
+
+def plain_frame(buf: bytes, pos: int, max_size: int | None = None) -> tuple[int, int] | None:
+    """Where the payload of the frame at ``buf[pos]`` lies, if it is plain and complete.
+
+    Plain: FIN set, RSV bits clear, opcode TEXT or BINARY, unmasked, payload at most ``max_size``
+    bytes (``None``: any). Lengths are read as websockets reads them (7-bit, 16-bit or 64-bit,
+    a longer encoding than needed accepted).
+
+    Returns:
+        ``(start, stop)`` of the payload in ``buf``, or ``None``: the frame is not plain, or its
+        header or payload is cut off by the end of ``buf``.
+    """
+    end = len(buf)
+    if pos + 2 > end or buf[pos] not in (_TEXT_FIN, _BINARY_FIN):
+        return None
+    length = buf[pos + 1]  # the mask bit is its high bit: a masked frame reads as 128 or more
+    start = pos + 2
+    if length == 126:
+        start += 2
+        length = int.from_bytes(buf[pos + 2:start], "big")
+    elif length == 127:
+        start += 8
+        length = int.from_bytes(buf[pos + 2:start], "big")
+    elif length > 127:
+        return None
+    stop = start + length
+    if stop > end or (max_size is not None and length > max_size):
+        return None  # (a header cut off gives a short length but start > end, so stop > end)
+    return start, stop
+
+
+def split_frames(
+    data: bytes, pos: int = 0, max_size: int | None = None
+) -> tuple[list[str | bytes], int]:
+    """Cut the plain complete frames of ``data`` from ``pos`` on into messages.
+
+    Stops at the first frame that is not plain (see ``plain_frame``) or not complete, and before a
+    TEXT frame whose payload is not UTF-8: all these are left to websockets' parser.
+
+    Returns:
+        The messages (``str`` for TEXT, ``bytes`` for BINARY) and where they end in ``data``.
+    """
+    messages: list[str | bytes] = []
+    while (bounds := plain_frame(data, pos, max_size)) is not None:
+        start, stop = bounds
+        if data[pos] == _TEXT_FIN:
+            try:
+                messages.append(data[start:stop].decode())
+            except UnicodeDecodeError:
+                break
+        else:
+            messages.append(data[start:stop])
+        pos = stop
+    return messages, pos
+
+
+def frame_size(buf: bytes, pos: int) -> int | None:
+    """Bytes of the frame (any kind: header, mask key, payload) starting at ``buf[pos]``.
+
+    Returns:
+        Its size, which may reach past the end of ``buf``; ``None`` if its header is cut off.
+    """
+    end = len(buf)
+    if pos + 2 > end:
+        return None
+    length = buf[pos + 1] & 0x7F
+    header = 2 + (4 if buf[pos + 1] & 0x80 else 0)
+    if length == 126:
+        header += 2
+    elif length == 127:
+        header += 8
+    if pos + header > end:
+        return None
+    if length >= 126:
+        length = int.from_bytes(buf[pos + 2:pos + (4 if length == 126 else 10)], "big")
+    return header + length
+
+
 class _BatchingConnection(ClientConnection):
     """websockets' client ``Protocol`` that hands on every message of one TCP read in one batch.
 
-    ``data_received`` (websockets') parses the read and calls ``process_event`` per frame; data
-    frames land here instead of in websockets' per-frame queue. ``ClientProtocol`` has already
-    checked their order (a continuation only inside a message) and the ``max_size`` limit.
+    ``data_received`` cuts the read's plain frames itself (``split_frames``: see the module doc)
+    and hands every other frame to websockets' ``data_received``, which parses it and calls
+    ``process_event``; data frames land here instead of in websockets' per-frame queue.
+    ``ClientProtocol`` has already checked their order (a continuation only inside a message) and
+    the ``max_size`` limit.
     """
 
     def __init__(self, *args: Any, read_limit: int = DEFAULT_READ_LIMIT, **kwargs: Any) -> None:
@@ -167,8 +311,13 @@ class _BatchingConnection(ClientConnection):
         self._fragments: list[bytes] = []  # the message being received, when it is fragmented
         self._fragmented_text = False  # that message's first frame was TEXT
         self._bad_text: UnicodeDecodeError | None = None  # a TEXT message that was not UTF-8
+        self._owed = 0  # bytes of the frame that websockets' parser is in, not yet given to it
+        self._header_part = b""  # a frame header cut off at the end of the last read (split)
         self._waiter: asyncio.Future[None] | None = None  # the reader, waiting for a message
         self._reading_paused = False
+
+    fast_path: ClassVar[bool] = _FAST_PATH_AVAILABLE
+    """Cut plain frames with ``split_frames`` (see the module doc); False: websockets parses all."""
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode in _DATA_OPCODES:
@@ -201,12 +350,78 @@ class _BatchingConnection(ClientConnection):
         self._unread_size += len(data)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self._header_part:  # the start of a frame header, held back by the split
+            data, self._header_part = self._header_part + data, b""
+        if self.fast_path and self._bad_text is None:
+            self._split_received(data)
+        else:
+            super().data_received(data)
         if self._unread or self._bad_text is not None:
             self._wake()
             if self._unread_size > self.read_limit and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()
+
+    def _split_received(self, data: bytes) -> None:
+        """Take the plain frames of ``data`` at frame boundaries; hand each other frame on whole.
+
+        A frame handed to websockets' parser is followed by exactly the rest of it (``_owed``
+        bytes, also across reads), so that its parser is at a boundary again right after.
+        """
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._owed:
+                take = min(self._owed, end - pos)
+                self._owed -= take
+                super().data_received(data[pos:pos + take])
+                pos += take
+                continue
+            if self._bad_text is not None or not self._at_frame_boundary():
+                super().data_received(data[pos:])  # failing, closing: websockets' own handling
+                return
+            protocol = self.protocol
+            if protocol.current_size is None:  # no fragmented message open: split
+                max_size = protocol.max_message_size  # websockets' limit for a frame here
+                fragment_size = protocol.max_fragment_size
+                if fragment_size is not None and (max_size is None or fragment_size < max_size):
+                    max_size = fragment_size
+                messages, stop = split_frames(data, pos, max_size)
+                if messages:
+                    self._unread += messages
+                    self._unread_size += stop - pos  # (with the headers: close enough to pace)
+                pos = stop
+            if pos < end:
+                size = frame_size(data, pos)
+                if size is None:  # a header cut off: wait for the rest of it
+                    self._header_part = data[pos:]
+                    return
+                self._owed = size  # not plain, or not complete: websockets parses this frame
+
+    def _at_frame_boundary(self) -> bool:
+        """True if websockets' parser waits for a new frame's header with nothing buffered.
+
+        See the module doc for why each condition is needed.
+        """
+        protocol = self.protocol
+        if (
+            protocol.state is not State.OPEN
+            or protocol.extensions
+            or protocol.debug
+            or protocol.reader.buffer
+            or protocol.reader.eof
+        ):
+            return False
+        # Walk the chain ClientProtocol.parse -> Protocol.parse -> ... (generators: typed as Any,
+        # typeshed's Generator has no gi_yieldfrom).
+        caller: Any = None
+        waiting: Any = protocol.parser
+        while waiting.gi_yieldfrom is not None:
+            caller, waiting = waiting, waiting.gi_yieldfrom
+        return (
+            caller is not None
+            and caller.gi_code is _PARSE_CODE
+            and getattr(waiting, "gi_code", None) is _AT_EOF_CODE
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
