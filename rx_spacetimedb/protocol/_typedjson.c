@@ -308,9 +308,12 @@ static Node *compile_node(PyObject *plan, int depth) {
         NEED(node->object_only ? 4 : 5);
         node->op = OP_VARIANT;
         if (compile_fields(node, ARG(1), ARG(3), depth, !node->object_only) < 0) goto fail;
-        if (node->n == 0 || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n) goto bad;
-        node->makers = PyMem_Calloc(node->n, sizeof(PyObject *));
-        node->wraps = PyMem_Calloc(node->n, sizeof(Node *));
+        /* a sum of no variants (a type no value has) is valid: every value falls back, and the
+         * Python decoder refuses it; a message type always has variants */
+        if ((node->n == 0 && node->object_only) || !PyTuple_Check(ARG(2)) || PyTuple_GET_SIZE(ARG(2)) != node->n)
+            goto bad;
+        node->makers = PyMem_Calloc(node->n ? node->n : 1, sizeof(PyObject *));
+        node->wraps = PyMem_Calloc(node->n ? node->n : 1, sizeof(Node *));
         if (!node->makers || !node->wraps) { PyErr_NoMemory(); goto fail; }
         for (Py_ssize_t i = 0; i < node->n; i++) {
             PyObject *maker = PyTuple_GET_ITEM(ARG(2), i);

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -265,6 +266,18 @@ def test_mutated_schemas(document: Any) -> None:
         for table in schema.tables:
             for row in PLAYER_ROWS:
                 only_protocol_errors(functools.partial(schema.decode_row, table), row)
+
+
+def test_a_column_of_a_sum_without_variants_refuses_every_value() -> None:
+    # found by test_mutated_schemas: the C parser refused to compile the plan of such a column
+    document = json.loads(example("http-schema-v9-response.json"))
+    player = document["typespace"]["types"][0]["Product"]["elements"]
+    location = next(e for e in player if e["name"] == {"some": "location"})
+    location["algebraic_type"] = {"Sum": {"variants": []}}
+    schema = ModuleSchema.from_json(json.dumps(document))
+    for row in PLAYER_ROWS:
+        with pytest.raises(ProtocolError):
+            schema.decode_row("Player", row)
 
 
 CLIENT_FRAMES = st.one_of(
