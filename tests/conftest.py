@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from hypothesis import settings
 from reactivex import Observable
 
 from rx_spacetimedb.testing import SpacetimeDBEmulator, example_module
 
 _T = TypeVar("_T")
+
+# The property and fuzz tests draw the same examples on every run (a red CI is then a real, repeatable
+# failure); HYPOTHESIS_PROFILE=explore draws new ones, with FUZZ_EXAMPLES/PROPERTY_EXAMPLES for more.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 WAIT = 10.0
 """Upper bound of every wait in the network tests; they normally finish in milliseconds."""
