@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rx_spacetimedb.errors import SchemaError
-from rx_spacetimedb.protocol.sats import VariantClass, field_name, unit_variant
+from rx_spacetimedb.protocol.sats import VariantClass, field_name, plain_fields, unit_variant
 from rx_spacetimedb.protocol.types import (
     AlgebraicType,
     ArrayType,
@@ -175,13 +175,6 @@ class Binding:
     slotted: frozenset[type]
 
 
-def _plain_slotted(cls: type, fields: Sequence[str]) -> bool:
-    """A frozen slotted dataclass with exactly these fields and no checks of its own: we may store
-    its fields through the slots, as for the classes made at run time."""
-    return (dataclasses.is_dataclass(cls) and "__slots__" in vars(cls) and not hasattr(cls, "__post_init__")
-            and tuple(f.name for f in dataclasses.fields(cls)) == tuple(fields))
-
-
 def bind(schema: ModuleSchema, row_classes: Mapping[str, type] | None) -> Binding | None:
     """The generated classes among ``row_classes`` bound to ``schema``'s typespace (None: none are).
 
@@ -214,7 +207,9 @@ def bind(schema: ModuleSchema, row_classes: Mapping[str, type] | None) -> Bindin
         product = schema.typespace[index]
         assert isinstance(product, ProductType)
         classes[index] = cls
-        if _plain_slotted(cls, [field_name(n) for n in product.names]):
+        # a plain class with exactly these fields: we may store them through the slots, as
+        # for the classes made at run time
+        if plain_fields(cls) == tuple(field_name(n) for n in product.names):
             slotted.add(cls)
     for name, members in record.sums.items():
         index = by_name[name]

@@ -41,7 +41,7 @@ from rx_spacetimedb.protocol.values import (
 )
 
 __all__ = ["Decoder", "Encoder", "Form", "InexactInteger", "TypeCodec", "VariantClass", "field_name",
-           "node_encoder", "slot_descriptors", "unit_variant"]
+           "node_encoder", "plain_fields", "slot_descriptors", "unit_variant"]
 
 Decoder = Callable[[Any], Any]
 Encoder = Callable[[Any], Any]
@@ -229,21 +229,26 @@ def unit_variant(cls: type) -> VariantClass:
     return VariantClass(cls, _UnitMaker(cls), _no_payload)
 
 
+def plain_fields(cls: type) -> tuple[str, ...] | None:
+    """The fields of a slotted dataclass with no checks of its own (no ``__post_init__``), whose
+    ``__init__`` does nothing but store them: such an object may be built through its slots. None
+    for any other class."""
+    if not dataclasses.is_dataclass(cls) or "__slots__" not in vars(cls) or hasattr(cls, "__post_init__"):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def _plain_unit(variant: VariantClass) -> bool:
-    """A ``unit_variant`` of a slotted dataclass with no fields and no checks: the C parser allocates
-    it without calling its ``__init__`` (which would set nothing)."""
-    cls = variant.cls
-    plain = dataclasses.is_dataclass(cls) and "__slots__" in vars(cls)
-    return (isinstance(variant.make, _UnitMaker) and plain
-            and not dataclasses.fields(cls) and not hasattr(cls, "__post_init__"))
+    """A ``unit_variant`` of a plain class with no fields: the C parser allocates it without
+    calling its ``__init__`` (which would set nothing)."""
+    return isinstance(variant.make, _UnitMaker) and plain_fields(variant.cls) == ()
 
 
 def _plain_one_slot(variant: VariantClass) -> bool:
-    """A variant built by its class's own ``__init__`` of one slotted field and no checks (as
-    ``Committed(update)``): storing the payload through the slot is the same, at a fraction of the cost."""
-    cls = variant.cls
-    return (variant.make is cls and dataclasses.is_dataclass(cls) and "__slots__" in vars(cls)
-            and len(dataclasses.fields(cls)) == 1 and not hasattr(cls, "__post_init__"))
+    """A variant built by its plain class's own ``__init__`` of one field (as ``Committed(update)``):
+    storing the payload through the slot is the same, at a fraction of the cost."""
+    fields = plain_fields(variant.cls)
+    return variant.make is variant.cls and fields is not None and len(fields) == 1
 
 
 _SPECIAL_MAKERS: dict[str, Callable[[int], Any]] = {
@@ -985,7 +990,6 @@ def _as_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise TypeError(f"expected a number, got {type(v).__name__}")
     return float(v)
-
 
 
 _LEAF_ENCODERS: dict[str, Encoder] = {"str": _encode_str, "bool": _encode_bool, "f64": _as_float,
