@@ -186,6 +186,12 @@ def replay_server(port_out: Any, ready: Any) -> None:
                 await ws.send(frame)
         await ws.wait_closed()
 
+    serve_loopback(handler, port_out, ready)
+
+
+def serve_loopback(handler: Any, port_out: Any, ready: Any) -> None:
+    """Serve ``handler`` on a free loopback port until killed; the port goes to ``port_out``."""
+
     async def main() -> None:
         async with serve(handler, "127.0.0.1", 0, subprotocols=[Subprotocol(SUBPROTOCOL)],
                          compression=None, max_size=None, ping_interval=None) as server:

@@ -24,15 +24,14 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+import e2e
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
-from websockets.typing import Subprotocol
 from websockets.version import version as websockets_version
 
-from rx_spacetimedb.transport import SUBPROTOCOL, Transport, _BatchingConnection
+from rx_spacetimedb.transport import Transport, _BatchingConnection
 
 SIZES = [100, 1_000, 10_000]  # payload bytes of each frame
 MESSAGES = {100: 200_000, 1_000: 100_000, 10_000: 20_000}  # per run
@@ -50,14 +49,7 @@ def blast_server(port_out: Any, ready: Any) -> None:
                 cache[str(request)] = frame * count
             ws.transport.write(cache[str(request)])
 
-    async def main() -> None:
-        async with serve(handler, "127.0.0.1", 0, subprotocols=[Subprotocol(SUBPROTOCOL)],
-                         compression=None, max_size=None, ping_interval=None) as server:
-            port_out.value = server.sockets[0].getsockname()[1]
-            ready.set()
-            await asyncio.Event().wait()
-
-    asyncio.run(main())
+    e2e.serve_loopback(handler, port_out, ready)
 
 
 async def one_run(port: int, count: int, size: int, split: bool) -> float:
@@ -93,9 +85,6 @@ def transport_table(port: int, rounds: int, quick: bool) -> None:
 
 def e2e_measure(port: int, workload_name: str, split: bool) -> tuple[float, float]:
     """(a, b) seconds of one e2e round with the split on or off (run in a fresh process)."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    import e2e
-
     _BatchingConnection.fast_path = split
     workload = e2e.Workload.from_name(workload_name)
     a = asyncio.run(e2e.floor(port, workload)).seconds
@@ -104,9 +93,6 @@ def e2e_measure(port: int, workload_name: str, split: bool) -> tuple[float, floa
 
 
 def e2e_table(rounds: int, quick: bool) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    import e2e
-
     workload = e2e.WORKLOADS[0]  # 1 row per message, updates
     if quick:
         workload = replace(workload, messages=workload.messages // 5)
