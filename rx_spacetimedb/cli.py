@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -519,21 +520,46 @@ def _cmd_watch(args: argparse.Namespace, io: _Output) -> int:
     """Subscribe and print diffs as they come, until Ctrl-C, ``--limit`` or a fatal error."""
     target = f"{_url(args.host, args.port, args.tls)} database {args.database!r}"
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    conn = _open(args, reconnect=not args.no_reconnect)
-    try:
-        conn.states.subscribe(lambda state: events.put(("state", state)),
-                              on_completed=lambda: events.put(("state", conn.state)))
-        conn.diffs.subscribe(lambda diff: events.put(("diff", diff)), lambda e: events.put(("error", e)))
-        request = conn.subscribe_multi(args.queries)
-        request.outcome.subscribe(lambda _: events.put(("applied", None)),
-                                  lambda e: events.put(("error", e)))
-        return _watch_loop(args, io, conn, events, target)
-    except KeyboardInterrupt:
-        io.status("stopped")
-        return EXIT_OK
-    finally:
-        with contextlib.suppress(KeyboardInterrupt):
+    with _ctrl_c_as_event(events):
+        conn = _open(args, reconnect=not args.no_reconnect)
+        try:
+            conn.states.subscribe(lambda state: events.put(("state", state)),
+                                  on_completed=lambda: events.put(("state", conn.state)))
+            conn.diffs.subscribe(lambda diff: events.put(("diff", diff)),
+                                 lambda e: events.put(("error", e)))
+            request = conn.subscribe_multi(args.queries)
+            request.outcome.subscribe(lambda _: events.put(("applied", None)),
+                                      lambda e: events.put(("error", e)))
+            return _watch_loop(args, io, conn, events, target)
+        finally:
             conn.close()
+
+
+@contextlib.contextmanager
+def _ctrl_c_as_event(events: queue.Queue[tuple[str, Any]]) -> Iterator[None]:
+    """Within: the first Ctrl-C queues a ``("stop", None)`` event; a second one interrupts.
+
+    A ``KeyboardInterrupt`` lands wherever the main thread happens to be (mid-print, inside the
+    connection's close); as an event, the watch loop stops where it chooses and closes cleanly.
+    Only the main thread can set a signal handler; elsewhere (tests) Ctrl-C keeps its default.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:  # ignored (a background job) or someone else's
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+        events.put(("stop", None))
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _watch_loop(args: argparse.Namespace, io: _Output, conn: Connection,
@@ -566,6 +592,9 @@ def _watch_loop(args: argparse.Namespace, io: _Output, conn: Connection,
                 io.status(f"reconnecting in {state.delay:.1f} s (attempt {state.attempt})")
             elif state.status == "closed" and state.error is not None:
                 raise state.error
+        elif kind == "stop":
+            io.status("stopped")
+            return EXIT_OK
         elif kind == "applied":
             io.status(f"subscribed: {'; '.join(args.queries)}")
         elif kind == "error":

@@ -446,6 +446,29 @@ def test_the_watch_loop_never_blocks_in_one_untimed_wait() -> None:
         cli._next_event(_SlowQueue(empty_for=10**9), 0.0)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT is POSIX")
+def test_ctrl_c_during_watch_is_an_event_and_a_second_one_interrupts() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    events: queue.Queue[tuple[str, object]] = queue.Queue()
+    with cli._ctrl_c_as_event(events):
+        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt wherever the main thread is
+        assert events.get_nowait() == ("stop", None)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+    # off the main thread no handler can be set: Ctrl-C keeps its default there
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(_enter_and_report(events)))
+    thread.start()
+    thread.join()
+    assert seen == [before] and events.empty()
+
+
+def _enter_and_report(events: queue.Queue[tuple[str, object]]) -> object:
+    with cli._ctrl_c_as_event(events):
+        return signal.getsignal(signal.SIGINT)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_watch_subprocess_stops_cleanly_on_ctrl_c(server: SpacetimeDBEmulator) -> None:
     env = {**os.environ, TOKEN_ENV: server.mint_token()[1], "PYTHONUNBUFFERED": "1"}
@@ -468,7 +491,7 @@ def test_watch_subprocess_stops_cleanly_on_ctrl_c(server: SpacetimeDBEmulator) -
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert child.returncode == EXIT_OK
+    assert child.returncode == EXIT_OK, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "stopped"
     assert env[TOKEN_ENV] not in "".join(status) + out + err
