@@ -110,6 +110,20 @@ class HttpConnection(ServerConnection):
         out += [f"{k}: {v}" for k, v in extra.items()]
         self.transport.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + payload)
         self.transport.close()
+        self.logger = _AnsweredAsHttp(self.logger)
+
+
+class _AnsweredAsHttp(logging.LoggerAdapter[Any]):
+    """The logger of a connection answered as plain HTTP, without its handshake error.
+
+    websockets still waits for the WebSocket handshake on that connection; when it closes, 15 and
+    16 log "opening handshake failed" as an error with a traceback (17 says nothing). Every schema
+    fetch or identity request would print one.
+    """
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if msg != "opening handshake failed":
+            self.logger.log(level, msg, *args, **kwargs)
 
 
 def _dechunk(data: bytes) -> bytes | None:

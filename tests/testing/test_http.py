@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -197,3 +198,14 @@ def test_chunked_request_body(server: SpacetimeDBEmulator) -> None:
     assert response.status == 200
     assert json.loads(response.read())[0]["rows"][0][2] == "alice"
     connection.close()
+
+
+def test_plain_http_requests_log_no_handshake_error(caplog: pytest.LogCaptureFixture) -> None:
+    # websockets 15 and 16 logged "opening handshake failed" (an ERROR, with a traceback) for
+    # every connection answered as plain HTTP; the demo printed it on stderr.
+    with caplog.at_level(logging.INFO), SpacetimeDBEmulator(example_module()) as emulator:
+        assert request(emulator, "GET", f"/v1/database/{emulator.database}/schema?version=9")[0] == 200
+        assert request(emulator, "POST", "/v1/identity")[0] == 200
+    # stopped: every connection handler has returned, so whatever it logs is in
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "server closed" in caplog.messages  # the server's logger is the one captured
