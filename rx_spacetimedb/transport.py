@@ -467,7 +467,7 @@ class _BatchingConnection(ClientConnection):
     def _end(self) -> wsx.ConnectionClosed:
         """websockets' exception for the closed connection, raised from what ended it, if known."""
         end = self.protocol.close_exc
-        # The I/O error that dropped the connection: websockets 15 keeps it in recv_exc.
+        # The I/O error that dropped the connection (websockets 17: connection_exc; 16: recv_exc).
         cause = getattr(self, "connection_exc", None) or getattr(self, "recv_exc", None)
         if cause is not None:
             end.__cause__ = cause
