@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import Close, Frame, Opcode
 
 from rx_spacetimedb import transport
-from rx_spacetimedb.errors import ConnectionClosed
+from rx_spacetimedb.errors import ConnectionClosed, TransportError
 from rx_spacetimedb.transport import (
     Transport,
     _BatchingConnection,
@@ -23,7 +23,7 @@ from rx_spacetimedb.transport import (
     plain_frame,
     split_frames,
 )
-from tests.test_transport import open_transport, server
+from tests.test_transport import TOKEN, Server, hold_open, open_transport, server
 from tests.test_transport_batches import cont, on_go, text, wire
 
 # --- plain_frame / split_frames: pure functions -----------------------------------------------
@@ -427,3 +427,21 @@ def test_the_split_needs_websockets_16_or_later(
     monkeypatch.setattr(websockets.version, "version", version)  # what the check reads
 
     assert transport._fast_path_available() is available
+
+
+def test_a_server_cannot_switch_an_extension_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The split takes only frames without RSV bits. Our client offers no extension, so websockets
+    # refuses a 101 that names one (permessage-deflate would set RSV1 on compressed frames).
+    def with_deflate(connection: ServerConnection, request: Any, response: Any) -> Any:
+        response.headers["spacetime-identity-token"] = TOKEN
+        response.headers["Sec-WebSocket-Extensions"] = "permessage-deflate"
+        return response
+
+    monkeypatch.setattr(Server, "process_response", staticmethod(with_deflate))
+
+    async def scenario() -> None:
+        async with server(hold_open) as srv:
+            with pytest.raises(TransportError, match="no extensions supported"):
+                await open_transport(srv)
+
+    run(scenario())
