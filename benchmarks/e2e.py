@@ -20,11 +20,15 @@ The same frames are received by:
      -> ``conn.table_diffs("Player")`` -> a counting observer
   c  the same pipeline with no socket: the connection's transport is swapped for one that hands
      it the same frames from memory. c/a is what b/a would be with a transport that cost nothing.
+  k  the floor keeping its rows: a, plus a dict of the parsed rows by key (a deleted key leaves,
+     an inserted row goes in), the least a cache does. The insert stream's cache grows to 300,000
+     rows, and holding them costs memory traffic that a, which drops each row, never pays
+     (``benchmarks/kept_rows.py``). b/k compares like with like there; the targets are b/a.
 
 Times run from the end of the snapshot to the last row counted; best of R interleaved rounds, each
 workload in a fresh process.
 Printed: rows/s and messages/s of a and b, b/a (targets from issue 16: >= 0.6 at 1 row
-per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000) and c/a, all against the floor of the same run.
+per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000), c/a and b/k, all against floors of the same run.
 
 Then the latency from the server's send to the observer, for 1-row insert messages at a low rate
 (one every 2 ms): the server writes its clock (``time.monotonic_ns``, one clock for every process
@@ -217,7 +221,8 @@ class Run:
     latencies: list[float]  # seconds from the server's send, per row (latency workload only)
 
 
-async def floor(port: int, workload: Workload) -> Run:
+async def floor(port: int, workload: Workload, keep: bool = False) -> Run:
+    """a (or k with ``keep``): bare websockets, orjson.loads of each frame and row string."""
     url = f"ws://127.0.0.1:{port}/v1/database/{workload.name}/subscribe"
     loads = orjson.loads
     latencies = []
@@ -226,14 +231,24 @@ async def floor(port: int, workload: Workload) -> Run:
         loads(await ws.recv())
         await ws.send(orjson.dumps({"SubscribeSingle": {"query": QUERY, "request_id": 1,
                                                         "query_id": {"id": 1}}}).decode())
+        kept: dict[Any, Any] = {}
         for row in loads(await ws.recv())["SubscribeApplied"]["rows"]["table_rows"]["updates"][0]["inserts"]:
-            loads(row)
+            snapshot_row = loads(row)  # object-shaped
+            if keep:
+                kept[snapshot_row["id"]] = list(snapshot_row.values())
         start = time.perf_counter()
         counted = 0
         for _ in range(workload.messages):
             message = loads(await ws.recv())
             for table in message["TransactionUpdate"]["status"]["Committed"]["tables"]:
                 for update in table["updates"]:
+                    if keep:  # k: the rows by key (column 0, the primary key)
+                        for row in map(loads, update["deletes"]):
+                            del kept[row[0]]
+                        for row in map(loads, update["inserts"]):
+                            kept[row[0]] = row
+                        counted += len(update["deletes"]) + len(update["inserts"])
+                        continue
                     for row in update["deletes"]:
                         loads(row)
                         counted += 1
@@ -372,12 +387,13 @@ def fmt_rate(value: float) -> str:
 
 
 def measure(port: int, workload: Workload, rounds: int) -> dict[str, list[float]]:
-    """Seconds of a, b and c over ``rounds`` interleaved rounds (run in a fresh process)."""
+    """Seconds of a, b, c and k over ``rounds`` interleaved rounds (run in a fresh process)."""
     schema = example_schema()
     snapshot, frames = build_frames(workload)
-    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "k": []}
     for _ in range(rounds):
         times["a"].append(asyncio.run(floor(port, workload)).seconds)
+        times["k"].append(asyncio.run(floor(port, workload, keep=True)).seconds)
         times["b"].append(pipeline(port, workload, schema).seconds)
         times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
     return times
@@ -391,16 +407,16 @@ def throughput_table(port: int, workloads: Sequence[Workload], rounds: int) -> N
     same process ran up to 40% slower refaulting it (10-row inserts, no socket: 54 k then 32 k msgs/s).
     """
     print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
-          "| c no socket msgs/s | c/a |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| c no socket msgs/s | c/a | k floor keeping rows msgs/s | b/k |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload in workloads:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             times = pool.submit(measure, port, workload, rounds).result()
-        a, b, c = (min(times[x]) for x in "abc")
+        a, b, c, k = (min(times[x]) for x in "abck")
         rows, messages = workload.row_strings, workload.messages
         print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
               f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
-              f"{fmt_rate(messages / c)} | {a / c:.2f} |",
+              f"{fmt_rate(messages / c)} | {a / c:.2f} | {fmt_rate(messages / k)} | {k / b:.2f} |",
               flush=True)
 
 
