@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import io
 import multiprocessing
@@ -58,7 +59,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -191,6 +192,22 @@ def replay_server(port_out: Any, ready: Any) -> None:
         await ws.wait_closed()
 
     serve_loopback(handler, port_out, ready)
+
+
+@contextlib.contextmanager
+def server_process(target: Callable[[Any, Any], None], name: str) -> Iterator[int]:
+    """Run ``target(port_out, ready)`` (``replay_server``, a ``serve_loopback`` caller) in a fresh
+    process; yield its port once it listens, kill it on the way out."""
+    context = multiprocessing.get_context("spawn")
+    port, ready = context.Value("i", 0), context.Event()
+    process = context.Process(target=target, args=(port, ready), daemon=True)
+    process.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError(f"{name} did not start")
+        yield port.value
+    finally:
+        process.kill()
 
 
 def serve_loopback(handler: Any, port_out: Any, ready: Any) -> None:
@@ -452,38 +469,30 @@ def main() -> None:
         rounds = 2
     schema = example_schema()
 
-    context = multiprocessing.get_context("spawn")
-    port, ready = context.Value("i", 0), context.Event()
-    server = context.Process(target=replay_server, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("replay server did not start")
-        prebuild(port.value, [*workloads, *inserts, latency])
+    with server_process(replay_server, "replay server") as port:
+        prebuild(port, [*workloads, *inserts, latency])
         print(f"End to end: CPython {platform.python_version()}, websockets {websockets_version}, "
               f"orjson {orjson.__version__}, {platform.machine()}, best of {rounds} rounds")
         if "update" in parts:
             print("\nUpdates (each message: K deletes + K inserts of the same K rows):\n")
-            throughput_table(port.value, workloads, rounds)
+            throughput_table(port, workloads, rounds)
         if "insert" in parts:
             print(f"\nInsert stream (each message: K new rows; the cache ends with "
                   f"{', '.join(f'{w.rows * (w.messages + 1):,}' for w in inserts)} rows):\n")
-            throughput_table(port.value, inserts, rounds)
+            throughput_table(port, inserts, rounds)
         if "latency" in parts:
             print(f"\nLatency from the server's send to the observer (1-row inserts, one every "
                   f"{LATENCY_INTERVAL * 1e3:g} ms):\n")
-            latency_table(port.value, latency, schema)
+            latency_table(port, latency, schema)
         if args.profile:
             workload = next(w for w in workloads if w.rows == 100)
             profile = cProfile.Profile()
-            pipeline(port.value, workload, schema, profile)
+            pipeline(port, workload, schema, profile)
             out = io.StringIO()
             stats = pstats.Stats(profile, stream=out)
             stats.sort_stats("tottime").print_stats(25)
             stats.sort_stats("cumulative").print_stats(30)
             print(f"\ncProfile of the I/O thread, {workload.name}:\n{out.getvalue()}")
-    finally:
-        server.kill()
     if args.only:
         return
 

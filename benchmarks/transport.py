@@ -97,20 +97,13 @@ def e2e_table(rounds: int, quick: bool) -> None:
     if quick:
         workload = replace(workload, messages=workload.messages // 5)
     context = multiprocessing.get_context("spawn")
-    port, ready = context.Value("i", 0), context.Event()
-    server = context.Process(target=e2e.replay_server, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("replay server did not start")
-        e2e.prebuild(port.value, [workload])
+    with e2e.server_process(e2e.replay_server, "replay server") as port:
+        e2e.prebuild(port, [workload])
         times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         for _ in range(rounds):
             for split in (True, False):
                 with ProcessPoolExecutor(1, mp_context=context) as pool:
-                    times[split].append(pool.submit(e2e_measure, port.value, workload.name, split).result())
-    finally:
-        server.kill()
+                    times[split].append(pool.submit(e2e_measure, port, workload.name, split).result())
     print(f"\nEnd to end ({workload.rows} row per message, updates, {workload.messages:,} messages; "
           f"best of {rounds} rounds, each mode in a fresh process per round):\n")
     # The floor does not use our transport: its best over both modes' rounds is the floor of both.
@@ -134,18 +127,10 @@ def main() -> None:
     rounds = 2 if args.quick else args.rounds
     if not _BatchingConnection.fast_path:
         sys.exit("the split is not available with this websockets: nothing to compare")
-    context = multiprocessing.get_context("spawn")
-    port, ready = context.Value("i", 0), context.Event()
-    server = context.Process(target=blast_server, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise RuntimeError("server did not start")
+    with e2e.server_process(blast_server, "blast server") as port:
         print(f"Transport: CPython {platform.python_version()}, websockets {websockets_version}, "
               f"{platform.machine()}, best of {rounds} interleaved rounds\n")
-        transport_table(port.value, rounds, args.quick)
-    finally:
-        server.kill()
+        transport_table(port, rounds, args.quick)
     if args.e2e:
         e2e_table(rounds, args.quick)
 
