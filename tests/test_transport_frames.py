@@ -179,33 +179,30 @@ async def until_closed(
                 return received, err
 
 
-def test_many_small_messages_in_one_write(path: Path) -> None:
-    messages = [f'{{"n":{i}}}' for i in range(300)]
+def receive(handler: Callable[[ServerConnection], Awaitable[None]], count: int) -> list[str | bytes]:
+    """The first ``count`` messages after the client says "go"; then the client closes."""
 
     async def scenario() -> list[str | bytes]:
-        async with server(on_go(*(text(m) for m in messages))) as srv:
+        async with server(handler) as srv:
             transport = await open_transport(srv)
             await transport.send("go")
-            received = await take(transport, len(messages))
+            received = await take(transport, count)
             await transport.close()
             return received
 
-    assert run(scenario()) == messages
+    received: list[str | bytes] = run(scenario())
+    return received
+
+
+def test_many_small_messages_in_one_write(path: Path) -> None:
+    messages = [f'{{"n":{i}}}' for i in range(300)]
+    assert receive(on_go(*(text(m) for m in messages)), len(messages)) == messages
     assert len(path.parsed_by_websockets) == (0 if path.fast else len(messages))
 
 
 def test_binary_frames_keep_their_place(path: Path) -> None:
     frames = [Frame(Opcode.BINARY, b"\x00\xff"), text("t"), Frame(Opcode.BINARY, b""), text("u")]
-
-    async def scenario() -> list[str | bytes]:
-        async with server(on_go(*frames)) as srv:
-            transport = await open_transport(srv)
-            await transport.send("go")
-            received = await take(transport, 4)
-            await transport.close()
-            return received
-
-    assert run(scenario()) == [b"\x00\xff", "t", b"", "u"]
+    assert receive(on_go(*frames), 4) == [b"\x00\xff", "t", b"", "u"]
     assert len(path.parsed_by_websockets) == (0 if path.fast else 4)
 
 
@@ -219,16 +216,8 @@ def test_a_ping_between_data_frames_is_answered_and_the_frames_after_it_are_kept
         await ws.send(f"pong {(await pongs.get()).decode()}")
         await ws.wait_closed()
 
-    async def scenario() -> list[str | bytes]:
-        async with server(handler) as srv:
-            transport = await open_transport(srv)
-            await transport.send("go")
-            received = await take(transport, 11)
-            await transport.close()
-            return received
-
     expected = [*(f"a{i}" for i in range(5)), *(f"b{i}" for i in range(5)), "pong pp"]
-    assert run(scenario()) == expected
+    assert receive(handler, 11) == expected
     # Split: every data frame, before and after the Ping (websockets parses the Ping alone).
     assert path.parsed_by_websockets == ([] if path.fast else [f.encode() for f in expected])
 
