@@ -29,6 +29,8 @@ Times run from the end of the snapshot to the last row counted; best of R interl
 workload in a fresh process.
 Printed: rows/s and messages/s of a and b, b/a (targets from issue 16: >= 0.6 at 1 row
 per message, >= 0.8 at 10, >= 0.9 at 100 and 1,000), c/a and b/k, all against floors of the same run.
+Beside them, the minor page faults a message of a, b and k, and the ceiling on b/a that b's extra
+faults set at the cost of a first touch of a page measured in the same process (``throughput_table``).
 
 Then the latency from the server's send to the observer, for 1-row insert messages at a low rate
 (one every 2 ms): the server writes its clock (``time.monotonic_ns``, one clock for every process
@@ -49,11 +51,13 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import mmap
 import multiprocessing
 import platform
 import pstats
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -236,6 +240,29 @@ def prebuild(port: int, workloads: Sequence[Workload]) -> None:
 class Run:
     seconds: float  # from the end of the snapshot to the last row counted
     latencies: list[float]  # seconds from the server's send, per row (latency workload only)
+    faults: int  # minor page faults of the whole process in that time (every thread)
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far: each is a first touch of a page of memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def first_touch_seconds(size: int = 64 << 20) -> float:
+    """Seconds the first write to a fresh page of memory costs here, beyond the second write.
+
+    A cache that grows touches new pages that a floor dropping every row never does; on this
+    machine's virtual memory a first touch costs microseconds (``throughput_table``'s ceiling).
+    """
+    pages = size // mmap.PAGESIZE
+    with mmap.mmap(-1, size) as memory:
+        times = []
+        for value in (1, 2):  # first touches, then the same loop on pages already there
+            start = time.perf_counter()
+            for offset in range(0, size, mmap.PAGESIZE):
+                memory[offset] = value
+            times.append(time.perf_counter() - start)
+    return (times[0] - times[1]) / pages
 
 
 async def floor(port: int, workload: Workload, keep: bool = False) -> Run:
@@ -253,7 +280,7 @@ async def floor(port: int, workload: Workload, keep: bool = False) -> Run:
             snapshot_row = loads(row)  # object-shaped
             if keep:
                 kept[snapshot_row["id"]] = list(snapshot_row.values())
-        start = time.perf_counter()
+        faults, start = minor_faults(), time.perf_counter()
         counted = 0
         for _ in range(workload.messages):
             message = loads(await ws.recv())
@@ -275,9 +302,9 @@ async def floor(port: int, workload: Workload, keep: bool = False) -> Run:
                         else:
                             loads(row)
                         counted += 1
-        elapsed = time.perf_counter() - start
+        elapsed, faults = time.perf_counter() - start, minor_faults() - faults
     assert counted == workload.row_strings
-    return Run(elapsed, latencies)
+    return Run(elapsed, latencies, faults)
 
 
 def pipeline(port: int, workload: Workload, schema: ModuleSchema,
@@ -286,13 +313,14 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
                                   reconnect=False, ping_interval=None)
     done = threading.Event()
     marks: dict[str, float] = {}
+    faults: dict[str, int] = {}
     latencies: list[float] = []
     counted = 0
 
     def on_diff(diff: TableDiff[Any]) -> None:
         nonlocal counted
         if diff.cause == "subscribe":
-            marks["start"] = time.perf_counter()
+            faults["start"], marks["start"] = minor_faults(), time.perf_counter()
             if profile is not None:
                 profile.enable()  # on the I/O thread: cProfile follows the thread that enables it
             return
@@ -301,7 +329,7 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
             latencies.extend((now - int(row.name)) / 1e9 for row in diff.inserts)
         counted += len(diff.inserts) + len(diff.deletes) + 2 * len(diff.updates)
         if counted >= workload.row_strings:
-            marks["end"] = time.perf_counter()
+            marks["end"], faults["end"] = time.perf_counter(), minor_faults()
             if profile is not None:
                 profile.disable()
             done.set()
@@ -314,7 +342,7 @@ def pipeline(port: int, workload: Workload, schema: ModuleSchema,
     finally:
         conn.close()
     assert counted == workload.row_strings
-    return Run(marks["end"] - marks["start"], latencies)
+    return Run(marks["end"] - marks["start"], latencies, faults["end"] - faults["start"])
 
 
 class FramesInMemory:
@@ -403,38 +431,55 @@ def fmt_rate(value: float) -> str:
     return f"{value / 1e3:.0f} k" if value >= 1e4 else f"{value:,.0f}"
 
 
-def measure(port: int, workload: Workload, rounds: int) -> dict[str, list[float]]:
-    """Seconds of a, b, c and k over ``rounds`` interleaved rounds (run in a fresh process)."""
+def measure(port: int, workload: Workload, rounds: int) -> tuple[dict[str, Run], float]:
+    """The best run of a, b, c and k over ``rounds`` interleaved rounds (run in a fresh process),
+    and the cost of a first touch of a page measured in that process afterwards."""
     schema = example_schema()
     snapshot, frames = build_frames(workload)
-    times: dict[str, list[float]] = {"a": [], "b": [], "c": [], "k": []}
+    runs: dict[str, list[Run]] = {"a": [], "b": [], "c": [], "k": []}
     for _ in range(rounds):
-        times["a"].append(asyncio.run(floor(port, workload)).seconds)
-        times["k"].append(asyncio.run(floor(port, workload, keep=True)).seconds)
-        times["b"].append(pipeline(port, workload, schema).seconds)
-        times["c"].append(no_socket(workload, schema, snapshot, frames).seconds)
-    return times
+        runs["a"].append(asyncio.run(floor(port, workload)))
+        runs["k"].append(asyncio.run(floor(port, workload, keep=True)))
+        runs["b"].append(pipeline(port, workload, schema))
+        runs["c"].append(no_socket(workload, schema, snapshot, frames))
+    best = {part: min(each, key=lambda run: run.seconds) for part, each in runs.items()}
+    return best, first_touch_seconds()
 
 
 def throughput_table(port: int, workloads: Sequence[Workload], rounds: int) -> None:
-    """One line per workload: a, b and c (best of ``rounds`` interleaved rounds), ratios to a.
+    """One line per workload: a, b and c (best of ``rounds`` interleaved rounds), ratios to a; then
+    the page faults of those runs and the ceiling they put on b/a.
 
     Each workload runs in a fresh process, as if measured alone: after a workload has grown and
     freed a cache of 300,000 rows, glibc has handed that memory back, and the next workload in the
     same process ran up to 40% slower refaulting it (10-row inserts, no socket: 54 k then 32 k msgs/s).
+
+    The ceiling is the b/a of a pipeline whose only cost beyond the floor's were the pages it touches
+    first and the floor does not (b's minor faults less a's, each at the first-touch cost measured in
+    the same process): no cache that holds these rows in this much memory can beat it on this machine.
     """
     print("| rows/msg | msgs | a floor rows/s | a msgs/s | b pipeline rows/s | b msgs/s | b/a "
           "| c no socket msgs/s | c/a | k floor keeping rows msgs/s | b/k |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    faults = []
     for workload in workloads:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            times = pool.submit(measure, port, workload, rounds).result()
-        a, b, c, k = (min(times[x]) for x in "abck")
+            best, touch = pool.submit(measure, port, workload, rounds).result()
+        a, b, c, k = (best[x].seconds for x in "abck")
         rows, messages = workload.row_strings, workload.messages
         print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "
               f"{fmt_rate(rows / b)} | {fmt_rate(messages / b)} | {a / b:.2f} | "
               f"{fmt_rate(messages / c)} | {a / c:.2f} | {fmt_rate(messages / k)} | {k / b:.2f} |",
               flush=True)
+        extra = max(0, best["b"].faults - best["a"].faults) * touch
+        per_message = " | ".join(f"{best[x].faults / messages:.2f}" for x in "abk")
+        faults.append(f"| {workload.rows:,} | {per_message} | {touch * 1e6:.2f} µs "
+                      f"| {extra / messages * 1e6:.1f} µs | {a / b:.2f} | {a / (a + extra):.2f} |")
+    print("\nPage faults a message in those runs, and the ceiling they put on b/a:\n")
+    print("| rows/msg | a faults/msg | b faults/msg | k faults/msg | first touch of a page "
+          "| b's extra faults a message | b/a | b/a ceiling |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(faults), flush=True)
 
 
 def latency_table(port: int, workload: Workload, schema: ModuleSchema) -> None:
