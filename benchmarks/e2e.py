@@ -66,7 +66,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import orjson
@@ -90,6 +90,8 @@ from rx_spacetimedb.protocol.values import (
 )
 from rx_spacetimedb.testing import Database, SpacetimeDBEmulator, example_module
 from rx_spacetimedb.transport import Transport
+
+T = TypeVar("T")
 
 SUBPROTOCOL = "v1.json.spacetimedb"
 QUERY = "SELECT * FROM Player"
@@ -212,6 +214,13 @@ def server_process(target: Callable[[Any, Any], None], name: str) -> Iterator[in
         yield port.value
     finally:
         process.kill()
+
+
+def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a new (spawned) process, as if measured alone: a process that has grown
+    and freed a large heap runs the next allocation-heavy part slower (``throughput_table``)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def serve_loopback(handler: Any, port_out: Any, ready: Any) -> None:
@@ -463,8 +472,7 @@ def throughput_table(port: int, workloads: Sequence[Workload], rounds: int) -> N
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     faults = []
     for workload in workloads:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            best, touch = pool.submit(measure, port, workload, rounds).result()
+        best, touch = in_fresh_process(measure, port, workload, rounds)
         a, b, c, k = (best[x].seconds for x in "abck")
         rows, messages = workload.row_strings, workload.messages
         print(f"| {workload.rows:,} | {messages:,} | {fmt_rate(rows / a)} | {fmt_rate(messages / a)} | "

@@ -20,14 +20,12 @@ allocation-heavy part slower (see e2e.py's ``throughput_table``).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import orjson
-from e2e import Workload, build_frames, example_schema
+from e2e import Workload, build_frames, example_schema, in_fresh_process
 
 from rx_spacetimedb.cache import primary_key_getter
 from rx_spacetimedb.protocol.codec import decode_server_message
@@ -74,8 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = {}
     for part in PARTS:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            seconds[part] = pool.submit(measure, part, args.rows, args.messages).result()
+        seconds[part] = in_fresh_process(measure, part, args.rows, args.messages)
     print(f"Kept rows: CPython {platform.python_version()}, orjson {orjson.__version__}, "
           f"{args.rows} rows x {args.messages:,} messages ({args.rows * args.messages:,} rows), best of 3\n")
     print("| part | µs/message |")

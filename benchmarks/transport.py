@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -96,14 +94,12 @@ def e2e_table(rounds: int, quick: bool) -> None:
     workload = e2e.WORKLOADS[0]  # 1 row per message, updates
     if quick:
         workload = replace(workload, messages=workload.messages // 5)
-    context = multiprocessing.get_context("spawn")
     with e2e.server_process(e2e.replay_server, "replay server") as port:
         e2e.prebuild(port, [workload])
         times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         for _ in range(rounds):
             for split in (True, False):
-                with ProcessPoolExecutor(1, mp_context=context) as pool:
-                    times[split].append(pool.submit(e2e_measure, port, workload.name, split).result())
+                times[split].append(e2e.in_fresh_process(e2e_measure, port, workload.name, split))
     print(f"\nEnd to end ({workload.rows} row per message, updates, {workload.messages:,} messages; "
           f"best of {rounds} rounds, each mode in a fresh process per round):\n")
     # The floor does not use our transport: its best over both modes' rounds is the floor of both.
